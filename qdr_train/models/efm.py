@@ -1,0 +1,71 @@
+"""Edge-Friendly Model (EFM): encoder, bottleneck, decoder with Learnable Degradation Gating.
+
+Shape of the graph (why it is fast in INT8): every layer is a conv, ReLU, add, sigmoid,
+mul, nearest resize or one final pixel shuffle, so TensorRT and ONNX Runtime run each conv
+as an INT8 kernel. Down-sampling is a stride-2 conv; the image is touched at full
+resolution only by the first conv and the final pixel shuffle; the heavy layers run at 1/8
+resolution, where a wide bottleneck is cheap.
+
+Learnable Degradation Gating (LDG): a one-channel map ``g = sigmoid(conv3x3(d1))`` computed
+from the half-resolution decoder features, which see both local texture and the bottleneck's
+context. The correction is ``y = x + T(g * d1)``, where ``T`` is a bias-free 1x1 conv to 12 channels
+followed by a 2x pixel shuffle. ``T`` maps each half-resolution pixel to its own 2x2 output
+block, so ``T(g * d1) = g * T(d1)`` block-wise: ``g`` is exactly how much of its correction the net
+applies at each place. Where the frame is clean ``g -> 0`` and pixels pass through unchanged;
+where degradation is strong ``g -> 1``. The gate is also a cheap diagnostic: it is a map of
+where the net found degradation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import torch.nn.functional as F
+
+from qdr_train.models.blocks import ConvAct, QuantPoint, ResBlock, Up
+from qdr_train.models.registry import register
+
+
+@register
+class EFM(nn.Module):
+    """Restore a degraded RGB image in [0, 1]; H and W must be multiples of ``stride`` (8)."""
+
+    stride = 8
+
+    def __init__(self, widths: tuple[int, int, int] | list[int] = (16, 32, 64), num_blocks: int = 2) -> None:
+        super().__init__()
+        c1, c2, c3 = widths
+        self.q_in = QuantPoint()
+        self.enc1 = nn.Sequential(ConvAct(3, c1, stride=2), ConvAct(c1, c1))
+        self.enc2 = nn.Sequential(ConvAct(c1, c2, stride=2), ConvAct(c2, c2))
+        self.enc3 = ConvAct(c2, c3, stride=2)
+        self.bottleneck = nn.Sequential(*[ResBlock(c3) for _ in range(num_blocks)])
+        self.up2 = Up(c3, c2)
+        self.skip2 = QuantPoint()
+        self.dec2 = ConvAct(c2, c2)
+        self.up1 = Up(c2, c1)
+        self.skip1 = QuantPoint()
+        self.dec1 = ConvAct(c1, c1)
+        self.gate_logit = ConvAct(c1, 1, act=False)
+        self.gate = QuantPoint()
+        self.gated = QuantPoint()
+        self.tail = ConvAct(c1, 12, kernel=1, act=False, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Restored image plus the named internal tensors that distillation and diagnostics read."""
+        h, w = x.shape[-2:]
+        if h % self.stride or w % self.stride:
+            raise ValueError(f"EFM input {h}x{w} is not a multiple of {self.stride}; pad it first")
+        xq = self.q_in(x)
+        e1 = self.enc1(xq)
+        e2 = self.enc2(e1)
+        b = self.bottleneck(self.enc3(e2))
+        d2 = self.dec2(self.skip2(self.up2(b) + e2))
+        d1 = self.dec1(self.skip1(self.up1(d2) + e1))
+        g = self.gate(torch.sigmoid(self.gate_logit(d1)))
+        y = xq + F.pixel_shuffle(self.tail(self.gated(g * d1)), 2)
+        return y, {"bottleneck": b, "decoder": d1, "gate": g}
