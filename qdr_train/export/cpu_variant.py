@@ -51,6 +51,9 @@ def to_cpu_variant(src: str | Path, dst: str | Path) -> Path:
                 and producers[node.input[0]].op_type == "DequantizeLinear":
             node.op_type = "LeakyRelu"
             node.attribute.append(helper.make_attribute("alpha", 0.0))
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    for node in [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in used]:
+        graph.node.remove(node)
     onnx.checker.check_model(model)
     dst = Path(dst)
     onnx.save(model, str(dst))

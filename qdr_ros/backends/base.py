@@ -1,0 +1,77 @@
+"""The one interface every inference backend implements, so the node never cares which engine runs."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from qdr_ros.image_conversions import padded_size
+from qdr_ros.model_info import ModelInfo
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here (library missing, no GPU); the message says what to install."""
+
+
+class Backend(ABC):
+    """Runs a restoration model: (N, 3, H, W) float32 RGB in [0, 1] in, the same shape out.
+
+    ``reason`` records why this backend, device and file were chosen; it is never empty, so a
+    fallback (for example TensorRT missing -> ONNX Runtime on CPU) is always visible in logs.
+    """
+
+    name: str
+    device: str
+    precision: str
+    model_path: str
+    providers: list[str]
+    info: ModelInfo
+    reason: str = ""
+
+    @property
+    def stride(self) -> int:
+        return self.info.stride
+
+    @abstractmethod
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Restore a batch; H and W must be multiples of ``stride``."""
+
+    def warmup(self, height: int, width: int, runs: int = 2) -> float:
+        """Run ``runs`` dummy frames of the padded size so the first real frame is not slow.
+
+        Returns the last run's seconds.
+        """
+        hp, wp = padded_size(height, width, self.stride)
+        x = np.full((1, 3, hp, wp), 0.5, np.float32)
+        elapsed = 0.0
+        for _ in range(max(1, runs)):
+            start = time.perf_counter()
+            self.infer(x)
+            elapsed = time.perf_counter() - start
+        return elapsed
+
+    def describe(self) -> dict[str, Any]:
+        """Flat facts for logs and diagnostics."""
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "precision": self.precision,
+            "model_path": self.model_path,
+            "model_sha256": self.info.sha256,
+            "providers": list(self.providers),
+            "stride": self.stride,
+            "reason": self.reason,
+        }
+
+    def check_input(self, x: np.ndarray) -> None:
+        """Reject what the model would reject, with a message that names the fix."""
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4 or x.shape[1] != 3:
+            shape = getattr(x, "shape", None)
+            dtype = getattr(x, "dtype", type(x).__name__)
+            raise ValueError(f"{self.name} expects an (N, 3, H, W) float32 array, got {shape} {dtype}")
+        if x.shape[2] % self.stride or x.shape[3] % self.stride:
+            raise ValueError(f"input {x.shape[2]}x{x.shape[3]} is not a multiple of the model stride {self.stride}; "
+                             "pad it with image_conversions.to_model_input")

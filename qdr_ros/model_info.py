@@ -1,0 +1,195 @@
+"""Check a model file before any backend touches it, and describe it without running it.
+
+ONNX files are parsed with the ``onnx`` package (protobuf parsing plus ``onnx.checker``, no
+execution, external data not loaded) when it is installed; a runtime without ``onnx`` falls back
+to ONNX Runtime's own loader with graph optimisation off. TensorRT engines (``.engine``/``.plan``)
+are opaque until TensorRT deserialises them, so only file-level checks apply to them here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "restored"
+DEFAULT_STRIDE = 8
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan")
+QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger"})
+_FLOAT = "tensor(float)"
+
+
+class ModelError(ValueError):
+    """A model file that cannot be used; the message says what to do about it."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the runtime needs to know about a model file (read statically, never executed)."""
+
+    path: Path
+    format: str
+    sha256: str
+    size_bytes: int
+    input_name: str | None = None
+    output_name: str | None = None
+    input_shape: tuple[int | str | None, ...] | None = None
+    output_shape: tuple[int | str | None, ...] | None = None
+    input_dtype: str | None = None
+    output_dtype: str | None = None
+    stride: int = DEFAULT_STRIDE
+    precision: str = "unknown"
+    task: str | None = None
+    config: dict[str, Any] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def input_rank(self) -> int | None:
+        return None if self.input_shape is None else len(self.input_shape)
+
+    @property
+    def output_rank(self) -> int | None:
+        return None if self.output_shape is None else len(self.output_shape)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks (identifies the exact model in logs and diagnostics)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_file(path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix not in ONNX_SUFFIXES + ENGINE_SUFFIXES:
+        raise ModelError(f"model file {path} has suffix {suffix or '(none)'!r}; expected .onnx (exported by "
+                         "qdr_train's ONNX export) or a TensorRT .engine/.plan; export the checkpoint first")
+    if not path.exists():
+        raise ModelError(f"model file {path} does not exist (resolved as {path.absolute()}); check the "
+                         "model_path parameter or copy the exported model there")
+    if not path.is_file():
+        raise ModelError(f"model path {path} is not a regular file; point model_path at the .onnx/.engine file")
+    if not os.access(path, os.R_OK):
+        raise ModelError(f"model file {path} is not readable by this user; fix its permissions (chmod a+r)")
+    if path.stat().st_size == 0:
+        raise ModelError(f"model file {path} is empty (0 bytes); the copy or download was interrupted, copy it again")
+
+
+def _metadata_fields(path: Path, metadata: dict[str, str]) -> tuple[int, str | None, dict[str, Any] | None]:
+    try:
+        stride = int(json.loads(metadata.get("stride", str(DEFAULT_STRIDE))))
+        config = json.loads(metadata["config"]) if "config" in metadata else None
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"model {path} has malformed metadata ({exc}); re-export it with qdr_train") from exc
+    if stride <= 0:
+        raise ModelError(f"model {path} declares stride {stride}; it must be a positive integer, re-export it")
+    task = metadata.get("task")
+    return stride, task.strip('"') if task else None, config
+
+
+def _check_io(path: Path, kind: str, items: list[tuple[str, str, tuple[Any, ...]]], name: str) -> None:
+    what = f"model {path} {kind}"
+    if len(items) != 1:
+        raise ModelError(f"{what}s are {[i[0] for i in items]}; a qdr model has exactly one {kind} {name!r}. "
+                         "Export it with qdr_train.export.onnx.export_onnx")
+    got_name, dtype, shape = items[0]
+    if got_name != name:
+        raise ModelError(f"{what} is named {got_name!r}, expected {name!r}; "
+                         "re-export with qdr_train.export.onnx.export_onnx (input 'image', output 'restored')")
+    if dtype != _FLOAT:
+        raise ModelError(f"{what} {name!r} has type {dtype}, expected float32 (FP32 I/O, INT8 only inside the graph)")
+    if len(shape) != 4:
+        raise ModelError(f"{what} {name!r} has rank {len(shape)} {shape}, expected 4 (N, 3, H, W)")
+    if kind == "input" and isinstance(shape[1], int) and shape[1] != 3:
+        raise ModelError(f"{what} {name!r} has {shape[1]} channels, expected 3 (RGB)")
+
+
+def _read_onnx_with_onnx(path: Path) -> tuple[list[Any], list[Any], dict[str, str], str]:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"model file {path} is not a valid ONNX file ({exc}); it is corrupt or not ONNX, "
+                         "export or copy it again") from exc
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"model file {path} fails the ONNX checker ({first}); it is corrupt or hand-edited, "
+                         "export it again") from exc
+    weights = {init.name for init in model.graph.initializer}
+
+    def describe(values: Any) -> list[tuple[str, str, tuple[Any, ...]]]:
+        out = []
+        for v in values:
+            if v.name in weights:
+                continue
+            t = v.type.tensor_type
+            dtype = _FLOAT if t.elem_type == onnx.TensorProto.FLOAT else \
+                f"tensor({onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)})" if t.elem_type else "unknown"
+            shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
+            out.append((v.name, dtype, shape))
+        return out
+
+    ops = {node.op_type for node in model.graph.node}
+    precision = "int8" if ops & QUANT_OPS else "fp32"
+    metadata = {p.key: p.value for p in model.metadata_props}
+    return describe(model.graph.input), describe(model.graph.output), metadata, precision
+
+
+def _read_onnx_with_onnxruntime(path: Path) -> tuple[list[Any], list[Any], dict[str, str], str]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own untyped exceptions for every kind of bad file
+        raise ModelError(f"model file {path} could not be loaded as ONNX ({exc}); it is corrupt or not ONNX, "
+                         "export or copy it again") from exc
+
+    def describe(values: Any) -> list[tuple[str, str, tuple[Any, ...]]]:
+        return [(v.name, v.type, tuple(v.shape)) for v in values]
+
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    precision = metadata.get("precision", "unknown").strip('"')
+    return describe(session.get_inputs()), describe(session.get_outputs()), metadata, precision
+
+
+def validate_model_file(path: str | os.PathLike[str], parser: str = "auto") -> ModelInfo:
+    """Check ``path`` is a usable qdr model and describe it; raise ``ModelError`` saying what to fix.
+
+    ``onnx.checker`` also refuses external weight files that point outside the model's folder.
+
+    ``parser``: ``"onnx"``, ``"onnxruntime"`` or ``"auto"`` (``onnx`` when installed).
+    """
+    if parser not in ("auto", "onnx", "onnxruntime"):
+        raise ValueError(f"parser must be 'auto', 'onnx' or 'onnxruntime', got {parser!r}")
+    path = Path(path).expanduser()
+    _check_file(path)
+    sha, size = file_sha256(path), path.stat().st_size
+    if path.suffix.lower() in ENGINE_SUFFIXES:
+        return ModelInfo(path=path, format="tensorrt_engine", sha256=sha, size_bytes=size)
+    if parser == "auto":
+        parser = "onnx" if importlib.util.find_spec("onnx") else "onnxruntime"
+    reader = _read_onnx_with_onnx if parser == "onnx" else _read_onnx_with_onnxruntime
+    inputs, outputs, metadata, precision = reader(path)
+    _check_io(path, "input", inputs, INPUT_NAME)
+    _check_io(path, "output", outputs, OUTPUT_NAME)
+    stride, task, config = _metadata_fields(path, metadata)
+    return ModelInfo(path=path, format="onnx", sha256=sha, size_bytes=size,
+                     input_name=inputs[0][0], output_name=outputs[0][0],
+                     input_shape=inputs[0][2], output_shape=outputs[0][2],
+                     input_dtype="float32", output_dtype="float32", stride=stride, precision=precision,
+                     task=task, config=config, metadata=metadata)

@@ -1,0 +1,113 @@
+"""``qdr-train MODE [options] [key=value ...]``: splits arguments and calls the API of the same name."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from qdr_train.config import ConfigError, load_config
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from qdr_train.engine.trainer import Trainer
+    cfg = load_config(args.task, args.config, args.overrides)
+    trainer = Trainer(cfg, resume=args.resume)
+    run_dir = trainer.fit()
+    if trainer.main:
+        print(f"run folder: {run_dir}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from qdr_train.data.datasets import data_root
+    from qdr_train.engine.evaluator import evaluate, format_table, write_json
+    cfg = load_config(args.task, args.config, args.overrides)
+    clean = args.clean or (None if args.pairs else data_root(cfg["data"]["root"]) / cfg["data"]["val"])
+    report = evaluate(cfg, args.model, clean_dir=clean, pairs_dir=args.pairs, severity=args.severity,
+                      limit=args.limit, baseline=not args.no_baseline, threads=args.threads)
+    print(format_table(report))
+    if args.json:
+        write_json(report, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from qdr_train.engine.checkpoint import safe_load
+    from qdr_train.export.onnx import export_model_file
+    run_cfg = Path(args.model).parent / "config.yaml"
+    config = None
+    if run_cfg.exists():
+        import yaml
+        config = yaml.safe_load(run_cfg.read_text())
+    safe_load(args.model)
+    for path in export_model_file(args.model, args.out, config):
+        print(f"wrote {path}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from qdr_train.engine.budget import measure_budget
+    cfg = load_config(None, args.config, args.overrides)
+    report = measure_budget(cfg["model"], args.model, args.height, args.width, args.threads, args.runs)
+    for key, value in report.items():
+        print(f"{key:>24}: {value}")
+    return 0 if report["within_budget"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qdr-train", description=__doc__)
+    sub = parser.add_subparsers(dest="mode", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="YAML file overriding the defaults")
+        p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.iters=2000")
+
+    fit = sub.add_parser("fit", help="train a stage (fp32 teacher or an INT8 recipe)")
+    fit.add_argument("--task", help="denoise | derain | lowlight | dehaze")
+    fit.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
+    with_config(fit)
+    fit.set_defaults(func=_fit)
+
+    ev = sub.add_parser("eval", help="PSNR/SSIM of input, model and classical baseline")
+    ev.add_argument("--task", required=True)
+    ev.add_argument("--model", required=True, help="model file / checkpoint (.pt) or ONNX file (FP32 or INT8)")
+    src = ev.add_mutually_exclusive_group()
+    src.add_argument("--clean", help="clean images, degraded deterministically (default: data.val, Kodak24)")
+    src.add_argument("--pairs", help="folder with input/ and target/ (real degraded pairs)")
+    ev.add_argument("--severity", type=float, help="0..1 in the training range instead of the documented level")
+    ev.add_argument("--limit", type=int, default=0, help="first N images only")
+    ev.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
+    ev.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: physical cores)")
+    ev.add_argument("--json", help="write the full report (per image and mean) here")
+    with_config(ev)
+    ev.set_defaults(func=_eval)
+
+    ex = sub.add_parser("export", help="write ONNX (FP32, or INT8 Q/DQ + CPU twin for a quantized model)")
+    ex.add_argument("--model", required=True, help="qdr model file or checkpoint (.pt)")
+    ex.add_argument("--out", required=True, help="output folder, e.g. models/denoise")
+    ex.set_defaults(func=_export)
+
+    info = sub.add_parser("info", help="parameters, MACs and ONNX Runtime FPS (FP32 and INT8) against the budget")
+    info.add_argument("--model", help="model file (.pt); default: the configured architecture, untrained")
+    info.add_argument("--height", type=int, default=480)
+    info.add_argument("--width", type=int, default=640)
+    info.add_argument("--threads", type=int, default=0)
+    info.add_argument("--runs", type=int, default=20)
+    with_config(info)
+    info.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"qdr-train {args.mode}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

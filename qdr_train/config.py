@@ -1,0 +1,121 @@
+"""Load and validate configs: defaults -> task file -> --config file -> key=value overrides.
+
+One annotated ``configs/default.yaml`` defines every key and its type; anything not in it,
+or of another type, stops the run before training starts, with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+TASKS = ("denoise", "derain", "lowlight", "dehaze")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used as written."""
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    return data
+
+
+def _check_type(key: str, value: Any, default: Any) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        if not (isinstance(default, bool) and isinstance(value, bool)):
+            raise ConfigError(f"{key}: expected {type(default).__name__}, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(default, (int, float)) and isinstance(value, (int, float)) and type(default) is type(value):
+        return value
+    if isinstance(default, list) and isinstance(value, (list, tuple)):
+        return list(value)
+    if type(default) is not type(value):
+        raise ConfigError(f"{key}: expected {type(default).__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def merge(base: dict[str, Any], override: dict[str, Any], prefix: str = "", strict: bool = True) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base``; keys not in ``base`` are errors when strict."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        full = f"{prefix}{key}"
+        if key not in out:
+            if strict:
+                known = ", ".join(sorted(out)) or "none"
+                raise ConfigError(f"unknown config key '{full}' (known here: {known})")
+            out[key] = copy.deepcopy(value)
+        elif isinstance(out[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full}: expected a mapping, got {value!r}")
+            open_section = full in ("degradation", "levels") or full.startswith(("degradation.", "levels."))
+            out[key] = merge(out[key], value, f"{full}.", strict=strict and not open_section)
+        else:
+            out[key] = _check_type(full, value, out[key])
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ``a.b=1`` strings into a nested dict; values are parsed as YAML scalars/lists."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not key=value (e.g. train.iters=1000)")
+        key, raw = item.split("=", 1)
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _scalar(raw)
+    return tree
+
+
+def _scalar(raw: str) -> Any:
+    """YAML value, except that ``1e-3`` is a float (YAML 1.1 would keep it a string)."""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def load_config(task: str | None = None, config_file: str | Path | None = None,
+                overrides: list[str] | dict[str, Any] | None = None) -> dict[str, Any]:
+    """Resolve the full config for a run; raise ConfigError on anything unknown or mistyped."""
+    cfg = _read_yaml(CONFIG_DIR / "default.yaml")
+    extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
+    file_cfg = _read_yaml(Path(config_file)) if config_file else {}
+    task = task or extra.get("task") or file_cfg.get("task") or cfg["task"]
+    if task not in cfg["degradation"]:
+        raise ConfigError(f"unknown task '{task}'; known: {', '.join(k for k in cfg['degradation'] if k != 'nuisance')}")
+    task_file = CONFIG_DIR / f"{task}.yaml"
+    if task_file.exists():
+        cfg = merge(cfg, _read_yaml(task_file))
+    cfg = merge(cfg, file_cfg)
+    cfg = merge(cfg, extra)
+    cfg["task"] = task
+    if task not in cfg["levels"]:
+        raise ConfigError(f"task '{task}' has no evaluation level under 'levels'")
+    if cfg["data"]["crop"] % 8:
+        raise ConfigError(f"data.crop={cfg['data']['crop']} must be a multiple of the model stride 8")
+    return cfg
+
+
+def save_config(cfg: dict[str, Any], path: str | Path) -> None:
+    """Write the resolved config (kept next to every checkpoint)."""
+    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -1,0 +1,1 @@
+"""Data: clean-photo crops, paired folders, and the batched degradation models."""

@@ -1,0 +1,144 @@
+"""Batched, seeded degradation models: clean RGB in [0, 1] -> degraded RGB on the 8-bit grid.
+
+Every function takes ``x`` of shape (N, 3, H, W), a dict of per-sample parameter tensors
+of shape (N,), and a ``torch.Generator`` (on the CPU, so the same seed gives the same
+degraded image on every machine). Outputs are clipped to [0, 1] and rounded to 1/255,
+because a camera frame arrives as 8-bit. The models:
+
+- ``denoise``: Poisson-Gaussian sensor noise, ``y = x + n``, ``var(n) = shot * x + (sigma/255)^2``
+  (shot noise grows with signal, read noise does not).
+- ``derain``: streak seeds (a ``density`` fraction of pixels) smeared by a line kernel of
+  ``length`` pixels at ``angle`` degrees from vertical, screen-blended with ``opacity``:
+  ``y = 1 - (1 - x)(1 - opacity * R)`` (rain adds light, never darkens).
+- ``lowlight``: exposure cut in linear light (sRGB ~ gamma 2.2): ``l = exposure * x^2.2``,
+  then shot and read noise on ``l``, then back to sRGB. Under-exposure is noisy in real
+  cameras; a model that only brightens would amplify that noise.
+- ``dehaze``: atmospheric scattering ``y = x t + A (1 - t)``, ``t = exp(-beta d)``, with a
+  plausible depth ``d`` in [0, 1]: far at the top of the frame, near at the bottom, plus a
+  smooth random field for scene structure.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+Params = dict[str, torch.Tensor]
+
+
+def _on(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return t.to(x.device, x.dtype).view(-1, 1, 1, 1)
+
+
+def _randn(like: torch.Tensor, gen: torch.Generator, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    return torch.randn(shape or tuple(like.shape), generator=gen).to(like.device, like.dtype)
+
+
+def _rand(like: torch.Tensor, gen: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.rand(shape, generator=gen).to(like.device, like.dtype)
+
+
+def to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """Clip to [0, 1] and round to the 8-bit grid, as a camera driver delivers frames."""
+    return torch.round(x.clamp(0.0, 1.0) * 255.0) / 255.0
+
+
+def denoise(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
+    var = _on(x, p["shot"]) * x + (_on(x, p["sigma"]) / 255.0) ** 2
+    return x + var.sqrt() * _randn(x, gen)
+
+
+def _line_kernels(length: torch.Tensor, angle: torch.Tensor, size: int) -> torch.Tensor:
+    """One (size x size) streak kernel per sample: 1 on a line through the centre, else 0."""
+    r = torch.arange(size, dtype=torch.float32) - size // 2
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    theta = torch.deg2rad(angle).view(-1, 1, 1)
+    along = yy * torch.cos(theta) + xx * torch.sin(theta)
+    across = -yy * torch.sin(theta) + xx * torch.cos(theta)
+    k = ((across.abs() <= 0.5) & (along.abs() <= length.view(-1, 1, 1) / 2)).float()
+    return k.unsqueeze(1)
+
+
+def derain(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
+    n, _, h, w = x.shape
+    seeds = (torch.rand((n, 1, h, w), generator=gen) < p["density"].view(-1, 1, 1, 1)).float()
+    seeds = seeds * (0.6 + 0.4 * torch.rand((n, 1, h, w), generator=gen))
+    size = int(p["length"].max().item()) | 1
+    kernels = _line_kernels(p["length"], p["angle"], size)
+    streaks = F.conv2d(seeds.view(1, n, h, w), kernels, padding=size // 2, groups=n).view(n, 1, h, w)
+    streaks = F.avg_pool2d(streaks.clamp(0, 1), 3, 1, 1)
+    rain = (_on(x, p["opacity"]) * streaks.to(x.device, x.dtype)).clamp(0, 1)
+    return 1 - (1 - x) * (1 - rain)
+
+
+def lowlight(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
+    linear = _on(x, p["exposure"]) * x.clamp(0, 1) ** 2.2
+    var = _on(x, p["shot"]) * linear + _on(x, p["read"]) ** 2
+    linear = (linear + var.sqrt() * _randn(x, gen)).clamp(0, 1)
+    return linear ** (1 / 2.2)
+
+
+def hazy_depth(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
+    """Depth in [0, 1] (1 = far): a top-to-bottom ramp plus a smooth random field."""
+    ramp = torch.linspace(1.0, 0.0, h).view(1, 1, h, 1).expand(n, 1, h, w)
+    coarse = torch.randn((n, 1, max(2, h // 64), max(2, w // 64)), generator=gen)
+    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+    field = (field - field.amin((2, 3), keepdim=True)) / (field.amax((2, 3), keepdim=True)
+                                                           - field.amin((2, 3), keepdim=True) + 1e-6)
+    return (0.7 * ramp + 0.3 * field).clamp(0, 1)
+
+
+def dehaze(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
+    n, _, h, w = x.shape
+    d = hazy_depth(n, h, w, gen).to(x.device, x.dtype)
+    t = torch.exp(-_on(x, p["beta"]) * d)
+    return x * t + _on(x, p["airlight"]) * (1 - t)
+
+
+DEGRADATIONS: dict[str, Callable[[torch.Tensor, Params, torch.Generator], torch.Tensor]] = {
+    "denoise": denoise, "derain": derain, "lowlight": lowlight, "dehaze": dehaze,
+}
+
+
+def degrade(x: torch.Tensor, task: str, params: Params, gen: torch.Generator) -> torch.Tensor:
+    """Apply ``task``'s degradation with per-sample ``params``; result is on the 8-bit grid."""
+    if task not in DEGRADATIONS:
+        raise ValueError(f"unknown task {task!r}; known: {sorted(DEGRADATIONS)}")
+    return to_8bit(DEGRADATIONS[task](x, params, gen))
+
+
+def sample_params(task: str, ranges: dict[str, Any], n: int, gen: torch.Generator,
+                  severity: float | None = None) -> Params:
+    """Per-sample parameters: uniform in each range, or at ``severity`` in [0, 1] if given."""
+    task_ranges = ranges[task]
+    nuisance = set(ranges.get("nuisance", []))
+    out: Params = {}
+    for name, (lo, hi) in task_ranges.items():
+        if severity is None or name in nuisance:
+            u = torch.rand(n, generator=gen)
+        else:
+            if not 0.0 <= severity <= 1.0:
+                raise ValueError(f"severity must be in [0, 1], got {severity}")
+            u = torch.full((n,), float(severity))
+        out[name] = lo + u * (hi - lo)
+    return out
+
+
+def level_params(task: str, levels: dict[str, Any], n: int = 1) -> Params:
+    """The documented evaluation level of ``task`` as parameter tensors."""
+    return {k: torch.full((n,), float(v)) for k, v in levels[task].items()}
+
+
+def image_seed(task: str, seed: int, name: str) -> int:
+    """Stable per-image seed (crc32, not Python's salted hash) for reproducible evaluation inputs."""
+    return zlib.crc32(f"{task}:{seed}:{name}".encode()) & 0x7FFFFFFF
+
+
+def synthesize(clean: torch.Tensor, task: str, levels: dict[str, Any], seed: int, name: str) -> torch.Tensor:
+    """Deterministic evaluation input for one clean image (1, 3, H, W)."""
+    gen = torch.Generator().manual_seed(image_seed(task, seed, name))
+    return degrade(clean, task, level_params(task, levels, clean.shape[0]), gen)
+

@@ -1,0 +1,85 @@
+"""Checkpoints and model files: written atomically, read without executing code.
+
+A checkpoint (``last.pt``) holds everything needed to continue a run exactly; a model file
+(``efm_fp32.pt``) holds the architecture config and weights only. Both are plain dicts of
+tensors and primitives, loaded with ``torch.load(weights_only=True)``, so a foreign or
+malicious pickle is refused instead of run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from qdr_train.models import build_model
+from qdr_train.quant import prepare_qat
+
+CHECKPOINT_FORMAT = "qdr-checkpoint-v1"
+MODEL_FORMAT = "qdr-model-v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model file that cannot be used."""
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """Save via a temp file in the same folder, fsync, then rename: a kill never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def safe_load(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint or model file safely; explain what is wrong when it cannot be used."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist or is not a file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is not a readable qdr checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            "It may be truncated, corrupt, or a pickle from another tool; qdr only loads files it wrote itself."
+        ) from exc
+    if not isinstance(obj, dict) or obj.get("format") not in (CHECKPOINT_FORMAT, MODEL_FORMAT):
+        raise CheckpointError(f"{path} is a torch file but not a qdr checkpoint or model (no qdr format marker)")
+    return obj
+
+
+def save_model_file(model: nn.Module, model_cfg: dict[str, Any], path: str | Path, **info: Any) -> Path:
+    """Write the deployable weights + architecture (no optimizer state)."""
+    net = model.module if hasattr(model, "module") else model
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    quantized = any(k.endswith("w_scale") for k in state)
+    return atomic_save({"format": MODEL_FORMAT, "model": model_cfg, "state_dict": state, "quantized": quantized,
+                        **info}, path)
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model stored in a model file or checkpoint (fake-quantized if it was saved so)."""
+    obj = safe_load(path)
+    cfg = obj["model"] if obj["format"] == MODEL_FORMAT else obj["config"]["model"]
+    state = obj["state_dict"] if obj["format"] == MODEL_FORMAT else obj["model_state"]
+    model = build_model(cfg)
+    if obj.get("quantized"):
+        model = prepare_qat(model)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit model {cfg}: {str(exc).splitlines()[0]}") from exc
+    return model.eval(), obj

@@ -1,0 +1,228 @@
+"""The training loop: one class for every stage, the stage only decides the model and objective.
+
+Owns devices and DDP, the optimizer and schedule, checkpoints with exact resume, logs (CSV,
+TensorBoard, tqdm) and periodic validation with sample grids.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from qdr_train.config import save_config
+from qdr_train.data.datasets import build_train_batches, data_root, list_images, read_rgb, to_tensor
+from qdr_train.data.degradations import synthesize
+from qdr_train.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, atomic_save, safe_load, save_model_file
+from qdr_train.engine.stages import Stage, build_stage
+from qdr_train.metrics import psnr_torch
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> this process's GPU when there is one, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up then cosine decay to ``min_ratio`` (a multiplier of the peak lr)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class Trainer:
+    """Train one stage of one task; ``fit()`` runs or resumes it."""
+
+    def __init__(self, cfg: dict[str, Any], resume: bool = False) -> None:
+        self.cfg = cfg
+        self.distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
+        self.device = pick_device(cfg["train"]["device"])
+        if self.distributed:
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        self.main = self.rank == 0
+        if cfg["train"]["threads"]:
+            torch.set_num_threads(cfg["train"]["threads"])
+        torch.manual_seed(cfg["seed"])
+        self.run_dir = Path(cfg["out"]) / (cfg["name"] or f"{cfg['task']}_{cfg['stage']}")
+        self.batches = build_train_batches(cfg, self.rank)
+        self.stage: Stage = build_stage(cfg, self.device, self.batches)
+        self.model = self.stage.model
+        self.net: nn.Module = self.model
+        if self.distributed:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        params = [p for p in list(self.model.parameters()) + list(self.stage.objective.parameters())
+                  if p.requires_grad]
+        o = cfg["optim"]
+        self.optimizer = torch.optim.AdamW(params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: cosine_lr(s, cfg["train"]["iters"], o["warmup"], o["min_lr_ratio"]))
+        self.step = 0
+        if resume:
+            self._resume()
+        self._stop = False
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    def _resume(self) -> None:
+        if not self.last_path.exists():
+            raise CheckpointError(f"--resume: no checkpoint at {self.last_path}; start without --resume")
+        ckpt = safe_load(self.last_path)
+        if ckpt["format"] != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{self.last_path} is a model file, not a resumable checkpoint")
+        for key in ("task", "stage", "model"):
+            if ckpt["config"][key] != self.cfg[key]:
+                raise CheckpointError(f"{self.last_path} was written for {key}={ckpt['config'][key]!r}, "
+                                      f"this run has {key}={self.cfg[key]!r}; use another run name")
+        self.model.load_state_dict(ckpt["model_state"])
+        self.stage.objective.load_state_dict(ckpt["objective_state"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.step = int(ckpt["step"])
+        torch.set_rng_state(ckpt["torch_rng"])
+
+    def save(self) -> None:
+        """Write ``last.pt`` (resumable) and the model file; only the main process writes."""
+        if not self.main:
+            return
+        atomic_save({
+            "format": CHECKPOINT_FORMAT, "config": self.cfg, "step": self.step,
+            "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "objective_state": self.stage.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }, self.last_path)
+        save_model_file(self.model, self.cfg["model"], self.run_dir / "model.pt", task=self.cfg["task"],
+                        stage=self.cfg["stage"], step=self.step)
+
+    def _handle_signal(self, signum: int, frame: Any) -> None:
+        self._stop = True
+
+    def fit(self) -> Path:
+        """Train to ``train.iters`` (from the resumed step); returns the run folder."""
+        t = self.cfg["train"]
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        logger = _RunLog(self.run_dir, enabled=self.main)
+        previous = signal.signal(signal.SIGTERM, self._handle_signal)
+        bar = tqdm(total=t["iters"], initial=self.step, disable=not (self.main and t["progress"]),
+                   desc=f"{self.cfg['task']}/{self.cfg['stage']}", dynamic_ncols=True)
+        self.net.train()
+        started = time.time()
+        try:
+            while self.step < t["iters"] and not self._stop:
+                lq, gt = self.batches(self.step, self.device)
+                loss, logs = self.stage.objective(self.net, lq, gt)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.cfg["optim"]["grad_clip"]:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["optim"]["grad_clip"])
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                bar.update(1)
+                if self.step % t["log_every"] == 0:
+                    logs = {"loss": float(loss.detach()), "lr": self.scheduler.get_last_lr()[0], **logs,
+                            "sec_per_step": (time.time() - started) / t["log_every"]}
+                    started = time.time()
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                    logger.log(self.step, logs)
+                if self.step % t["save_every"] == 0:
+                    self.save()
+                if self.step % t["val_every"] == 0 or self.step == t["iters"]:
+                    logger.log(self.step, self.validate())
+        except KeyboardInterrupt:
+            self._stop = True
+        finally:
+            bar.close()
+            signal.signal(signal.SIGTERM, previous)
+            self.save()
+            logger.close()
+            self._shutdown_distributed()
+        return self.run_dir
+
+    def _shutdown_distributed(self) -> None:
+        """Leave the process group cleanly (gloo can abort at exit while DDP buffers are alive)."""
+        if not self.distributed:
+            return
+        dist.barrier()
+        self.net = self.model
+        gc.collect()
+        dist.destroy_process_group()
+        self.distributed = False
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """PSNR of input and output on the centre crops of the monitoring images; saves a PNG grid."""
+        if not self.main:
+            return {}
+        d, c = self.cfg["data"], self.cfg["data"]["val_crop"]
+        files = list_images(data_root(d["root"]) / d["val"])[: d["val_images"]]
+        self.model.eval()
+        rows, psnr_in, psnr_out = [], [], []
+        for path in files:
+            img = read_rgb(path)
+            h, w = img.shape[:2]
+            y, x = (h - c) // 2, (w - c) // 2
+            gt = to_tensor(img[y:y + c, x:x + c])
+            lq = synthesize(gt, self.cfg["task"], self.cfg["levels"], self.cfg["seed"], path.name)
+            out = self.model(lq.to(self.device)).clamp(0, 1).cpu()
+            psnr_in.append(float(psnr_torch(lq, gt)))
+            psnr_out.append(float(psnr_torch(torch.round(out * 255) / 255, gt)))
+            rows.append(torch.cat([lq, out, gt], dim=3)[0])
+        self.model.train()
+        grid = (torch.cat(rows[:3], dim=1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        cv2.imwrite(str(self.run_dir / f"val_{self.step:06d}.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        return {"val_psnr_input": float(np.mean(psnr_in)), "val_psnr": float(np.mean(psnr_out))}
+
+
+class _RunLog:
+    """CSV + TensorBoard logging of scalars, on the main process only."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+        self.writer = SummaryWriter(str(run_dir / "tb"))
+        self.csv_path = run_dir / "log.csv"
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled or not values:
+            return
+        for k, v in values.items():
+            self.writer.add_scalar(k, v, step)
+        new = not self.csv_path.exists()
+        with self.csv_path.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "key", "value"])
+            w.writerows([step, k, f"{v:.6g}"] for k, v in values.items())
+
+    def close(self) -> None:
+        if self.enabled:
+            self.writer.close()

@@ -1,0 +1,1 @@
+"""Losses: pixel reconstruction (restoration.py) and feature distillation (distill.py)."""

@@ -1,0 +1,29 @@
+"""Reconstruction loss between a restored image and its clean target."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RestorationLoss(nn.Module):
+    """``l1 * |y - gt| + fft * |(|F(y)| - |F(gt)|)|``.
+
+    The FFT-amplitude term penalises lost high frequencies that a plain L1 tolerates
+    (L1 alone over-smooths fine texture in denoising and deraining).
+    """
+
+    def __init__(self, l1: float = 1.0, fft: float = 0.0) -> None:
+        super().__init__()
+        if l1 < 0 or fft < 0 or l1 + fft == 0:
+            raise ValueError(f"loss weights must be >= 0 and not all zero (l1={l1}, fft={fft})")
+        self.l1, self.fft = l1, fft
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.l1 * F.l1_loss(pred, target)
+        if self.fft:
+            pf = torch.fft.rfft2(pred.float(), norm="ortho").abs()
+            tf = torch.fft.rfft2(target.float(), norm="ortho").abs()
+            loss = loss + self.fft * F.l1_loss(pf, tf)
+        return loss
