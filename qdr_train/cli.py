@@ -47,6 +47,40 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablate(args: argparse.Namespace) -> int:
+    from qdr_train.engine.ablation import format_ablation, run_ablation
+    result = run_ablation(args.task, args.teacher, args.out or f"results/ablation/{args.task}", args.overrides,
+                          args.variants, args.limit, args.threads)
+    print(format_ablation(result))
+    return 0
+
+
+def _check_int8(args: argparse.Namespace) -> int:
+    from qdr_train.export.check import check_int8
+    report = check_int8(args.path, cpu=args.cpu)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _build_engine(args: argparse.Namespace) -> int:
+    from qdr_ros.backends.base import BackendUnavailable
+    from qdr_train.export.tensorrt import ShapeProfile, build_or_load_engine
+
+    def hw(text: str) -> tuple[int, int]:
+        h, w = text.lower().split("x")
+        return int(h), int(w)
+
+    profile = ShapeProfile(hw(args.min), hw(args.opt), hw(args.max))
+    try:
+        engine = build_or_load_engine(args.onnx, args.cache_dir, profile, args.device, fp16=not args.no_fp16)
+    except BackendUnavailable as exc:
+        print(f"qdr-train build-engine: {exc}\nThe INT8 ONNX is TensorRT-ready; on the robot run this command there, "
+              f"or: trtexec --onnx={args.onnx} --int8 --fp16 --saveEngine=efm_int8.engine", file=sys.stderr)
+        return 3
+    print(f"engine: {engine}")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     from qdr_train.engine.budget import measure_budget
     cfg = load_config(None, args.config, args.overrides)
@@ -88,6 +122,31 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--model", required=True, help="qdr model file or checkpoint (.pt)")
     ex.add_argument("--out", required=True, help="output folder, e.g. models/denoise")
     ex.set_defaults(func=_export)
+
+    ab = sub.add_parser("ablate", help="train + export + evaluate every INT8 variant of one task; writes a table")
+    ab.add_argument("--task", required=True)
+    ab.add_argument("--teacher", required=True, help="FP32 model file, e.g. models/denoise/efm_fp32.pt")
+    ab.add_argument("--out", help="output folder (default results/ablation/<task>)")
+    ab.add_argument("--variants", nargs="+", help="subset of: ptq qat qat_out qat_dec qdr_fixed qdr")
+    ab.add_argument("--limit", type=int, default=0, help="evaluate on the first N images only")
+    ab.add_argument("--threads", type=int, default=0)
+    ab.add_argument("overrides", nargs="*", help="key=value config overrides for every variant")
+    ab.set_defaults(func=_ablate)
+
+    chk = sub.add_parser("check-int8", help="prove an INT8 ONNX follows TensorRT's Q/DQ rules (exit 0 = holds)")
+    chk.add_argument("path")
+    chk.add_argument("--cpu", action="store_true", help="check the uint8 CPU twin (zero point 128) instead")
+    chk.set_defaults(func=_check_int8)
+
+    eng = sub.add_parser("build-engine", help="build (or find in the cache) the TensorRT INT8 engine of a Q/DQ ONNX")
+    eng.add_argument("onnx")
+    eng.add_argument("--cache-dir", help="engine cache (default $QDR_ENGINE_CACHE or ~/.cache/qdr/engines)")
+    eng.add_argument("--min", default="64x64", help="smallest frame HxW of the profile")
+    eng.add_argument("--opt", default="480x640", help="frame HxW TensorRT tunes for")
+    eng.add_argument("--max", default="1080x1920", help="largest frame HxW of the profile")
+    eng.add_argument("--device", type=int, default=0, help="CUDA device id")
+    eng.add_argument("--no-fp16", action="store_true", help="keep layers that TensorRT runs in float at FP32")
+    eng.set_defaults(func=_build_engine)
 
     info = sub.add_parser("info", help="parameters, MACs and ONNX Runtime FPS (FP32 and INT8) against the budget")
     info.add_argument("--model", help="model file (.pt); default: the configured architecture, untrained")

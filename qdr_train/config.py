@@ -102,7 +102,8 @@ def load_config(task: str | None = None, config_file: str | Path | None = None,
     file_cfg = _read_yaml(Path(config_file)) if config_file else {}
     task = task or extra.get("task") or file_cfg.get("task") or cfg["task"]
     if task not in cfg["degradation"]:
-        raise ConfigError(f"unknown task '{task}'; known: {', '.join(k for k in cfg['degradation'] if k != 'nuisance')}")
+        known = ", ".join(k for k in cfg["degradation"] if k != "nuisance")
+        raise ConfigError(f"unknown task '{task}'; known: {known}")
     task_file = CONFIG_DIR / f"{task}.yaml"
     if task_file.exists():
         cfg = merge(cfg, _read_yaml(task_file))

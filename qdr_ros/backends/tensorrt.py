@@ -76,16 +76,11 @@ def tensorrt_unavailable_reason(device_id: int = 0) -> str | None:
     return None
 
 
-def _build_engine(onnx_path: Path, cache_dir: str | None) -> bytes:
-    try:
-        from qdr_train.export.tensorrt import build_or_load_engine
-    except ImportError as exc:
-        raise BackendUnavailable(
-            f"cannot build a TensorRT engine from {onnx_path.name}: qdr_train.export.tensorrt.build_or_load_engine "
-            f"is not available ({exc}). Build one with `trtexec --onnx={onnx_path} --saveEngine=model.engine` "
-            "and set model_path to the .engine file") from exc
-    engine = build_or_load_engine(onnx_path, cache_dir)
-    return bytes(engine) if isinstance(engine, (bytes, bytearray, memoryview)) else Path(engine).read_bytes()
+def _build_engine(onnx_path: Path, cache_dir: str | None, device_id: int) -> bytes:
+    """Return the serialized engine for an ONNX file from qdr's keyed engine cache (built on first use)."""
+    from qdr_train.export.tensorrt import build_or_load_engine
+
+    return build_or_load_engine(onnx_path, cache_dir, device_id=device_id).read_bytes()
 
 
 class TensorRTBackend(Backend):
@@ -106,7 +101,7 @@ class TensorRTBackend(Backend):
         self.info = validate_model_file(model_path)
         self.model_path = str(self.info.path)
         if self.info.format == "onnx":
-            blob = _build_engine(self.info.path, engine_cache_dir)
+            blob = _build_engine(self.info.path, engine_cache_dir, device_id)
             self.precision = self.info.precision
             source = f"engine built/loaded from {self.info.path.name}"
         else:

@@ -23,7 +23,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def data_root(configured: str = "") -> Path:
-    """The data folder: the config value, else $QDR_DATA, else ../shared/data beside the repo."""
+    """Return the data folder: the config value, else $QDR_DATA, else ../shared/data beside the repo."""
     if configured:
         return Path(configured)
     if os.environ.get("QDR_DATA"):

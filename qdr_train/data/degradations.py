@@ -86,8 +86,8 @@ def hazy_depth(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
     ramp = torch.linspace(1.0, 0.0, h).view(1, 1, h, 1).expand(n, 1, h, w)
     coarse = torch.randn((n, 1, max(2, h // 64), max(2, w // 64)), generator=gen)
     field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
-    field = (field - field.amin((2, 3), keepdim=True)) / (field.amax((2, 3), keepdim=True)
-                                                           - field.amin((2, 3), keepdim=True) + 1e-6)
+    low, high = field.amin((2, 3), keepdim=True), field.amax((2, 3), keepdim=True)
+    field = (field - low) / (high - low + 1e-6)
     return (0.7 * ramp + 0.3 * field).clamp(0, 1)
 
 
@@ -128,7 +128,7 @@ def sample_params(task: str, ranges: dict[str, Any], n: int, gen: torch.Generato
 
 
 def level_params(task: str, levels: dict[str, Any], n: int = 1) -> Params:
-    """The documented evaluation level of ``task`` as parameter tensors."""
+    """Return the documented evaluation level of ``task`` as parameter tensors."""
     return {k: torch.full((n,), float(v)) for k, v in levels[task].items()}
 
 
@@ -141,4 +141,3 @@ def synthesize(clean: torch.Tensor, task: str, levels: dict[str, Any], seed: int
     """Deterministic evaluation input for one clean image (1, 3, H, W)."""
     gen = torch.Generator().manual_seed(image_seed(task, seed, name))
     return degrade(clean, task, level_params(task, levels, clean.shape[0]), gen)
-

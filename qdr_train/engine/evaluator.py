@@ -50,7 +50,7 @@ def load_restorer(path: str | Path, threads: int = 0) -> Restorer:
 
 def degraded_input(clean: np.ndarray, task: str, cfg: dict[str, Any], name: str,
                    severity: float | None = None) -> np.ndarray:
-    """The deterministic degraded frame for ``clean``: the documented level, or a severity in [0, 1]."""
+    """Make the deterministic degraded frame for ``clean``: the documented level, or a severity in [0, 1]."""
     x = to_tensor(clean)
     if severity is None:
         return tensor_to_rgb_uint8(synthesize(x, task, cfg["levels"], cfg["seed"], name))

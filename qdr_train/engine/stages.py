@@ -1,7 +1,19 @@
-"""Stages: which model is trained and with which objective.
+"""Stages: which model is trained and with which objective. The trainer is the same for all.
 
-``fp32`` trains the EFM teacher with the reconstruction loss. The INT8 stages build on the
-same trainer by supplying a fake-quantized model and their own objective.
+- ``fp32``: the EFM teacher, reconstruction loss.
+- ``ptq``: the teacher fake-quantized and calibrated, no training (run with ``train.iters=0``).
+- ``qat``: QAT, reconstruction loss only.
+- ``qat_out``: QAT + distillation of the restored image (output distillation).
+- ``qat_dec``: QAT + distillation of the decoder features.
+- ``qdr_fixed``: QDR without LMR: QAT + bottleneck distillation, fixed weights.
+- ``qdr``: the QDR recipe: FP32 self-distillation (the teacher is the student's own FP32
+  weights, so there is no capacity gap), Decoder-Free Distillation (features are distilled
+  only at the bottleneck: quantization error in decoder features is spread spatially by the
+  upsampling path, so matching them fights noise the decoder cannot remove), and Learnable
+  Magnitude Reweighting of the reconstruction and distillation terms.
+
+Quantization lives in ``qdr_train.quant`` and losses in ``qdr_train.losses``; this module is
+where they are composed.
 """
 
 from __future__ import annotations
@@ -14,8 +26,13 @@ from torch import nn
 
 from qdr_train.data.datasets import TrainBatches
 from qdr_train.engine.checkpoint import load_model
+from qdr_train.losses.distill import FeatureDistillLoss, OutputDistillLoss
 from qdr_train.losses.restoration import RestorationLoss
+from qdr_train.losses.weighting import FixedWeights, LearnableMagnitudeReweighting
 from qdr_train.models import build_model
+from qdr_train.quant import calibrate, prepare_qat
+
+CALIBRATION_STEP_OFFSET = 10_000_000
 
 
 class ReconstructionObjective(nn.Module):
@@ -30,6 +47,44 @@ class ReconstructionObjective(nn.Module):
         return loss, {"rec": float(loss.detach())}
 
 
+class DistillObjective(nn.Module):
+    """Reconstruction + distillation from a frozen FP32 teacher at one place, combined by ``weighting``.
+
+    ``target`` is ``output`` (the restored image), or a feature name returned by the model
+    (``bottleneck``, ``decoder``).
+    """
+
+    def __init__(self, teacher: nn.Module, rec: RestorationLoss, target: str, weighting: nn.Module) -> None:
+        super().__init__()
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.rec, self.target, self.weighting = rec, target, weighting
+        self.distill = OutputDistillLoss() if target == "output" else FeatureDistillLoss()
+
+    def train(self, mode: bool = True) -> "DistillObjective":
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, model: nn.Module, lq: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        y, feats = model(lq, return_features=True)
+        with torch.no_grad():
+            ty, tfeats = self.teacher(lq, return_features=True)
+        rec = self.rec(y, gt)
+        distill = self.distill(y, ty) if self.target == "output" else self.distill(feats[self.target],
+                                                                                   tfeats[self.target])
+        weights = self.weighting.current()
+        logs = {"rec": float(rec.detach()), "distill": float(distill.detach()),
+                "w_rec": weights[0], "w_distill": weights[1]}
+        return self.weighting([rec, distill]), logs
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Only the learnable weighting is state; the teacher is reloaded from its file."""
+        return {k: v for k, v in super().state_dict(*args, **kwargs).items() if not k.startswith("teacher.")}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        return super().load_state_dict(state, strict=False, assign=assign)
+
+
 @dataclass
 class Stage:
     model: nn.Module
@@ -37,14 +92,50 @@ class Stage:
 
 
 def _fp32(cfg: dict[str, Any], device: torch.device, batches: TrainBatches) -> Stage:
-    if cfg["init"]:
-        model, _ = load_model(cfg["init"])
-    else:
-        model = build_model(cfg["model"])
+    model = load_model(cfg["init"])[0] if cfg["init"] else build_model(cfg["model"])
     return Stage(model.to(device), ReconstructionObjective(RestorationLoss(**cfg["loss"])).to(device))
 
 
-STAGES: dict[str, Callable[[dict[str, Any], torch.device, TrainBatches], Stage]] = {"fp32": _fp32}
+def _teacher_and_student(cfg: dict[str, Any], device: torch.device,
+                         batches: TrainBatches) -> tuple[nn.Module, nn.Module]:
+    """Load the FP32 teacher; the student is its fake-quantized copy, calibrated on training crops."""
+    path = cfg["quant"]["teacher"]
+    if not path:
+        raise ValueError(f"stage {cfg['stage']} needs quant.teacher=<FP32 model file>, e.g. models/"
+                         f"{cfg['task']}/efm_fp32.pt")
+    teacher, info = load_model(path)
+    if info.get("quantized"):
+        raise ValueError(f"quant.teacher {path} is already quantized; give the FP32 model file")
+    cfg["model"] = info["model"]
+    teacher = teacher.to(device)
+    student = prepare_qat(teacher, cfg["quant"]["percentile"])
+    n = cfg["quant"]["calib_batches"]
+    calibrate(student, (batches(CALIBRATION_STEP_OFFSET + i, device)[0] for i in range(n)), progress=False)
+    return teacher, student.train()
+
+
+def _quantized(target: str | None, learnable: bool) -> Callable[[dict[str, Any], torch.device, TrainBatches], Stage]:
+    def build(cfg: dict[str, Any], device: torch.device, batches: TrainBatches) -> Stage:
+        teacher, student = _teacher_and_student(cfg, device, batches)
+        rec = RestorationLoss(**cfg["loss"])
+        if target is None:
+            return Stage(student, ReconstructionObjective(rec).to(device))
+        d = cfg["distill"]
+        weighting = (LearnableMagnitudeReweighting(2, d["lmr_momentum"], d["lmr_s_max"]) if learnable
+                     else FixedWeights([1.0, d["weight"]]))
+        return Stage(student, DistillObjective(teacher, rec, target, weighting).to(device))
+    return build
+
+
+STAGES: dict[str, Callable[[dict[str, Any], torch.device, TrainBatches], Stage]] = {
+    "fp32": _fp32,
+    "ptq": _quantized(None, False),
+    "qat": _quantized(None, False),
+    "qat_out": _quantized("output", False),
+    "qat_dec": _quantized("decoder", False),
+    "qdr_fixed": _quantized("bottleneck", False),
+    "qdr": _quantized("bottleneck", True),
+}
 
 
 def build_stage(cfg: dict[str, Any], device: torch.device, batches: TrainBatches) -> Stage:

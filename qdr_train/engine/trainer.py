@@ -75,7 +75,9 @@ class Trainer:
         params = [p for p in list(self.model.parameters()) + list(self.stage.objective.parameters())
                   if p.requires_grad]
         o = cfg["optim"]
-        self.optimizer = torch.optim.AdamW(params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
+        groups = [{"params": [p for p in params if p.dim() > 1], "weight_decay": o["weight_decay"]},
+                  {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: cosine_lr(s, cfg["train"]["iters"], o["warmup"], o["min_lr_ratio"]))
         self.step = 0

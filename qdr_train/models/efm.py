@@ -52,11 +52,19 @@ class EFM(nn.Module):
         self.gated = QuantPoint()
         self.tail = ConvAct(c1, 12, kernel=1, act=False, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]
+    def forward(self, x: torch.Tensor, return_features: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Restored image; with ``return_features`` also the named internal tensors (through DDP too)."""
+        y, feats = self.forward_features(x)
+        return (y, feats) if return_features else y
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Restored image plus the named internal tensors that distillation and diagnostics read."""
+        """Restored image plus the named internal tensors that distillation and diagnostics read.
+
+        ``bottleneck`` is the 1/8-resolution output of the residual blocks (the DFD target);
+        ``decoder`` holds the decoder features at 1/4 and 1/2 resolution (never distilled by QDR,
+        kept for the decoder-distillation baseline); ``gate`` is the LDG map.
+        """
         h, w = x.shape[-2:]
         if h % self.stride or w % self.stride:
             raise ValueError(f"EFM input {h}x{w} is not a multiple of {self.stride}; pad it first")
@@ -68,4 +76,4 @@ class EFM(nn.Module):
         d1 = self.dec1(self.skip1(self.up1(d2) + e1))
         g = self.gate(torch.sigmoid(self.gate_logit(d1)))
         y = xq + F.pixel_shuffle(self.tail(self.gated(g * d1)), 2)
-        return y, {"bottleneck": b, "decoder": d1, "gate": g}
+        return y, {"bottleneck": b, "decoder": torch.cat([d2.flatten(1), d1.flatten(1)], 1), "gate": g}

@@ -12,7 +12,7 @@ def count_params(model: nn.Module) -> int:
 
 @torch.no_grad()
 def count_macs(model: nn.Module, height: int, width: int) -> int:
-    """MACs of all (transposed) convolutions for one HxW frame (elementwise ops are not counted)."""
+    """Count multiply-accumulates of all (transposed) convolutions for one HxW frame (not elementwise ops)."""
     total = 0
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:

@@ -1,0 +1,113 @@
+"""Static proof that an INT8 ONNX file follows TensorRT's explicit-quantization rules.
+
+Rules checked (TensorRT 10 "explicit quantization"; ONNX Runtime fuses the same pattern):
+1. Every QuantizeLinear/DequantizeLinear is signed INT8 with zero point 0 and positive scales.
+2. Activation scales are per-tensor (scalar).
+3. Weights are constant, quantized per output channel: axis 0 for Conv, axis 1 for ConvTranspose,
+   one scale per output channel.
+4. No conv runs in float: each Conv/ConvTranspose reads a DequantizeLinear activation and a
+   DequantizeLinear weight, and its output feeds only QuantizeLinear nodes.
+``cpu=True`` checks the CPU twin instead: activations uint8 with zero point 128 (the same grid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+CONV_OPS = {"Conv": 0, "ConvTranspose": 1}
+
+
+@dataclass
+class CheckReport:
+    path: str
+    convs: int = 0
+    quantize_nodes: int = 0
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations and self.convs > 0
+
+    def summary(self) -> str:
+        head = (f"{self.path}: {'OK' if self.ok else 'FAILED'} - {self.convs} convs, "
+                f"{self.quantize_nodes} Q/DQ nodes, {len(self.violations)} violations")
+        return "\n".join([head, *(f"  - {v}" for v in self.violations)])
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+def _axis(node: onnx.NodeProto) -> int:
+    return next((a.i for a in node.attribute if a.name == "axis"), 1)
+
+
+def check_int8(path: str | Path, cpu: bool = False) -> CheckReport:
+    """Check ``path`` against the rules above; ``report.ok`` is True only when all hold."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    consts = _constants(graph)
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    report = CheckReport(str(path))
+    bad = report.violations.append
+
+    def is_weight(node: onnx.NodeProto) -> bool:
+        src = node.input[0]
+        if node.op_type == "DequantizeLinear" and src in producer and producer[src].op_type == "QuantizeLinear":
+            src = producer[src].input[0]
+        return src in consts
+
+    for node in graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        report.quantize_nodes += 1
+        scale = consts.get(node.input[1])
+        zp = consts.get(node.input[2]) if len(node.input) > 2 else None
+        if scale is None or zp is None:
+            bad(f"{node.name}: scale and zero point must be constants")
+            continue
+        if np.any(scale <= 0):
+            bad(f"{node.name}: non-positive scale")
+        weight = is_weight(node)
+        want = (np.uint8, 128) if cpu and not weight else (np.int8, 0)
+        if zp.dtype != want[0] or np.any(zp != want[1]):
+            bad(f"{node.name}: zero point {zp.dtype} {zp.ravel()[:3]} (need {np.dtype(want[0]).name} {want[1]})")
+        if not weight and scale.size != 1:
+            bad(f"{node.name}: activation scale must be per-tensor, got {scale.size} values")
+
+    for node in graph.node:
+        if node.op_type not in CONV_OPS:
+            continue
+        report.convs += 1
+        act, weight = producer.get(node.input[0]), producer.get(node.input[1])
+        if act is None or act.op_type != "DequantizeLinear":
+            bad(f"{node.name}: input is not dequantized INT8 (conv would run in float)")
+        if weight is None or weight.op_type != "DequantizeLinear" or not is_weight(weight):
+            bad(f"{node.name}: weight is not a constant INT8 DequantizeLinear")
+        else:
+            scale = consts[weight.input[1]]
+            wshape = consts[weight.input[0]].shape if weight.input[0] in consts else \
+                consts[producer[weight.input[0]].input[0]].shape
+            axis = CONV_OPS[node.op_type]
+            if scale.size != wshape[axis] or _axis(weight) != axis:
+                bad(f"{node.name}: weight scales must be per output channel on axis {axis} "
+                    f"({wshape[axis]} values), got {scale.size} on axis {_axis(weight)}")
+        outs = consumers.get(node.output[0], [])
+        if not outs or any(c.op_type != "QuantizeLinear" for c in outs):
+            bad(f"{node.name}: output must feed only QuantizeLinear (found {[c.op_type for c in outs]})")
+    if report.convs == 0:
+        bad("no Conv nodes found: is this the restoration model?")
+    return report

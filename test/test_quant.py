@@ -1,0 +1,187 @@
+"""INT8 recipe: quantizer math, the Q/DQ rule checker, LMR, a tiny QDR run, engine-cache keys."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from qdr_ros.backends.base import BackendUnavailable
+from qdr_train.cli import main
+from qdr_train.config import CONFIG_DIR, load_config
+from qdr_train.data.datasets import data_root
+from qdr_train.engine.checkpoint import load_model
+from qdr_train.engine.stages import CALIBRATION_STEP_OFFSET
+from qdr_train.engine.trainer import Trainer
+from qdr_train.export.check import check_int8
+from qdr_train.export.cpu_variant import to_cpu_variant
+from qdr_train.export.onnx import export_onnx
+from qdr_train.export.tensorrt import ShapeProfile, build_or_load_engine, engine_cache_key
+from qdr_train.losses.weighting import LearnableMagnitudeReweighting
+from qdr_train.models import build_model
+from qdr_train.quant import QMAX, QMIN, ActFakeQuant, QuantConv2d, QuantConvTranspose2d, calibrate, prepare_qat
+
+TINY = {"type": "EFM", "widths": [8, 8, 16], "num_blocks": 1}
+SHIPPED_TEACHER = Path(__file__).resolve().parents[1] / "models" / "denoise" / "efm_fp32.pt"
+
+
+def test_activation_quantizer_grid_clamp_and_train_eval_agree() -> None:
+    q = ActFakeQuant()
+    with torch.no_grad():
+        q.scale.fill_(0.1)
+    x = torch.tensor([-20.0, -12.8, -0.26, -0.04, 0.0, 0.05, 0.149, 0.151, 12.7, 13.0])
+    q.eval()
+    y = q(x)
+    assert torch.allclose(y / 0.1, torch.round(y / 0.1), atol=1e-4)
+    assert float(y.min()) == pytest.approx(QMIN * 0.1) and float(y.max()) == pytest.approx(QMAX * 0.1)
+    assert torch.equal(q(y), y)
+    q.train()
+    x.requires_grad_(True)
+    y_train = q(x)
+    assert torch.allclose(y_train, y, atol=1e-6)
+    y_train.sum().backward()
+    assert q.scale.grad is not None and float(q.scale.grad.abs()) > 0
+    assert x.grad is not None and float(x.grad[0]) == 0.0 and float(x.grad[4]) == 1.0
+
+
+def test_calibration_sets_scale_from_observed_range() -> None:
+    model = nn.Sequential(nn.Identity())
+    model[0] = ActFakeQuant(percentile=100.0)
+    calibrate(model, [torch.linspace(-2.54, 2.54, 100), torch.linspace(-1.27, 1.27, 100)], progress=False)
+    assert float(model[0].scale) == pytest.approx((2.54 + 1.27) / 2 / QMAX, rel=1e-4)
+
+
+@pytest.mark.parametrize("cls, axis", [(QuantConv2d, 0), (QuantConvTranspose2d, 1)])
+def test_weight_scales_are_per_output_channel(cls: type, axis: int) -> None:
+    base = nn.Conv2d(4, 6, 3) if cls is QuantConv2d else nn.ConvTranspose2d(4, 6, 2, 2)
+    q = cls.from_float(base)
+    w = q.quant_weight()
+    dims = [d for d in range(4) if d != axis]
+    assert q.w_scale.shape == (6,)
+    assert torch.allclose(q.w_scale, base.weight.abs().amax(dim=dims) / QMAX)
+    levels = w / q.w_scale.view([-1 if d == axis else 1 for d in range(4)])
+    assert torch.allclose(levels, torch.round(levels), atol=1e-4)
+    assert float(levels.abs().max()) == pytest.approx(QMAX)
+
+
+@pytest.fixture(scope="module")
+def int8_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("int8")
+    model = calibrate(prepare_qat(build_model(TINY)), [torch.rand(1, 3, 32, 32)], progress=False)
+    return export_onnx(model, folder / "efm_int8.onnx")
+
+
+def _edit(src: Path, dst: Path, edit: object) -> Path:
+    model = onnx.load(str(src))
+    edit(model.graph)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_checker_accepts_the_export_and_its_cpu_twin(int8_onnx: Path, tmp_path: Path) -> None:
+    assert check_int8(int8_onnx).ok
+    cpu = to_cpu_variant(int8_onnx, tmp_path / "efm_int8_cpu.onnx")
+    assert check_int8(cpu, cpu=True).ok
+    assert not check_int8(cpu).ok
+    assert main(["check-int8", str(int8_onnx)]) == 0
+
+
+def test_checker_rejects_float_convs_and_broken_rules(int8_onnx: Path, tmp_path: Path) -> None:
+    fp32 = export_onnx(build_model(TINY), tmp_path / "fp32.onnx")
+    report = check_int8(fp32)
+    assert not report.ok and any("would run in float" in v for v in report.violations)
+    assert main(["check-int8", str(fp32)]) == 1
+
+    def unquantize_one_output(graph: onnx.GraphProto) -> None:
+        conv = next(n for n in graph.node if n.op_type == "Conv")
+        q = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == conv.output[0])
+        dq = next(n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0])
+        for node in graph.node:
+            node.input[:] = [conv.output[0] if i == dq.output[0] else i for i in node.input]
+        graph.node.remove(q)
+        graph.node.remove(dq)
+    report = check_int8(_edit(int8_onnx, tmp_path / "float_out.onnx", unquantize_one_output))
+    assert any("output must feed only QuantizeLinear" in v for v in report.violations)
+
+    def nonzero_zero_point(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            if node.op_type == "Constant" and node.attribute[0].t.data_type == onnx.TensorProto.INT8:
+                node.attribute[0].t.CopyFrom(numpy_helper.from_array(
+                    numpy_helper.to_array(node.attribute[0].t) + 3, node.attribute[0].t.name))
+                return
+    report = check_int8(_edit(int8_onnx, tmp_path / "zp.onnx", nonzero_zero_point))
+    assert any("zero point" in v for v in report.violations)
+
+
+def test_lmr_weights_stay_positive_and_bounded() -> None:
+    """A distillation term that jumps 50000x (a quantization-noise burst) is down-weighted, never to zero."""
+    lmr = LearnableMagnitudeReweighting(2, momentum=0.9, s_max=3.0)
+    opt = torch.optim.SGD(lmr.parameters(), lr=0.5)
+    history = []
+    for step in range(300):
+        distill = torch.tensor(1e-4 if step < 150 else 5.0, requires_grad=True)
+        total = lmr([torch.tensor(0.03, requires_grad=True), distill])
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        history.append(lmr.current())
+        assert all(w > 0 for w in history[-1])
+        assert float(torch.exp(-lmr.s.detach().clamp(-3, 3)).min()) >= float(torch.exp(torch.tensor(-3.0)))
+    assert history[-1][1] < history[149][1] / 1000
+    assert history[-1][1] * 5.0 > 0.01
+
+
+@pytest.mark.skipif(not (data_root() / "clean" / "CBSD68").is_dir(), reason="training photos not found")
+def test_tiny_qdr_run_losses_fall_and_lmr_stays_positive(tmp_path: Path) -> None:
+    """QDR from the shipped FP32 denoiser on small crops: on a fixed held-out batch both terms fall."""
+    cfg = load_config("denoise", CONFIG_DIR / "int8.yaml", [
+        "stage=qdr", f"quant.teacher={SHIPPED_TEACHER}", "train.iters=60", "train.log_every=10", "optim.lr=5e-4",
+        "optim.warmup=5", "quant.calib_batches=2", "data.crop=32", "data.batch=4", "train.threads=1",
+        "train.progress=false", "train.val_every=1000", "train.save_every=1000", "data.val_images=1",
+        "data.val_crop=64", f"out={tmp_path}", "degradation.denoise.sigma=[25,25]", "name=qdr"])
+    trainer = Trainer(cfg)
+    lq, gt = trainer.batches(CALIBRATION_STEP_OFFSET - 1, trainer.device)
+
+    def held_out_losses() -> dict[str, float]:
+        trainer.model.eval()
+        trainer.stage.objective.eval()
+        with torch.no_grad():
+            logs = trainer.stage.objective(trainer.model, lq, gt)[1]
+        trainer.model.train()
+        trainer.stage.objective.train()
+        return logs
+
+    before = held_out_losses()
+    run = trainer.fit()
+    after = held_out_losses()
+    assert after["distill"] < 0.95 * before["distill"], (before, after)
+    assert after["rec"] < before["rec"], (before, after)
+    rows = [line.split(",") for line in (run / "log.csv").read_text().splitlines()[1:]]
+    assert min(float(v) for _, key, v in rows if key in ("w_rec", "w_distill")) > 0
+    model, info = load_model(run / "model.pt")
+    assert info["quantized"] and info["stage"] == "qdr"
+
+
+def test_engine_cache_key_changes_with_everything_that_invalidates_an_engine() -> None:
+    base = dict(onnx_sha256="a" * 64, trt_version="10.3.0", gpu_name="Orin", compute_capability="8.7",
+                profile=ShapeProfile())
+    key = engine_cache_key(**base)
+    assert key == engine_cache_key(**base)
+    for change in ({"onnx_sha256": "b" * 64}, {"trt_version": "10.7.0"}, {"gpu_name": "NVIDIA H100"},
+                   {"compute_capability": "9.0"}, {"profile": ShapeProfile(max_hw=(720, 1280))}):
+        assert engine_cache_key(**{**base, **change}) != key, change
+    assert engine_cache_key(**base, fp16=False) != key
+
+
+def test_engine_build_without_tensorrt_says_so(int8_onnx: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
+        build_or_load_engine(int8_onnx)
+    assert main(["build-engine", str(int8_onnx)]) == 3
+    assert "TensorRT-ready" in capsys.readouterr().err
