@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -44,6 +45,13 @@ def _export(args: argparse.Namespace) -> int:
     safe_load(args.model)
     for path in export_model_file(args.model, args.out, config):
         print(f"wrote {path}")
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    from qdr_train.engine.release import release
+    card = release(args.run, args.models, args.results, args.command, args.threads)
+    print(json.dumps({k: card[k] for k in ("task", "precision", "iterations", "mean", "files")}, indent=2))
     return 0
 
 
@@ -122,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--model", required=True, help="qdr model file or checkpoint (.pt)")
     ex.add_argument("--out", required=True, help="output folder, e.g. models/denoise")
     ex.set_defaults(func=_export)
+
+    rel = sub.add_parser("release", help="ship a finished run: models/<task>/ files, ONNX, evaluation, model card")
+    rel.add_argument("--run", required=True, help="run folder holding model.pt and config.yaml")
+    rel.add_argument("--models", default="models")
+    rel.add_argument("--results", default="results/eval")
+    rel.add_argument("--command", default="", help="the training command, recorded in the model card")
+    rel.add_argument("--threads", type=int, default=0)
+    rel.set_defaults(func=_release)
 
     ab = sub.add_parser("ablate", help="train + export + evaluate every INT8 variant of one task; writes a table")
     ab.add_argument("--task", required=True)

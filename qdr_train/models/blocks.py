@@ -68,3 +68,21 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.q(x + self.body(x))
+
+
+class GlobalContext(nn.Module):
+    """Add a per-image, per-channel context vector (global average -> 1x1 conv -> ReLU) to every position.
+
+    Haze density, airlight and exposure are properties of the whole frame that 3x3 layers at
+    1/8 resolution cannot see; this gives the bottleneck a whole-frame view for the cost of
+    one pooling and one 1x1 conv on a C-vector.
+    """
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.q_pool = QuantPoint()
+        self.proj = ConvAct(ch, ch, kernel=1)
+        self.q = QuantPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.q(x + self.proj(self.q_pool(F.adaptive_avg_pool2d(x, 1))))

@@ -23,7 +23,7 @@ from torch import nn
 
 import torch.nn.functional as F
 
-from qdr_train.models.blocks import ConvAct, QuantPoint, ResBlock, Up
+from qdr_train.models.blocks import ConvAct, GlobalContext, QuantPoint, ResBlock, Up
 from qdr_train.models.registry import register
 
 
@@ -33,14 +33,16 @@ class EFM(nn.Module):
 
     stride = 8
 
-    def __init__(self, widths: tuple[int, int, int] | list[int] = (16, 32, 64), num_blocks: int = 2) -> None:
+    def __init__(self, widths: tuple[int, int, int] | list[int] = (16, 32, 64), num_blocks: int = 2,
+                 global_context: bool = False) -> None:
         super().__init__()
         c1, c2, c3 = widths
         self.q_in = QuantPoint()
         self.enc1 = nn.Sequential(ConvAct(3, c1, stride=2), ConvAct(c1, c1))
         self.enc2 = nn.Sequential(ConvAct(c1, c2, stride=2), ConvAct(c2, c2))
         self.enc3 = ConvAct(c2, c3, stride=2)
-        self.bottleneck = nn.Sequential(*[ResBlock(c3) for _ in range(num_blocks)])
+        blocks: list[nn.Module] = [ResBlock(c3) for _ in range(num_blocks)]
+        self.bottleneck = nn.Sequential(*(blocks + [GlobalContext(c3)] if global_context else blocks))
         self.up2 = Up(c3, c2)
         self.skip2 = QuantPoint()
         self.dec2 = ConvAct(c2, c2)
@@ -51,6 +53,18 @@ class EFM(nn.Module):
         self.gate = QuantPoint()
         self.gated = QuantPoint()
         self.tail = ConvAct(c1, 12, kernel=1, act=False, bias=False)
+        self._init_correction_path()
+
+    def _init_correction_path(self) -> None:
+        """Start as the identity with the gate open: a zero tail and a positive gate bias.
+
+        With random tail weights the first steps' correction is noise, and the cheapest way to
+        lower the loss is to close the gate; a closed sigmoid gate has no gradient and the net
+        never recovers (seen on sparse rain). A zero tail gives the gate no gradient until the
+        correction is useful.
+        """
+        nn.init.zeros_(self.tail.conv.weight)
+        nn.init.constant_(self.gate_logit.conv.bias, 1.0)
 
     def forward(self, x: torch.Tensor, return_features: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:

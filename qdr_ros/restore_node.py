@@ -1,0 +1,358 @@
+"""restore_node: restore camera frames with the EFM network and republish them for perception.
+
+Topics (relative, rename them by remapping): subscribes ``image`` (``sensor_msgs/Image``; or
+``image/compressed`` with ``input_compressed:=true``) and ``camera_info``; publishes
+``image_restored`` (same header and encoding as the input), ``image_restored/camera_info`` (the
+newest camera_info with the restored frame's header) and ``/diagnostics``. Service
+``~/set_bypass`` (``std_srvs/SetBool``) switches pass-through on and off.
+
+Threading: the executor only runs cheap callbacks. The image callback checks the header and puts
+the frame into a one-slot mailbox (a newer frame overwrites an unprocessed one and counts as
+dropped); one worker thread takes frames from it and runs inference, so no queue can grow and a
+slow model never blocks parameters, services or diagnostics. Inference happens on the worker
+only, so frames come out in order and at most one runs at a time.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import cv2
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_srvs.srv import SetBool
+
+from qdr_ros import params
+from qdr_ros.backends import Backend, create_backend
+from qdr_ros.diagnostics import FrameStats, Snapshot, assess
+from qdr_ros.image_conversions import (DEFAULT_MAX_PIXELS, FrameError, InputBuffer, alpha_channel, decode_compressed,
+                                       downscale_to_fit, encoding_spec, from_model_output, image_view)
+
+LITTLE_ENDIAN = sys.byteorder == 'little'
+LOG_THROTTLE_S = 5.0
+
+
+class StartupError(RuntimeError):
+    """The node cannot start (bad parameters or model); the message tells the operator what to do."""
+
+
+@dataclass
+class Job:
+    """A frame waiting for the worker: the message, its checked pixel view (raw input only)."""
+
+    msg: Image | CompressedImage
+    view: np.ndarray | None
+
+
+class Mailbox:
+    """One slot holding the newest frame; ``put`` overwrites (and reports) a frame nobody took yet."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Job | None = None
+        self._closed = False
+
+    def put(self, item: Job) -> bool:
+        """Store ``item``; True when it replaced a frame the worker had not taken (a drop)."""
+        with self._cond:
+            overwrote = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return overwrote
+
+    def take(self) -> Job | None:
+        """Wait for the next frame; None once closed."""
+        with self._cond:
+            while self._item is None and not self._closed:
+                self._cond.wait()
+            item, self._item = self._item, None
+            return None if self._closed else item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+def qos(reliability: str, depth: int) -> QoSProfile:
+    """Keep-last QoS with the given reliability (``best_effort`` is the sensor-data choice)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, durability=DurabilityPolicy.VOLATILE,
+                      reliability=ReliabilityPolicy.BEST_EFFORT if reliability == 'best_effort'
+                      else ReliabilityPolicy.RELIABLE)
+
+
+def descriptor(spec: params.ParamSpec) -> ParameterDescriptor:
+    """Build the ROS ParameterDescriptor (with range and read-only flag) of one ``params.PARAMS`` entry."""
+    desc = ParameterDescriptor(description=spec.full_description(), read_only=spec.read_only)
+    if spec.choices:
+        desc.additional_constraints = f"one of: {', '.join(spec.choices)}"
+    if spec.min_value is not None and spec.type is int:
+        desc.integer_range = [IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)]
+    elif spec.min_value is not None and spec.type is float:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min_value),
+                                                        to_value=float(spec.max_value), step=0.0)]
+    return desc
+
+
+def load_backend(values: dict[str, Any]) -> Backend:
+    """Validate, build and warm up the backend the parameters ask for; StartupError says what to fix."""
+    path = params.resolve_model_path(values['model'])
+    resolved = '' if str(path) == values['model'] else f' (resolved to {path})'
+    try:
+        backend = create_backend(path, values['backend'], threads=values['threads'],
+                                 prefer_cpu_variant=values['prefer_cpu_variant'], device_id=values['device_id'],
+                                 engine_cache_dir=values['engine_cache_dir'] or None)
+        backend.warmup(values['warmup_height'], values['warmup_width'])
+    except Exception as exc:  # ModelError, BackendUnavailable and ONNX Runtime's own untyped errors
+        raise StartupError(f"cannot use model {values['model']!r}{resolved} with backend "
+                           f"{values['backend']!r}: {exc}. Set model:=<exported .onnx/.engine> and/or "
+                           "backend:=onnxruntime|tensorrt") from exc
+    return backend
+
+
+class RestoreNode(Node):
+    """Subscribe to frames, restore the newest one on a worker thread, publish it with the input's header."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(params.NODE_NAME, **kwargs)
+        self._mailbox = Mailbox()
+        self._worker: threading.Thread | None = None
+        for spec in params.PARAMS:
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
+        values = {name: self.get_parameter(name).value for name in params.DEFAULTS}
+        problems = params.validate_all(values)
+        if problems:
+            raise StartupError('invalid parameters: ' + '; '.join(problems))
+        self._values = values
+        self._backend = load_backend(values)
+        self._log_backend('using')
+        self._stats = FrameStats()
+        self._last_snapshot: Snapshot | None = None
+        self._camera_infos: deque[CameraInfo] = deque(maxlen=8)  # guarded by _info_lock (worker reads it)
+        self._info_lock = threading.Lock()
+        self._input_buffer = InputBuffer(self._backend.stride)
+
+        out_qos = qos(values['output_reliability'], values['output_depth'])
+        in_qos = qos(values['input_reliability'], values['input_depth'])
+        self._pub = self.create_publisher(Image, 'image_restored', out_qos)
+        self._info_pub = self.create_publisher(CameraInfo, 'image_restored/camera_info', out_qos)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        if values['input_compressed']:
+            self._sub = self.create_subscription(CompressedImage, 'image/compressed', self._on_compressed, in_qos)
+        else:
+            self._sub = self.create_subscription(Image, 'image', self._on_image, in_qos)
+        self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, in_qos)
+        self.create_service(SetBool, '~/set_bypass', self._on_set_bypass)
+        self.create_timer(values['diagnostics_period'], self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._worker = threading.Thread(target=self._work, name='restore_worker', daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"restoring {self._sub.topic_name} -> {self._pub.topic_name} (input QoS {values['input_reliability']} "
+            f"depth {values['input_depth']}, output {values['output_reliability']} depth {values['output_depth']}, "
+            f"frames above {values['max_pixels']} px: {values['large_frames']}, bypass {values['bypass']})")
+
+    def _log_backend(self, verb: str) -> None:
+        b = self._backend
+        self.get_logger().info(f'{verb} backend {b.name} on {b.device}, {b.precision} model {b.model_path} '
+                               f'(sha256 {b.info.sha256[:12]}); why: {b.reason}')
+
+    def destroy_node(self) -> None:
+        """Stop the worker before the publishers go away."""
+        self._mailbox.close()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+    # --- executor callbacks (cheap, never block on inference) ---
+
+    def _wanted(self) -> bool:
+        """Whether to work on a frame: somebody listens, or processing is forced."""
+        return self._values['process_without_subscribers'] or self._pub.get_subscription_count() > 0
+
+    def _on_image(self, msg: Image) -> None:
+        self._stats.frame_in()
+        if self._values['bypass']:
+            self._publish(msg, None)
+            return
+        if not self._wanted():
+            self._stats.skipped()
+            return
+        reject_large = self._values['large_frames'] == 'reject'
+        limit = self._values['max_pixels'] if reject_large else max(DEFAULT_MAX_PIXELS, self._values['max_pixels'])
+        try:
+            view = image_view(msg.data, msg.height, msg.width, msg.encoding, msg.step, msg.is_bigendian, limit)
+        except FrameError as exc:
+            self._reject(exc)
+            return
+        if self._mailbox.put(Job(msg, view)):
+            self._stats.dropped()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        with self._info_lock:
+            self._camera_infos.append(msg)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._stats.frame_in()
+        if not self._values['bypass'] and not self._wanted():
+            self._stats.skipped()
+        elif self._mailbox.put(Job(msg, None)):
+            self._stats.dropped()
+
+    def _reject(self, exc: FrameError) -> None:
+        self._stats.rejected(exc.reason_code)
+        self.get_logger().warn(f'dropping frame ({exc.reason_code}): {exc.message}',
+                               throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _on_set_bypass(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        result = self.set_parameters([Parameter('bypass', Parameter.Type.BOOL, bool(request.data))])[0]
+        response.success = result.successful
+        response.message = (f"bypass {'on: frames pass through unchanged' if request.data else 'off: restoring'}"
+                            if result.successful else result.reason)
+        return response
+
+    def _on_set_parameters(self, changed: list[Parameter]) -> SetParametersResult:
+        """Validate a runtime change; a new model/backend is built and warmed up first, then swapped in."""
+        updates = {p.name: p.value for p in changed}
+        reason = params.validate_update(updates)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+        merged = {**self._values, **updates}
+        if any(merged[k] != self._values[k] for k in params.BACKEND_KEYS):
+            try:
+                backend = load_backend(merged)
+            except StartupError as exc:
+                self.get_logger().error(f'refused parameter change, still serving {self._backend.model_path}: {exc}')
+                return SetParametersResult(successful=False,
+                                           reason=f'{exc} (still serving {self._backend.model_path})')
+            self._backend = backend
+            self._log_backend('switched to')
+        self._values = merged
+        if 'bypass' in updates:
+            self.get_logger().info(f"bypass {'on' if merged['bypass'] else 'off'}")
+        return SetParametersResult(successful=True)
+
+    def _publish_diagnostics(self) -> None:
+        now = self._stats.snapshot()
+        facts = {**self._backend.describe(), 'bypass': self._values['bypass'],
+                 'input_topic': self._sub.topic_name, 'output_topic': self._pub.topic_name}
+        facts['model'] = facts.pop('model_path')
+        report = assess(now, self._last_snapshot, self._values['input_timeout'], facts)
+        self._last_snapshot = now
+        status = DiagnosticStatus(level=bytes([report.level]), name=f'{self.get_name()}: restoration',
+                                  message=report.message, hardware_id=f'{self._backend.name}/{self._backend.device}',
+                                  values=[KeyValue(key=k, value=v) for k, v in report.values])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
+
+    # --- worker thread ---
+
+    def _work(self) -> None:
+        while (job := self._mailbox.take()) is not None:
+            try:
+                self._process(job)
+            except FrameError as exc:
+                self._reject(exc)
+            except Exception as exc:  # a failing backend must not kill the worker; diagnostics turn ERROR
+                if not self.context.ok():
+                    return
+                self._stats.backend_error(f'{type(exc).__name__}: {exc}')
+                self.get_logger().error(f'inference failed, frame dropped: {type(exc).__name__}: {exc}',
+                                        throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _process(self, job: Job) -> None:
+        values, backend = self._values, self._backend  # one consistent configuration for this frame
+        msg = job.msg
+        if isinstance(msg, CompressedImage):
+            view, encoding = decode_compressed(msg.data, msg.format, max(DEFAULT_MAX_PIXELS, values['max_pixels']))
+            if values['large_frames'] == 'reject' and view.shape[0] * view.shape[1] > values['max_pixels']:
+                raise FrameError('too_large', f'decoded frame {view.shape[1]}x{view.shape[0]} is above max_pixels '
+                                 f"{values['max_pixels']}; lower the camera resolution or raise max_pixels")
+        else:
+            view, encoding = job.view, msg.encoding
+        if values['bypass']:
+            self._publish(self._to_image(msg, view, encoding), None)
+            return
+        restored, inference_ms = self._restore(backend, view, encoding, values['max_pixels'])
+        self._publish(self._to_image(msg, restored, encoding), inference_ms)
+
+    def _restore(self, backend: Backend, view: np.ndarray, encoding: str, max_pixels: int) -> tuple[np.ndarray, float]:
+        """Restore ``view``; frames above ``max_pixels`` are restored shrunk and resized back to the input size."""
+        height, width = view.shape[:2]
+        alpha = alpha_channel(view, encoding)
+        small, scale = downscale_to_fit(view, max_pixels)
+        if self._input_buffer.stride != backend.stride:
+            self._input_buffer = InputBuffer(backend.stride)
+        x, (h, w) = self._input_buffer.convert(small, encoding)
+        start = time.perf_counter()
+        y = backend.infer(x)
+        inference_ms = (time.perf_counter() - start) * 1e3
+        restored = from_model_output(y, h, w, encoding, alpha=alpha if scale == 1.0 else None)
+        if scale != 1.0:
+            restored = cv2.resize(restored, (width, height), interpolation=cv2.INTER_LINEAR)
+            restored = restored.reshape(height, width, -1)
+            alpha_index = encoding_spec(encoding).alpha_index
+            if alpha_index is not None:
+                restored[..., alpha_index] = alpha
+        return restored, inference_ms
+
+    @staticmethod
+    def _to_image(source: Image | CompressedImage, pixels: np.ndarray, encoding: str) -> Image:
+        out = Image(header=source.header, height=pixels.shape[0], width=pixels.shape[1], encoding=encoding)
+        out.is_bigendian = 0 if pixels.dtype.itemsize == 1 or LITTLE_ENDIAN else 1
+        out.step = pixels.shape[1] * pixels.shape[2] * pixels.dtype.itemsize
+        out.data = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder('=')).tobytes()
+        return out
+
+    def _publish(self, out: Image, inference_ms: float | None) -> None:
+        """Publish a frame and the camera_info that matches its stamp (else the newest one)."""
+        stamp = out.header.stamp
+        delay_ms = None
+        if stamp.sec or stamp.nanosec:
+            delay_ms = (self.get_clock().now().nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
+        self._pub.publish(out)
+        with self._info_lock:
+            infos = list(self._camera_infos)
+        if infos:
+            info = next((i for i in reversed(infos) if i.header.stamp == stamp), infos[-1])
+            info = copy.copy(info)
+            info.header = out.header
+            self._info_pub.publish(info)
+        self._stats.frame_out(inference_ms, delay_ms)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the node; Ctrl-C and external shutdown are a normal exit, start-up errors one line and exit 1."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = RestoreNode()
+        rclpy.spin(node)
+    except StartupError as exc:
+        print(f'restore_node: cannot start: {exc}', file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
