@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: setup test demo lint colcon
+.PHONY: setup test demo lint colcon bench
 
 setup:
 	bash scripts/setup_env.sh
@@ -11,12 +11,16 @@ setup:
 test: setup
 	$(PY) -m pytest
 
-# Until `qdr-run demo` exists: a two-process rclpy image round trip over Fast DDS.
+# camera_source -> restore_node (models/denoise/efm_int8.onnx) -> detect_node on 30 frames: out/demo/.
 demo: setup
-	$(PY) -m qdr_ros.smoke_node
+	$(PY) -m qdr_ros.demo
 
 lint: setup
 	$(PY) -m pytest test/test_lint.py
 
 colcon: setup
 	bash scripts/colcon_build.sh
+
+# Restoration speed (engine-only per backend and through restore_node), < 10 min: results/bench/.
+bench: setup
+	$(PY) -m qdr_ros.bench restore --json results/bench/restore.json

@@ -53,6 +53,9 @@ setup(
             'qdr-train = qdr_train.cli:main',
             'qdr-run = qdr_ros.run:main',
             'restore_node = qdr_ros.restore_node:main',
+            'detect_node = qdr_ros.detect_node:main',
+            'camera_source = qdr_ros.camera_source:main',
+            'qdr-bench = qdr_ros.bench:main',
         ],
     },
 )

@@ -22,7 +22,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from qdr_ros import params, ros_env
+from qdr_ros import demo, params, ros_env
 from qdr_ros.restore_node import RestoreNode, StartupError
 
 PROG = 'qdr-run'
@@ -113,6 +113,8 @@ def run_restore(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     'restore': ('restore an image topic (default command)', add_restore_arguments, run_restore),
+    'demo': ('camera_source -> restore_node -> detect_node on real photos for a few frames; writes out/demo/',
+             demo.add_arguments, demo.run),
 }
 
 

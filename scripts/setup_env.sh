@@ -124,6 +124,8 @@ main() {
     rm -f "$STAMP"
     echo "setup: installing requirements/dev.txt with constraints.txt (a new venv takes 3-5 minutes)"
     pip_install -r "$ROOT/requirements/dev.txt" -c "$ROOT/constraints.txt"
+    echo "setup: installing requirements/no-deps.txt without their declared dependencies"
+    pip_install --no-deps -r "$ROOT/requirements/no-deps.txt"
     echo "setup: installing this repo in editable mode"
     pip_install --no-deps --no-build-isolation -e "$ROOT"
     (cd / && "$VENV/bin/python" -c 'import qdr_ros, qdr_train') ||

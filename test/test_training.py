@@ -120,3 +120,22 @@ def test_eval_on_real_pairs(tmp_path: Path) -> None:
                  "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert not report["synthetic"] and len(report["images"]) == 3
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill in the middle of writing never leaves a torn latest checkpoint (temp file + rename)."""
+    from qdr_train.engine import checkpoint
+
+    target = tmp_path / "last.pt"
+    checkpoint.atomic_save({"format": checkpoint.CHECKPOINT_FORMAT, "step": 1}, target)
+
+    def dies_halfway(obj: object, f: object) -> None:
+        f.write(b"\x80\x02partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.atomic_save({"format": checkpoint.CHECKPOINT_FORMAT, "step": 2}, target)
+    monkeypatch.undo()
+    assert safe_load(target)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -28,6 +28,7 @@ from qdr_train.data.degradations import synthesize
 from qdr_train.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, atomic_save, safe_load, save_model_file
 from qdr_train.engine.stages import Stage, build_stage
 from qdr_train.metrics import psnr_torch
+from qdr_train.models import resolved_model_config
 
 
 def pick_device(name: str) -> torch.device:
@@ -96,7 +97,7 @@ class Trainer:
         if ckpt["format"] != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{self.last_path} is a model file, not a resumable checkpoint")
         for key in ("task", "stage", "model"):
-            if ckpt["config"][key] != self.cfg[key]:
+            if _comparable(key, ckpt["config"][key]) != _comparable(key, self.cfg[key]):
                 raise CheckpointError(f"{self.last_path} was written for {key}={ckpt['config'][key]!r}, "
                                       f"this run has {key}={self.cfg[key]!r}; use another run name")
         self.model.load_state_dict(ckpt["model_state"])
@@ -200,6 +201,10 @@ class Trainer:
         grid = (torch.cat(rows[:3], dim=1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         cv2.imwrite(str(self.run_dir / f"val_{self.step:06d}.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
         return {"val_psnr_input": float(np.mean(psnr_in)), "val_psnr": float(np.mean(psnr_out))}
+
+
+def _comparable(key: str, value: Any) -> Any:
+    return resolved_model_config(value) if key == "model" else value
 
 
 class _RunLog:

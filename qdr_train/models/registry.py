@@ -28,3 +28,14 @@ def build_model(cfg: dict[str, Any]) -> nn.Module:
     if unknown:
         raise ValueError(f"model {name}: unknown keys {sorted(unknown)}; accepted: {sorted(accepted)}")
     return cls(**cfg)
+
+
+def resolved_model_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with every constructor default filled in, so two configs of the same net compare equal."""
+    cls = ARCHS.get(cfg.get("type"))
+    if cls is None:
+        return dict(cfg)
+    defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    resolved = {**defaults, **cfg}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}

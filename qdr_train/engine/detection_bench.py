@@ -1,0 +1,337 @@
+"""Detection benchmark: how much of what degradation takes from the downstream detector restoration gives back.
+
+For each task at its documented level (``cfg['levels']``, the evaluation inputs of
+``evaluator.degraded_input``), the detector (``qdr_ros.detection.Detector``) runs on the clean,
+degraded, FP32-restored (``models/<task>/efm_fp32.onnx``) and INT8-restored
+(``models/<task>/efm_int8.onnx``) images; restoration goes through ``evaluator.load_restorer``,
+i.e. the node's backend and conversions. Scores are COCO-style mAP50-95 and mAP50 (101-point
+interpolated AP, IoU .50:.05:.95, at most 100 detections per image, no crowd/area handling),
+computed here and tested on hand-made boxes.
+
+Ground truth: YOLO-format labels of ``detection/coco8``, ``coco8-human`` and ``coco8-pose``
+(deduplicated by file name), scored only on the COCO classes the detector can name: the default
+people detector (classes Normal/Fall) is scored on ``person`` boxes only. Unlabelled photo sets
+(``clean/Kodak24``) get pseudo labels: the detector's own boxes (score >= 0.5) on the clean image,
+so there "clean" is 1.0 by construction and the other rows measure agreement with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+IOU_THRESHOLDS = np.round(np.linspace(0.5, 0.95, 10), 2)
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+MAX_DETS = 100
+KINDS = ('clean', 'degraded', 'fp32', 'int8')
+TASKS = ('denoise', 'derain', 'lowlight', 'dehaze')
+LABELLED_SETS = ('detection/coco8', 'detection/coco8-human', 'detection/coco8-pose')
+PSEUDO_SETS = ('clean/Kodak24',)
+PSEUDO_CONF = 0.5
+EVAL_CONF = 0.001  # low threshold so the precision-recall curve is complete (as COCO evaluation does)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Boxes:
+    """Boxes of one image in pixels (xyxy), their class ids and (for predictions) scores."""
+
+    xyxy: np.ndarray
+    classes: np.ndarray
+    scores: np.ndarray | None = None
+
+    @classmethod
+    def empty(cls) -> Boxes:
+        return cls(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0))
+
+
+@dataclass
+class Sample:
+    """One image: its name, pixels (RGB uint8) and ground truth."""
+
+    name: str
+    rgb: np.ndarray
+    truth: Boxes
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes -> (N, M)."""
+    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def average_precision(tp: np.ndarray, n_truth: int) -> float:
+    """COCO 101-point interpolated AP of score-sorted true/false positive flags against ``n_truth`` objects."""
+    if n_truth == 0:
+        return float('nan')
+    tp = np.asarray(tp, bool)
+    if tp.size == 0:
+        return 0.0
+    hits = np.cumsum(tp)
+    recall = hits / n_truth
+    precision = hits / np.arange(1, tp.size + 1)
+    precision = np.maximum.accumulate(precision[::-1])[::-1]  # the envelope: best precision at recall >= r
+    index = np.searchsorted(recall, RECALL_POINTS, side='left')
+    return float(np.mean([precision[i] if i < precision.size else 0.0 for i in index]))
+
+
+def _match(pred: Boxes, truth: Boxes, cls: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy COCO matching for one image and class: (scores, true-positive flags) of its predictions."""
+    keep = pred.classes == cls
+    scores, boxes = pred.scores[keep], pred.xyxy[keep]
+    order = np.argsort(-scores, kind='stable')[:MAX_DETS]
+    scores, boxes = scores[order], boxes[order]
+    gt = truth.xyxy[truth.classes == cls]
+    tp = np.zeros(len(scores), bool)
+    if len(gt) and len(boxes):
+        iou = box_iou(boxes, gt)
+        taken = np.zeros(len(gt), bool)
+        for i in range(len(boxes)):
+            candidates = np.where(~taken & (iou[i] >= threshold - 1e-10), iou[i], -1.0)
+            j = int(np.argmax(candidates))
+            if candidates[j] >= 0:
+                taken[j] = tp[i] = True
+    return scores, tp
+
+
+def evaluate_map(predictions: Sequence[Boxes], truths: Sequence[Boxes]) -> dict[str, float]:
+    """mAP50-95 and mAP50 over the classes that have ground truth (per-image lists in the same order)."""
+    if len(predictions) != len(truths):
+        raise ValueError(f'{len(predictions)} prediction sets for {len(truths)} images')
+    classes = sorted({int(c) for t in truths for c in t.classes})
+    if not classes:
+        return {'map50_95': float('nan'), 'map50': float('nan')}
+    ap = np.zeros((len(classes), len(IOU_THRESHOLDS)))
+    for ci, cls in enumerate(classes):
+        n_truth = sum(int(np.sum(t.classes == cls)) for t in truths)
+        for ti, threshold in enumerate(IOU_THRESHOLDS):
+            matched = [_match(p, t, cls, threshold) for p, t in zip(predictions, truths)]
+            scores = np.concatenate([m[0] for m in matched]) if matched else np.zeros(0)
+            tp = np.concatenate([m[1] for m in matched]) if matched else np.zeros(0, bool)
+            ap[ci, ti] = average_precision(tp[np.argsort(-scores, kind='stable')], n_truth)
+    return {'map50_95': float(ap.mean()), 'map50': float(ap[:, 0].mean())}
+
+
+def read_yolo_labels(path: Path, width: int, height: int) -> Boxes:
+    """YOLO label file (class cx cy w h normalised, extra columns ignored) -> pixel xyxy boxes."""
+    rows = [line.split()[:5] for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    if not rows:
+        return Boxes.empty()
+    values = np.array(rows, float)
+    cx, cy, w, h = values[:, 1] * width, values[:, 2] * height, values[:, 3] * width, values[:, 4] * height
+    return Boxes(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1), values[:, 0].astype(int))
+
+
+def load_labelled(roots: Sequence[Path], keep_classes: set[int], limit: int = 0) -> list[Sample]:
+    """Images and labels of ultralytics-layout sets (images/**, labels/**), first of each file name, wanted classes."""
+    from qdr_train.data.datasets import read_rgb
+
+    samples: dict[str, Sample] = {}
+    for root in roots:
+        for image in sorted((root / 'images').rglob('*.jpg')):
+            if image.name in samples:
+                continue
+            rgb = read_rgb(image)
+            label = root / 'labels' / image.relative_to(root / 'images').with_suffix('.txt')
+            truth = read_yolo_labels(label, rgb.shape[1], rgb.shape[0])
+            keep = np.isin(truth.classes, sorted(keep_classes))
+            samples[image.name] = Sample(image.name, rgb, Boxes(truth.xyxy[keep], truth.classes[keep]))
+    found = list(samples.values())
+    return found[:limit] if limit else found
+
+
+def coco_names(data_root: Path) -> dict[int, str]:
+    """COCO-80 class names from the coco8 dataset yaml."""
+    import yaml
+
+    return {int(k): str(v) for k, v in yaml.safe_load((data_root / 'detection/coco8/coco8.yaml').read_text())
+            ['names'].items()}
+
+
+def model_to_coco(model_names: dict[int, str], coco: dict[int, str]) -> dict[int, int]:
+    """Map detector class ids to COCO ids: person-like names to ``person``, others by equal name."""
+    from qdr_ros.detection import person_class_ids
+
+    by_name = {v.lower(): k for k, v in coco.items()}
+    mapping = {k: by_name['person'] for k in person_class_ids(model_names)}
+    for k, v in model_names.items():
+        if k not in mapping and v.lower() in by_name:
+            mapping[k] = by_name[v.lower()]
+    return mapping
+
+
+class Scorer:
+    """Detector + class mapping: an RGB image -> predictions in COCO class ids."""
+
+    def __init__(self, model: str, device: str, coco: dict[int, str]) -> None:
+        from qdr_ros.detection import Detector
+
+        self.detector = Detector(model or None, conf=EVAL_CONF, iou=0.7, imgsz=640, device=device, max_det=MAX_DETS)
+        self.mapping = model_to_coco(self.detector.names, coco)
+        if not self.mapping:
+            raise ValueError(f'no detector class maps to a COCO class ({self.detector.describe_classes()})')
+        self.classes = {coco[c] for c in self.mapping.values()}
+
+    def __call__(self, rgb: np.ndarray) -> Boxes:
+        dets = [d for d in self.detector.detect(rgb, 'rgb8') if d.class_id in self.mapping]
+        if not dets:
+            return Boxes.empty()
+        return Boxes(np.array([d.xyxy for d in dets]), np.array([self.mapping[d.class_id] for d in dets]),
+                     np.array([d.score for d in dets]))
+
+
+def pseudo_truth(pred: Boxes) -> Boxes:
+    """Pseudo labels: the confident (score >= PSEUDO_CONF) clean-image detections."""
+    keep = pred.scores >= PSEUDO_CONF
+    return Boxes(pred.xyxy[keep], pred.classes[keep])
+
+
+def bench_set(samples: list[Sample], scorer: Scorer, restorers: dict[str, dict[str, Callable]],
+              pseudo: bool, progress: bool) -> dict[str, dict[str, dict[str, float]]]:
+    """Score one image set: ``{task: {kind: {map50_95, map50}}}``."""
+    from tqdm import tqdm
+
+    from qdr_train.config import load_config
+    from qdr_train.engine.evaluator import degraded_input
+
+    clean_pred = [scorer(s.rgb) for s in samples]
+    truths = [pseudo_truth(p) if pseudo else s.truth for s, p in zip(samples, clean_pred)]
+    clean = evaluate_map(clean_pred, truths)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for task, restore in restorers.items():
+        cfg = load_config(task)
+        preds: dict[str, list[Boxes]] = {kind: [] for kind in KINDS[1:]}
+        for sample in tqdm(samples, desc=f'detection {task}', disable=not progress, leave=False):
+            degraded = degraded_input(sample.rgb, task, cfg, sample.name)
+            preds['degraded'].append(scorer(degraded))
+            for kind in ('fp32', 'int8'):
+                preds[kind].append(scorer(restore[kind](degraded)))
+        out[task] = {'clean': clean, **{kind: evaluate_map(p, truths) for kind, p in preds.items()}}
+    return out
+
+
+def _cell(value: float) -> str:
+    return 'n/a (no boxes)' if np.isnan(value) else f'{value:.3f}'
+
+
+def _json_safe(results: dict[str, Any]) -> dict[str, Any]:
+    """Round, and turn NaN (no ground-truth box in the set) into null: strict JSON has no NaN."""
+    return {task: {kind: {m: None if np.isnan(v) else round(v, 4) for m, v in metrics.items()}
+                   for kind, metrics in kinds.items()} for task, kinds in results.items()}
+
+
+def format_table(title: str, results: dict[str, dict[str, dict[str, float]]]) -> str:
+    lines = [f'### {title}', '', '| task | metric | clean | degraded | FP32 restored | INT8 restored |',
+             '|---|---|---|---|---|---|']
+    for task, kinds in results.items():
+        for metric, label in (('map50_95', 'mAP50-95'), ('map50', 'mAP50')):
+            lines.append(f'| {task} | {label} | ' + ' | '.join(_cell(kinds[k][metric]) for k in KINDS) + ' |')
+    return '\n'.join(lines)
+
+
+def plot(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], path: Path) -> None:
+    """Plot grouped bars of mAP50-95 per task and kind, one panel per image set."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(all_results), figsize=(6 * len(all_results), 4), squeeze=False)
+    for ax, (title, results) in zip(axes[0], all_results.items()):
+        tasks = list(results)
+        x = np.arange(len(tasks))
+        for i, kind in enumerate(KINDS):
+            ax.bar(x + (i - 1.5) * 0.2, [np.nan_to_num(results[t][kind]['map50_95']) for t in tasks], 0.2,
+                   label=kind)
+        ax.set_xticks(x, tasks)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel('mAP50-95')
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get('QDR_DATA') or REPO_ROOT.parent / 'shared' / 'data')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``qdr-bench detection``."""
+    parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS)
+    parser.add_argument('--data', type=Path, default=None,
+                        help='shared data root (default $QDR_DATA or ../shared/data)')
+    parser.add_argument('--models', type=Path, default=REPO_ROOT / 'models',
+                        help='folder with <task>/efm_fp32.onnx and <task>/efm_int8.onnx (default %(default)s)')
+    parser.add_argument('--detector', default='', help='ultralytics detector (default: the offline people detector)')
+    parser.add_argument('--device', default='auto', help='detector device: auto, cpu, cuda, cuda:N')
+    parser.add_argument('--pseudo-sets', nargs='*', default=list(PSEUDO_SETS),
+                        help='unlabelled photo folders under --data scored against clean-image pseudo labels')
+    parser.add_argument('--limit', type=int, default=0, help='first N images of each set (0 = all)')
+    parser.add_argument('--threads', type=int, default=0, help='ONNX Runtime threads for the restorers')
+    parser.add_argument('--out', type=Path, default=REPO_ROOT / 'results' / 'detection')
+    parser.add_argument('--no-progress', action='store_true')
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark; write map_*.json, report.md and map.png under ``--out``; print the tables."""
+    from qdr_train.data.datasets import list_images, read_rgb
+    from qdr_train.engine.evaluator import load_restorer
+
+    data = args.data or default_data_root()
+    if not (data / 'detection' / 'coco8').is_dir():
+        print(f'qdr-bench detection: {data}/detection/coco8 not found; pass --data <shared data root>')
+        return 1
+    restorers: dict[str, dict[str, Callable]] = {}
+    for task in args.tasks:
+        files = {kind: args.models / task / f'efm_{kind}.onnx' for kind in ('fp32', 'int8')}
+        missing = [str(p) for p in files.values() if not p.is_file()]
+        if missing:
+            print(f'qdr-bench detection: skipping {task}: missing {", ".join(missing)}')
+            continue
+        restorers[task] = {kind: load_restorer(path, args.threads) for kind, path in files.items()}
+    if not restorers:
+        print('qdr-bench detection: no task has both efm_fp32.onnx and efm_int8.onnx; nothing to do')
+        return 1
+    coco = coco_names(data)
+    scorer = Scorer(args.detector, args.device, coco)
+    classes = ', '.join(sorted(scorer.classes))
+    sets: dict[str, tuple[list[Sample], bool, str]] = {}
+    labelled = load_labelled([data / s for s in LABELLED_SETS], set(scorer.mapping.values()), args.limit)
+    sets['coco'] = (labelled, False, f'COCO samples ({len(labelled)} images of coco8/-human/-pose, labelled; '
+                                     f'classes scored: {classes})')
+    for folder in args.pseudo_sets:
+        files = list_images(data / folder)[:args.limit or None]
+        samples = [Sample(p.name, read_rgb(p), Boxes.empty()) for p in files]
+        slug = Path(folder).name.lower()
+        sets[f'{slug}_pseudo'] = (samples, True, f'{folder} ({len(samples)} images, PSEUDO labels: detector on the '
+                                                 f'clean image, score >= {PSEUDO_CONF}; classes: {classes})')
+    args.out.mkdir(parents=True, exist_ok=True)
+    all_results, report = {}, [
+        '## Detection on degraded and restored images', '',
+        f'Detector: {scorer.detector.model_path} (classes {scorer.detector.describe_classes()}), mapped to COCO '
+        f'{classes}. Degradations at the documented levels (configs, levels:). COCO-style mAP '
+        '(101-point AP, IoU .50:.05:.95, 100 detections per image).', '']
+    for key, (samples, pseudo, title) in sets.items():
+        results = bench_set(samples, scorer, restorers, pseudo, not args.no_progress)
+        (args.out / f'map_{key}.json').write_text(json.dumps(_json_safe(results), indent=2))
+        all_results[title] = results
+        report += [format_table(title, results), '']
+    (args.out / 'report.md').write_text('\n'.join(report))
+    plot(all_results, args.out / 'map.png')
+    print('\n'.join(report))
+    print(f'written: {args.out}/report.md, map_*.json, map.png')
+    return 0
