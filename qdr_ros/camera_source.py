@@ -19,7 +19,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -28,7 +27,7 @@ from std_msgs.msg import Header
 
 from qdr_ros.frame_sources import SAMPLES, Degrader, Frame, FrameSource, SourceError, open_source, resize
 from qdr_ros.params import ParamSpec
-from qdr_ros.restore_node import StartupError, descriptor
+from qdr_ros.base_node import StartupError, descriptor, image_msg, run_node
 
 NODE_NAME = 'camera_source'
 TASKS = ('', 'denoise', 'derain', 'lowlight', 'dehaze')
@@ -62,11 +61,7 @@ SPECS = {spec.name: spec for spec in PARAMS}
 
 def to_image(header: Header, rgb: np.ndarray, encoding: str) -> Image:
     """Wrap an HxWx3 uint8 RGB frame as a ``sensor_msgs/Image`` in ``encoding`` (rgb8/bgr8)."""
-    pixels = rgb if encoding == 'rgb8' else rgb[..., ::-1]
-    out = Image(header=header, height=pixels.shape[0], width=pixels.shape[1], encoding=encoding, is_bigendian=0)
-    out.step = pixels.shape[1] * 3
-    out.data = np.ascontiguousarray(pixels).tobytes()
-    return out
+    return image_msg(header, rgb if encoding == 'rgb8' else rgb[..., ::-1], encoding)
 
 
 class CameraSource(Node):
@@ -161,24 +156,14 @@ class CameraSource(Node):
             self._listener(header, frame.name)
 
 
+def _spin_until_finished(node: CameraSource) -> None:
+    while rclpy.ok() and not node.finished.is_set():
+        rclpy.spin_once(node, timeout_sec=0.5)
+
+
 def main(args: list[str] | None = None) -> int:
-    """Run until the source ends (loop false or max_frames) or Ctrl-C; start-up errors print one line, exit 1."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = CameraSource()
-        while rclpy.ok() and not node.finished.is_set():
-            rclpy.spin_once(node, timeout_sec=0.5)
-    except StartupError as exc:
-        print(f'{NODE_NAME}: cannot start: {exc}', file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Run until the source ends (loop false or max_frames) or Ctrl-C (see ``base_node.run_node``)."""
+    return run_node(CameraSource, NODE_NAME, args, spin=_spin_until_finished)
 
 
 if __name__ == '__main__':

@@ -259,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
-    from qdr_ros.restore_node import StartupError
+    from qdr_ros.base_node import StartupError
     from qdr_train.metrics import psnr
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
@@ -31,7 +28,7 @@ from qdr_ros.detection import DEVICE_PATTERN, Detection, Detector, DetectorError
 from qdr_ros.diagnostics import FrameStats
 from qdr_ros.image_conversions import FrameError, image_view
 from qdr_ros.params import ParamSpec
-from qdr_ros.restore_node import LOG_THROTTLE_S, Job, Mailbox, StartupError, descriptor, qos
+from qdr_ros.base_node import LOG_THROTTLE_S, Job, Mailbox, StartupError, delay_ms, descriptor, image_msg, qos, run_node
 
 try:
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
@@ -93,14 +90,6 @@ def to_detection_array(header: Header, detections: Sequence[Detection], msgs: An
         hypothesis.hypothesis.score = det.score
         item.results.append(hypothesis)
         out.detections.append(item)
-    return out
-
-
-def to_image(header: Header, pixels: np.ndarray, encoding: str) -> Image:
-    """Wrap an HxWx3 uint8 frame as a ``sensor_msgs/Image`` with the given header."""
-    out = Image(header=header, height=pixels.shape[0], width=pixels.shape[1], encoding=encoding, is_bigendian=0)
-    out.step = pixels.shape[1] * 3
-    out.data = np.ascontiguousarray(pixels).tobytes()
     return out
 
 
@@ -252,36 +241,18 @@ class DetectNode(Node):
                                            classes=values['classes'], imgsz=values['imgsz'])
         inference_ms = (time.perf_counter() - start) * 1e3
         encoding = msg.encoding if msg.encoding in ('rgb8', 'bgr8') else 'bgr8'
-        self._image_pub.publish(to_image(msg.header, annotate(view, detections, msg.encoding), encoding))
+        self._image_pub.publish(image_msg(msg.header, annotate(view, detections, msg.encoding), encoding))
         if self._det_pub is not None:
             self._det_pub.publish(to_detection_array(msg.header, detections))
         self._last_count = len(detections)
-        stamp = msg.header.stamp
-        delay_ms = None
-        if stamp.sec or stamp.nanosec:
-            delay_ms = (self.get_clock().now().nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
-        self._stats.frame_out(inference_ms, delay_ms)
+        self._stats.frame_out(inference_ms, delay_ms(self, msg.header.stamp))
         if self._listener is not None:
             self._listener(msg.header, detections)
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the node; Ctrl-C and external shutdown are a normal exit, start-up errors one line and exit 1."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = DetectNode()
-        rclpy.spin(node)
-    except StartupError as exc:
-        print(f'{NODE_NAME}: cannot start: {exc}', file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Run the detect node (see ``base_node.run_node`` for exit behaviour)."""
+    return run_node(DetectNode, NODE_NAME, args)
 
 
 if __name__ == '__main__':

@@ -154,6 +154,24 @@ def _check_view(view: np.ndarray, spec: Encoding, encoding: str) -> None:
                          f"(expected HxWx{spec.channels} {np.dtype(spec.dtype).name})")
 
 
+def _planes(view: np.ndarray) -> list[np.ndarray]:
+    """Split an HxW(xC) frame into its channel planes.
+
+    Native-endian interleaved pixels (row padding allowed) go through ``cv2.split``: the division
+    that follows then reads contiguous planes, which halves ``to_model_input`` (0.26 vs 0.5 ms at
+    640x480 rgb8). Anything else (big-endian or misaligned 16-bit, odd strides) is sliced as numpy views.
+    """
+    if view.ndim == 2:
+        return [view]
+    channels, itemsize = view.shape[2], view.itemsize
+    row = view.strides[0]
+    if channels >= 3 and view.dtype.isnative and view.strides[1:] == (channels * itemsize, itemsize) \
+            and row >= view.shape[1] * channels * itemsize and row % itemsize == 0 \
+            and view.ctypes.data % itemsize == 0:
+        return list(cv2.split(view))
+    return [view[..., c] for c in range(channels)]
+
+
 def to_model_input(view: np.ndarray, encoding: str, out: np.ndarray | None = None,
                    stride: int = DEFAULT_STRIDE) -> tuple[np.ndarray, tuple[int, int]]:
     """Convert an HxWxC frame to a (1, 3, Hp, Wp) float32 RGB tensor in [0, 1] and its original (H, W).
@@ -171,10 +189,10 @@ def to_model_input(view: np.ndarray, encoding: str, out: np.ndarray | None = Non
         out = np.empty((1, 3, hp, wp), np.float32)
     elif out.shape != (1, 3, hp, wp) or out.dtype != np.float32:
         raise ValueError(f"out buffer is {out.shape} {out.dtype}, need (1, 3, {hp}, {wp}) float32")
-    planes = view if view.ndim == 3 else view[..., None]
+    planes = _planes(view)
     scale = np.float32(spec.max_value)
     for c, src in enumerate(spec.rgb_index):
-        np.divide(planes[..., src], scale, out=out[0, c, :height, :width], casting="unsafe")
+        np.divide(planes[src], scale, out=out[0, c, :height, :width], casting="unsafe")
     if wp > width:
         cols = np.pad(np.arange(width), (0, wp - width), mode=PAD_MODE if width > 1 else "edge")
         out[0, :, :height, width:] = out[0][:, :height, cols[width:]]
@@ -226,16 +244,23 @@ def from_model_output(y: np.ndarray, height: int, width: int, encoding: str,
         raise ValueError(f"model output {y.shape} cannot hold a 3x{height}x{width} image")
     rgb = np.clip(y[:, :height, :width], 0.0, 1.0).astype(np.float32, copy=False)
     scale = np.float32(spec.max_value)
-    result = np.empty((height, width, spec.channels), spec.dtype)
     if spec.mono:
+        result = np.empty((height, width, 1), spec.dtype)
         luma = BT601[0] * rgb[0] + BT601[1] * rgb[1] + BT601[2] * rgb[2]
         result[..., 0] = np.rint(np.minimum(luma, 1.0) * scale)
         return result
+    # Scale and round all channels in place, then interleave once with cv2.merge: 0.37 instead of
+    # 0.8 ms at 640x480 rgb8 (per-channel temporaries and strided writes were the cost).
+    np.multiply(rgb, scale, out=rgb)
+    np.rint(rgb, out=rgb)
+    planes = rgb.astype(spec.dtype)
+    channels: list[np.ndarray] = [planes[0]] * spec.channels
     for c, dst in enumerate(spec.rgb_index):
-        result[..., dst] = np.rint(rgb[c] * scale)
+        channels[dst] = planes[c]
     if spec.alpha_index is not None:
-        result[..., spec.alpha_index] = spec.max_value if alpha is None else alpha
-    return result
+        channels[spec.alpha_index] = (np.full((height, width), spec.max_value, spec.dtype) if alpha is None
+                                      else np.ascontiguousarray(alpha, dtype=spec.dtype))
+    return cv2.merge(channels).reshape(height, width, spec.channels)
 
 
 def rgb_uint8_to_tensor(image: np.ndarray) -> np.ndarray:

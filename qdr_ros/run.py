@@ -23,7 +23,8 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from qdr_ros import demo, params, ros_env
-from qdr_ros.restore_node import RestoreNode, StartupError
+from qdr_ros.base_node import StartupError
+from qdr_ros.restore_node import RestoreNode
 
 PROG = 'qdr-run'
 

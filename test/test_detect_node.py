@@ -26,7 +26,7 @@ from std_msgs.msg import Header
 
 from qdr_ros.detect_node import DetectNode, to_detection_array
 from qdr_ros.detection import Detection, default_model_path, to_bgr8
-from qdr_ros.restore_node import StartupError
+from qdr_ros.base_node import StartupError
 
 pytestmark = pytest.mark.ros
 

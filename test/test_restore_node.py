@@ -38,7 +38,7 @@ from qdr_ros.backends import create_backend
 from qdr_ros.diagnostics import ERROR, OK, WARN, FrameStats, assess
 from qdr_ros.image_conversions import (alpha_channel, decode_compressed, downscale_to_fit, from_model_output,
                                        image_view, to_model_input)
-from qdr_ros.restore_node import Job, Mailbox
+from qdr_ros.base_node import Job, Mailbox
 from qdr_train.export.cpu_variant import to_cpu_variant
 from qdr_train.export.onnx import export_onnx
 from qdr_train.models import build_model

@@ -29,12 +29,17 @@ from qdr_train.models.registry import register
 
 @register
 class EFM(nn.Module):
-    """Restore a degraded RGB image in [0, 1]; H and W must be multiples of ``stride`` (8)."""
+    """Restore a degraded RGB image in [0, 1]; H and W must be multiples of ``stride`` (8).
+
+    ``head_relu=False`` keeps the half-resolution features that feed the gate and the tail
+    linear: with a ReLU there, a sparse degradation (rain) can drive every unit dead, which is
+    a stable "change nothing" solution the net never leaves.
+    """
 
     stride = 8
 
     def __init__(self, widths: tuple[int, int, int] | list[int] = (16, 32, 64), num_blocks: int = 2,
-                 global_context: bool = False) -> None:
+                 global_context: bool = False, head_relu: bool = True) -> None:
         super().__init__()
         c1, c2, c3 = widths
         self.q_in = QuantPoint()
@@ -48,7 +53,7 @@ class EFM(nn.Module):
         self.dec2 = ConvAct(c2, c2)
         self.up1 = Up(c2, c1)
         self.skip1 = QuantPoint()
-        self.dec1 = ConvAct(c1, c1)
+        self.dec1 = ConvAct(c1, c1, act=head_relu)
         self.gate_logit = ConvAct(c1, 1, act=False)
         self.gate = QuantPoint()
         self.gated = QuantPoint()

@@ -1,0 +1,130 @@
+"""Plumbing shared by the qdr nodes: start-up errors, the newest-frame mailbox, QoS, descriptors, main().
+
+Each node module keeps one job (restore, detect, replay); what every node needs the same way lives
+here once, so the nodes behave alike: same QoS choices, same drop accounting, same exit codes.
+"""
+
+from __future__ import annotations
+
+import array
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from qdr_ros.params import ParamSpec
+
+LITTLE_ENDIAN = sys.byteorder == 'little'
+LOG_THROTTLE_S = 5.0
+
+
+class StartupError(RuntimeError):
+    """The node cannot start (bad parameters or model); the message tells the operator what to do."""
+
+
+@dataclass
+class Job:
+    """A frame waiting for the worker: the message, its checked pixel view (raw input only)."""
+
+    msg: Image | CompressedImage
+    view: np.ndarray | None
+
+
+class Mailbox:
+    """One slot holding the newest frame; ``put`` overwrites (and reports) a frame nobody took yet."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Job | None = None
+        self._closed = False
+
+    def put(self, item: Job) -> bool:
+        """Store ``item``; True when it replaced a frame the worker had not taken (a drop)."""
+        with self._cond:
+            overwrote = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return overwrote
+
+    def take(self) -> Job | None:
+        """Wait for the next frame; None once closed."""
+        with self._cond:
+            while self._item is None and not self._closed:
+                self._cond.wait()
+            item, self._item = self._item, None
+            return None if self._closed else item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+def qos(reliability: str, depth: int) -> QoSProfile:
+    """Keep-last QoS with the given reliability (``best_effort`` is the sensor-data choice)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, durability=DurabilityPolicy.VOLATILE,
+                      reliability=ReliabilityPolicy.BEST_EFFORT if reliability == 'best_effort'
+                      else ReliabilityPolicy.RELIABLE)
+
+
+def descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """Build the ROS ParameterDescriptor (with range and read-only flag) of one ``params.PARAMS`` entry."""
+    desc = ParameterDescriptor(description=spec.full_description(), read_only=spec.read_only)
+    if spec.choices:
+        desc.additional_constraints = f"one of: {', '.join(spec.choices)}"
+    if spec.min_value is not None and spec.type is int:
+        desc.integer_range = [IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)]
+    elif spec.min_value is not None and spec.type is float:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min_value),
+                                                        to_value=float(spec.max_value), step=0.0)]
+    return desc
+
+
+def delay_ms(node: Node, stamp: Time) -> float | None:
+    """End-to-end delay of a frame (now minus its header stamp) in ms; None for unstamped frames."""
+    if not (stamp.sec or stamp.nanosec):
+        return None
+    return (node.get_clock().now().nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
+
+
+def image_msg(header: Header, pixels: np.ndarray, encoding: str) -> Image:
+    """Wrap an HxW(xC) frame (already in ``encoding``'s layout, 8 or 16 bit) as a ``sensor_msgs/Image``."""
+    channels = pixels.shape[2] if pixels.ndim == 3 else 1
+    out = Image(header=header, height=pixels.shape[0], width=pixels.shape[1], encoding=encoding)
+    out.is_bigendian = 0 if pixels.dtype.itemsize == 1 or LITTLE_ENDIAN else 1
+    out.step = pixels.shape[1] * channels * pixels.dtype.itemsize
+    # One copy into the message's own array ('B' skips the field check); tobytes() would add a second.
+    data = array.array('B')
+    data.frombytes(np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder('=')).reshape(-1).view(np.uint8))
+    out.data = data
+    return out
+
+
+def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None,
+             spin: Callable[[Node], None] = rclpy.spin) -> int:
+    """Run a node; Ctrl-C and external shutdown are a normal exit, start-up errors one line and exit 1."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = factory()
+        spin(node)
+    except StartupError as exc:
+        print(f'{name}: cannot start: {exc}', file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

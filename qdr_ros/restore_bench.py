@@ -1,0 +1,685 @@
+"""qdr-bench restore: how fast the EFM restores frames, in the engine alone and through a real ROS graph.
+
+    qdr-bench restore --json results/bench/restore.json          # full run, a few minutes
+    qdr-bench restore --quick --no-ros                            # seconds, engine only
+
+Engine-only: every available backend and precision (torch FP32 from ``efm_fp32.pt``, ONNX Runtime
+FP32 ``efm_fp32.onnx``, ONNX Runtime INT8 as the node picks it, i.e. ``efm_int8.onnx`` or its
+``_cpu`` twin, and TensorRT INT8 where it can run; anything missing is skipped with the reason)
+runs the padded input tensor after a warm-up; median, p95, FPS (frames over the summed run times),
+MACs per frame (``count_macs`` on the torch model) and the achieved GMAC/s.
+
+End-to-end (ROS): ``restore_node`` runs in its own process, exactly as an operator starts it
+(``python -m qdr_ros.restore_node --ros-args -p model:=... -p threads:=...``); this process publishes
+frames and times the restored copies. Per size: the bare transport latency of a pass-through node
+(the same restore node with ``bypass:=true``: a Python subscription that republishes the received
+message, so both directions and both (de)serialisations are counted), then the latency with one frame
+in flight, then the saturated throughput (two frames in flight, so the next frame already waits in
+the node's mailbox when one finishes). Node overhead = end-to-end - engine-only - pass-through,
+i.e. what the node itself adds (conversions, worker hand-off, output message). CPU% (of one core)
+and peak RSS (``VmHWM``) of the node process come from psutil and /proc, one fresh process per size.
+
+Neither engine spin-waits: the ONNX Runtime backend turns intra-op spinning off, and torch gets
+``OMP_WAIT_POLICY=PASSIVE`` (unless set), so a busy core elsewhere cannot distort the comparison.
+
+Results: a markdown table (stdout and ``restore.md``), ``--json PATH`` and ``restore_latency.png``
+in ``--out`` (default ``results/bench``), with the machine they were measured on and PASS/MISS per
+target. The environment comes from ``qdr_ros.ros_env`` (Fast DDS LARGE_DATA, a fresh domain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+import json
+import os
+from pathlib import Path
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import psutil
+
+from qdr_ros import ros_env
+from qdr_ros.image_conversions import padded_size, to_model_input
+
+PROG = 'qdr-bench restore'
+SIZES = ((256, 256), (640, 480), (1280, 720), (1920, 1080))  # width x height
+QUICK_SIZE = (160, 120)
+REFERENCE_SIZE = (640, 480)
+DEFAULT_OUT = ros_env.REPO_ROOT / 'results' / 'bench'
+CASE_LIMIT_S = 20.0  # stop timing one case after this long (at least MIN_RUNS runs), so 1080p FP32 stays bounded
+MIN_RUNS = 5
+NODE_NS = '/qdr_bench'
+START_TIMEOUT_S = 90.0
+FRAME_TIMEOUT_S = 5.0
+SATURATE_S = 5.0
+TARGETS = {  # name: (threshold, comparison, unit, description)
+    'int8_fps': (30.0, '>=', 'FPS', 'ORT INT8 engine-only at 640x480'),
+    'int8_speedup': (2.0, '>=', 'x', 'ORT INT8 vs ORT FP32 at 640x480'),
+    'node_overhead': (10.0, '<=', '% of engine', 'node overhead, one frame in flight, 640x480'),
+    'saturated_ratio': (90.0, '>=', '% of engine', 'saturated end-to-end vs engine-only FPS, 640x480'),
+    'node_peak_rss': (400.0, '<=', 'MB', 'restore node peak RSS, ORT INT8, 640x480'),
+    'int8_file_size': (1.0, '<=', 'MB', 'shipped INT8 model file(s)'),
+}
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run as asked (no model at all, node failed to start); the message says why."""
+
+
+@dataclass
+class Timing:
+    """Latency statistics of repeated runs, in milliseconds."""
+
+    runs: int
+    median_ms: float
+    p95_ms: float
+    mean_ms: float
+    fps: float
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Timing:
+        ms = np.asarray(seconds, np.float64) * 1e3
+        return cls(runs=len(ms), median_ms=round(float(np.median(ms)), 3),
+                   p95_ms=round(float(np.percentile(ms, 95)), 3), mean_ms=round(float(ms.mean()), 3),
+                   fps=round(float(1e3 * len(ms) / ms.sum()), 2))
+
+
+@dataclass
+class Engine:
+    """One backend/precision ready to time: ``infer`` takes the padded (1, 3, H, W) float32 input."""
+
+    backend: str
+    precision: str
+    device: str
+    model: str
+    infer: Callable[[np.ndarray], Any] = field(repr=False)
+    note: str = ''
+
+    @property
+    def label(self) -> str:
+        return f'{self.backend} {self.precision.upper()}'
+
+
+@dataclass
+class Settings:
+    """What one benchmark run measures (the parsed command line)."""
+
+    task: str
+    models_dir: Path
+    sizes: list[tuple[int, int]]
+    runs: int
+    warmup: int
+    threads: int
+    ros: bool
+    quick: bool
+    out: Path
+    json_path: Path | None
+    saturate_s: float = SATURATE_S
+
+
+# --- machine and models ---
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, GPU (through nvidia-smi) and library versions: what the numbers depend on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = 'none (nvidia-smi not found)'
+    if shutil.which('nvidia-smi'):
+        try:
+            result = subprocess.run(['nvidia-smi', '--query-gpu=name,driver_version', '--format=csv,noheader'],
+                                    capture_output=True, text=True, timeout=20)
+            gpu = result.stdout.strip().replace('\n', '; ') or f'nvidia-smi failed: {result.stderr.strip()}'
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            gpu = f'nvidia-smi failed: {exc}'
+    return {
+        'cpu': cpu,
+        'logical_cores': os.cpu_count(),
+        'physical_cores': psutil.cpu_count(logical=False),
+        'memory_gb': round(psutil.virtual_memory().total / 2**30, 1),
+        'gpu': gpu,
+        'os': platform.platform(),
+        'python': platform.python_version(),
+        'versions': {d: _version(d) for d in ('onnxruntime', 'onnxruntime-gpu', 'torch', 'numpy', 'tensorrt',
+                                              'ros-rclpy', 'ros-rmw-fastrtps-cpp') if _version(d)},
+        'load_average_at_start': [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def model_files(models_dir: Path, task: str) -> dict[str, Path]:
+    """Return the shipped files of ``task`` that exist: fp32_pt, fp32_onnx, int8_onnx, int8_cpu_onnx."""
+    folder = models_dir / task
+    names = {'fp32_pt': 'efm_fp32.pt', 'fp32_onnx': 'efm_fp32.onnx', 'int8_onnx': 'efm_int8.onnx',
+             'int8_cpu_onnx': 'efm_int8_cpu.onnx'}
+    return {key: folder / name for key, name in names.items() if (folder / name).is_file()}
+
+
+def torch_model(files: dict[str, Path]) -> Any:
+    """Load the FP32 torch model from ``efm_fp32.pt``, else rebuild it from ONNX ``model`` metadata (MACs only)."""
+    from qdr_train.engine.checkpoint import load_model
+    from qdr_train.models import build_model
+
+    if 'fp32_pt' in files:
+        return load_model(files['fp32_pt'])[0]
+    from qdr_ros.model_info import validate_model_file
+
+    for key in ('fp32_onnx', 'int8_onnx'):
+        if key in files and 'model' in (meta := validate_model_file(files[key]).metadata):
+            return build_model(json.loads(meta['model'])).eval()
+    return None
+
+
+# --- engine-only ---
+
+def build_engines(files: dict[str, Path], threads: int, torch_net: Any) -> tuple[list[Engine], list[dict[str, str]]]:
+    """Every engine that can run here, and a reason for each one that cannot."""
+    from qdr_ros.backends import create_backend
+    from qdr_ros.backends.tensorrt import tensorrt_unavailable_reason
+
+    engines: list[Engine] = []
+    skipped: list[dict[str, str]] = []
+
+    def skip(backend: str, precision: str, reason: str) -> None:
+        skipped.append({'backend': backend, 'precision': precision, 'reason': reason})
+
+    if 'fp32_pt' in files:
+        import torch
+
+        torch.set_num_threads(threads)
+
+        @torch.inference_mode()
+        def torch_infer(x: np.ndarray) -> Any:
+            return torch_net(torch.from_numpy(x))
+
+        engines.append(Engine('torch', 'fp32', 'cpu', str(files['fp32_pt']), torch_infer,
+                              f'torch {torch.__version__}, {torch.get_num_threads()} threads'))
+    else:
+        skip('torch', 'fp32', 'efm_fp32.pt not found')
+    for key, precision in (('fp32_onnx', 'fp32'), ('int8_onnx', 'int8')):
+        if key not in files:
+            skip('onnxruntime', precision, f'efm_{precision}.onnx not found')
+            continue
+        backend = create_backend(files[key], 'onnxruntime', threads=threads, prefer_cpu_variant=True)
+        engines.append(Engine('onnxruntime', backend.precision, backend.device, backend.model_path, backend.infer,
+                              backend.reason))
+    why_not = tensorrt_unavailable_reason()
+    if why_not is not None:
+        skip('tensorrt', 'int8', why_not)
+    elif 'int8_onnx' not in files:
+        skip('tensorrt', 'int8', 'efm_int8.onnx not found')
+    else:
+        backend = create_backend(files['int8_onnx'], 'tensorrt')
+        engines.append(Engine('tensorrt', 'int8', backend.device, backend.model_path, backend.infer, backend.reason))
+    return engines, skipped
+
+
+def time_calls(call: Callable[[], Any], warmup: int, runs: int, limit_s: float = CASE_LIMIT_S) -> Timing:
+    """Time ``call`` ``runs`` times after ``warmup`` calls; stops early after ``limit_s`` (never below MIN_RUNS)."""
+    for _ in range(warmup):
+        call()
+    seconds: list[float] = []
+    start = time.perf_counter()
+    while len(seconds) < runs and (len(seconds) < min(MIN_RUNS, runs) or time.perf_counter() - start < limit_s):
+        t = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - t)
+    return Timing.of(seconds)
+
+
+def noise_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """Return a noisy HxWx3 uint8 frame (the network's cost does not depend on the content)."""
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), np.uint8)
+
+
+def bench_engines(engines: list[Engine], sizes: list[tuple[int, int]], settings: Settings, stride: int,
+                  torch_net: Any) -> list[dict[str, Any]]:
+    """Engine-only timing of every engine at every size, with MACs and GMAC/s."""
+    from qdr_train.models.profile import count_macs
+
+    rows = []
+    for width, height in sizes:
+        x = to_model_input(noise_frame(width, height), 'rgb8', stride=stride)[0]
+        macs = count_macs(torch_net, *padded_size(height, width, stride)) if torch_net is not None else None
+        for engine in engines:
+            timing = time_calls(lambda: engine.infer(x), settings.warmup, settings.runs)
+            rows.append({'backend': engine.backend, 'precision': engine.precision, 'device': engine.device,
+                         'model': engine.model, 'size': f'{width}x{height}', 'width': width, 'height': height,
+                         **asdict(timing), 'macs': macs,
+                         'gmac_per_s': round(macs / 1e6 / timing.median_ms, 2) if macs else None})
+            print(f'  engine {engine.label:<18} {width}x{height:<5} median {timing.median_ms:8.2f} ms  '
+                  f'p95 {timing.p95_ms:8.2f} ms  {timing.fps:7.1f} FPS  ({timing.runs} runs)', flush=True)
+    return rows
+
+
+# --- end-to-end through ROS ---
+
+def _peak_rss_mb(proc: psutil.Process, sampled: int) -> float:
+    """Peak RSS of a process: the kernel's high-water mark (VmHWM) where it exists, else the sampled maximum."""
+    try:
+        for line in Path(f'/proc/{proc.pid}/status').read_text().splitlines():
+            if line.startswith('VmHWM:'):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(sampled / 2**20, 1)
+
+
+class NodeProbe:
+    """This process's side of the graph: starts restore_node in its own process, publishes and times frames."""
+
+    def __init__(self, model: Path, width: int, height: int, threads: int, log_dir: Path, context: Any) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+        from std_srvs.srv import SetBool
+
+        self._set_bypass_type = SetBool
+        self.log_path = log_dir / f'restore_node_{width}x{height}.log'
+        self._log = self.log_path.open('w')
+        self.process = subprocess.Popen(
+            [sys.executable, '-m', 'qdr_ros.restore_node', '--ros-args', '-r', f'__ns:={NODE_NS}',
+             '-p', f'model:={model}', '-p', 'backend:=onnxruntime', '-p', f'threads:={threads}',
+             '-p', f'warmup_width:={width}', '-p', f'warmup_height:={height}', '-p', 'bypass:=true'],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        self.psutil = psutil.Process(self.process.pid)
+        self.max_rss = 0
+        self.node = rclpy.create_node('qdr_bench_probe', context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.pub = self.node.create_publisher(Image, f'{NODE_NS}/image', qos_profile_sensor_data)
+        self.arrivals: dict[tuple[int, int], float] = {}
+        self.node.create_subscription(Image, f'{NODE_NS}/image_restored', self._on_restored, 10)
+        self.bypass_client = self.node.create_client(SetBool, f'{NODE_NS}/restore_node/set_bypass')
+        self.msg = Image(height=height, width=width, encoding='rgb8', step=width * 3)
+        self.msg.data = array.array('B', noise_frame(width, height, seed=1).tobytes())
+
+    def _on_restored(self, msg: Any) -> None:
+        self.arrivals[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.perf_counter()
+
+    def _spin_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() > deadline:
+                return False
+            if self.process.poll() is not None:
+                raise BenchError(f'restore_node exited with {self.process.returncode}; its log:\n{self.log_tail()}')
+            self.executor.spin_once(timeout_sec=0.01)
+        return True
+
+    def log_tail(self, lines: int = 15) -> str:
+        self._log.flush()
+        return '\n'.join(self.log_path.read_text(errors='replace').splitlines()[-lines:])
+
+    def wait_ready(self) -> None:
+        """Wait until the node is up (its subscription exists only after the model is loaded and warm)."""
+        ready = self._spin_until(lambda: self.pub.get_subscription_count() > 0
+                                 and self.node.count_publishers(f'{NODE_NS}/image_restored') > 0
+                                 and self.bypass_client.service_is_ready(), START_TIMEOUT_S)
+        if not ready:
+            raise BenchError(f'restore_node did not come up within {START_TIMEOUT_S:.0f} s; its log:\n'
+                             f'{self.log_tail()}')
+
+    def set_bypass(self, on: bool) -> None:
+        future = self.bypass_client.call_async(self._set_bypass_type.Request(data=on))
+        if not self._spin_until(future.done, FRAME_TIMEOUT_S) or not future.result().success:
+            raise BenchError(f'could not set bypass {on} on restore_node')
+
+    def publish(self) -> tuple[int, int]:
+        """Publish the test frame with a fresh stamp; returns the stamp (the frame's identity)."""
+        stamp = self.node.get_clock().now().to_msg()
+        self.msg.header.stamp = stamp
+        self.pub.publish(self.msg)
+        self.max_rss = max(self.max_rss, self.psutil.memory_info().rss)
+        return stamp.sec, stamp.nanosec
+
+    def one_in_flight(self, frames: int, warmup: int) -> Timing:
+        """Publish a frame, wait for its restored copy, repeat; a frame lost on the way is sent again."""
+        seconds: list[float] = []
+        for index in range(warmup + frames):
+            for _ in range(3):
+                start = time.perf_counter()
+                key = self.publish()
+                if self._spin_until(lambda: key in self.arrivals, FRAME_TIMEOUT_S):
+                    break
+            else:
+                raise BenchError(f'no frame came back from restore_node in 3 tries; its log:\n{self.log_tail()}')
+            if index >= warmup:
+                seconds.append(self.arrivals[key] - start)
+        return Timing.of(seconds)
+
+    def saturated(self, duration_s: float, in_flight: int = 2) -> tuple[float, int, float]:
+        """Keep ``in_flight`` frames outstanding for ``duration_s``; returns restored FPS, frames and node CPU%."""
+        self.arrivals.clear()
+        pending = {self.publish() for _ in range(in_flight)}
+        self.psutil.cpu_percent(None)
+        last_arrival = time.monotonic()
+        deadline = time.monotonic() + duration_s
+        while time.monotonic() < deadline:
+            self._spin_until(lambda: bool(pending & self.arrivals.keys()), 0.05)
+            done = pending & self.arrivals.keys()
+            if done:
+                last_arrival = time.monotonic()
+                pending = (pending - done) | {self.publish() for _ in done}
+            elif time.monotonic() - last_arrival > 1.0:  # best effort lost one: top up, never stall
+                pending.add(self.publish())
+                last_arrival = time.monotonic()
+        cpu = self.psutil.cpu_percent(None)
+        times = sorted(self.arrivals.values())
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+        return round(fps, 2), len(times), round(cpu, 1)
+
+    def close(self) -> None:
+        """Stop the node with SIGINT (a normal exit for it) and free this side."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self._log.close()
+
+
+def bench_ros(model: Path, settings: Settings, engine_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per size: pass-through latency, end-to-end latency, overhead, saturated FPS, CPU% and peak RSS."""
+    import rclpy
+    from rclpy.context import Context
+
+    engine_int8 = {r['size']: r for r in engine_rows if r['backend'] == 'onnxruntime' and r['precision'] == 'int8'}
+    rows = []
+    context = Context()  # our own, so a caller's rclpy state is neither needed nor touched
+    rclpy.init(context=context)
+    try:
+        with tempfile.TemporaryDirectory(prefix='qdr_bench_') as logs:
+            for width, height in settings.sizes:
+                probe = NodeProbe(model, width, height, settings.threads, Path(logs), context)
+                try:
+                    probe.wait_ready()
+                    passthrough = probe.one_in_flight(settings.runs, settings.warmup)
+                    probe.set_bypass(False)
+                    e2e = probe.one_in_flight(settings.runs, settings.warmup)
+                    fps, frames, cpu = probe.saturated(settings.saturate_s)
+                    rss = _peak_rss_mb(probe.psutil, probe.max_rss)
+                finally:
+                    probe.close()
+                rows.append(ros_row(width, height, passthrough, e2e, fps, frames, cpu, rss,
+                                    engine_int8.get(f'{width}x{height}')))
+                r = rows[-1]
+                print(f"  node   {width}x{height:<5} pass-through {passthrough.median_ms:7.2f} ms  end-to-end "
+                      f"{e2e.median_ms:7.2f} ms  overhead {r['overhead_ms']} ms  saturated {fps:6.1f} FPS  "
+                      f"CPU {cpu:5.1f}%  peak RSS {rss:6.1f} MB", flush=True)
+    finally:
+        rclpy.try_shutdown(context=context)
+    return rows
+
+
+def ros_row(width: int, height: int, passthrough: Timing, e2e: Timing, fps: float, frames: int, cpu: float,
+            rss: float, engine: dict[str, Any] | None) -> dict[str, Any]:
+    """Combine one size's node measurements with the engine-only row of the same backend and size."""
+    row: dict[str, Any] = {'size': f'{width}x{height}', 'width': width, 'height': height,
+                           'passthrough': asdict(passthrough), 'end_to_end': asdict(e2e),
+                           'saturated_fps': fps, 'saturated_frames': frames, 'node_cpu_percent': cpu,
+                           'node_peak_rss_mb': rss, 'engine_median_ms': None, 'engine_fps': None,
+                           'overhead_ms': None, 'overhead_percent': None, 'saturated_percent': None}
+    if engine is not None:
+        overhead = e2e.median_ms - engine['median_ms'] - passthrough.median_ms
+        row.update(engine_median_ms=engine['median_ms'], engine_fps=engine['fps'], overhead_ms=round(overhead, 2),
+                   overhead_percent=round(100 * overhead / engine['median_ms'], 1),
+                   saturated_percent=round(100 * fps / engine['fps'], 1))
+    return row
+
+
+# --- targets and reports ---
+
+def check_targets(engine_rows: list[dict[str, Any]], ros_rows: list[dict[str, Any]],
+                  files: dict[str, Path]) -> list[dict[str, Any]]:
+    """PASS/MISS per target (n/a when its measurement was not part of this run)."""
+    ref = '{}x{}'.format(*REFERENCE_SIZE)
+    by_key = {(r['backend'], r['precision'], r['size']): r for r in engine_rows}
+    int8, fp32 = by_key.get(('onnxruntime', 'int8', ref)), by_key.get(('onnxruntime', 'fp32', ref))
+    node = next((r for r in ros_rows if r['size'] == ref), None)
+    int8_files = [files[k] for k in ('int8_onnx', 'int8_cpu_onnx') if k in files]
+    values = {
+        'int8_fps': 1e3 / int8['median_ms'] if int8 else None,
+        'int8_speedup': fp32['median_ms'] / int8['median_ms'] if int8 and fp32 else None,
+        'node_overhead': node['overhead_percent'] if node else None,
+        'saturated_ratio': node['saturated_percent'] if node else None,
+        'node_peak_rss': node['node_peak_rss_mb'] if node else None,
+        'int8_file_size': max(p.stat().st_size for p in int8_files) / 1e6 if int8_files else None,
+    }
+    results = []
+    for name, (threshold, op, unit, text) in TARGETS.items():
+        value = values[name]
+        status = 'n/a' if value is None else (
+            'PASS' if (value >= threshold if op == '>=' else value <= threshold) else 'MISS')
+        results.append({'name': name, 'description': text, 'value': None if value is None else round(value, 2),
+                        'threshold': threshold, 'comparison': op, 'unit': unit, 'status': status})
+    return results
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Render the human-readable report: machine, engine table, node table, targets."""
+    m = report['machine']
+    versions = ', '.join(f'{k} {v}' for k, v in m['versions'].items())
+    lines = [f"# Restore benchmark ({report['settings']['task']})", '',
+             f"Machine: {m['cpu']}, {m['physical_cores']} physical / {m['logical_cores']} logical cores, "
+             f"{m['memory_gb']} GiB, GPU: {m['gpu']}; {versions}; load average at start "
+             f"{m['load_average_at_start'][0]}.", '',
+             f"Command: `{report['command']}` ({report['elapsed_s']:.0f} s). Threads: {report['settings']['threads']}.",
+             '', '## Engine only', '',
+             '| engine | device | size | median ms | p95 ms | FPS | GMAC/frame | GMAC/s |',
+             '|---|---|---|---:|---:|---:|---:|---:|']
+    for r in report['engine']:
+        lines.append(f"| {r['backend']} {r['precision'].upper()} | {r['device']} | {r['size']} | "
+                     f"{_fmt(r['median_ms'], 2)} | {_fmt(r['p95_ms'], 2)} | {_fmt(r['fps'])} | "
+                     f"{_fmt(r['macs'] / 1e9 if r['macs'] else None, 2)} | {_fmt(r['gmac_per_s'])} |")
+    lines += [''] + [f"Skipped {s['backend']} {s['precision'].upper()}: {s['reason']}" for s in report['skipped']]
+    lines += [f"Models: {', '.join(f'{Path(p).name} {s / 1e6:.2f} MB' for p, s in report['model_sizes'].items())}."]
+    if report['ros']:
+        lines += ['', f"## Through ROS (restore_node in its own process, ORT INT8; pass-through = "
+                  f"{report['passthrough_node']})", '',
+                  '| size | pass-through ms | end-to-end ms (p95) | engine ms | node overhead ms (% of engine) '
+                  '| saturated FPS (% of engine) | node CPU % | node peak RSS MB |',
+                  '|---|---:|---:|---:|---:|---:|---:|---:|']
+        for r in report['ros']:
+            lines.append(f"| {r['size']} | {_fmt(r['passthrough']['median_ms'], 2)} | "
+                         f"{_fmt(r['end_to_end']['median_ms'], 2)} ({_fmt(r['end_to_end']['p95_ms'], 2)}) | "
+                         f"{_fmt(r['engine_median_ms'], 2)} | {_fmt(r['overhead_ms'], 2)} "
+                         f"({_fmt(r['overhead_percent'])}%) | {_fmt(r['saturated_fps'])} "
+                         f"({_fmt(r['saturated_percent'])}%) | {_fmt(r['node_cpu_percent'], 0)} | "
+                         f"{_fmt(r['node_peak_rss_mb'], 0)} |")
+    lines += ['', '## Targets', '', '| target | measured | needed | result |', '|---|---:|---:|---|']
+    for t in report['targets']:
+        lines.append(f"| {t['description']} | {_fmt(t['value'], 2)} {t['unit']} | {t['comparison']} "
+                     f"{t['threshold']:g} {t['unit']} | {t['status']} |")
+    return '\n'.join(lines) + '\n'
+
+
+def plot(report: dict[str, Any], path: Path) -> str | None:
+    """Median latency vs pixels per engine (and the node end to end); returns why no plot was made, else None."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        return f'matplotlib is not installed ({exc})'
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in report['engine']:
+        series.setdefault(f"{r['backend']} {r['precision'].upper()}", []).append(
+            (r['width'] * r['height'] / 1e6, r['median_ms']))
+    for r in report['ros']:
+        series.setdefault('restore_node end-to-end (ORT INT8)', []).append(
+            (r['width'] * r['height'] / 1e6, r['end_to_end']['median_ms']))
+    for label, points in series.items():
+        xs, ys = zip(*sorted(points))
+        ax.plot(xs, ys, marker='o', linestyle='--' if label.startswith('restore_node') else '-', label=label)
+    ax.axhline(1e3 / 30, color='grey', linewidth=0.8, linestyle=':', label='30 FPS')
+    sizes = sorted({(r['width'], r['height']) for r in report['engine']}, key=lambda s: s[0] * s[1])
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    ax.set_xticks([w * h / 1e6 for w, h in sizes], [f'{w}x{h}' for w, h in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel('resolution')
+    ax.set_ylabel('median latency (ms)')
+    ax.set_title(f"EFM {report['settings']['task']}: latency vs resolution\n{report['machine']['cpu']}", fontsize=9)
+    ax.grid(True, which='major', alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+def benchmark(settings: Settings, command: str) -> dict[str, Any]:
+    """Measure everything ``settings`` asks for and write the reports; returns the JSON report."""
+    started = time.perf_counter()
+    ros_env.apply()
+    # Before torch loads: its OpenMP threads otherwise spin-wait, and with anything else on two cores
+    # that made FP32 runs 10-70x slower (700 vs 9 ms at 160x120); ONNX Runtime does not spin either.
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+    files = model_files(settings.models_dir, settings.task)
+    if not files:
+        raise BenchError(f'no models in {settings.models_dir / settings.task} (expected efm_fp32.pt, efm_fp32.onnx, '
+                         'efm_int8.onnx, efm_int8_cpu.onnx); train and export them, or pass --models-dir')
+    machine = machine_info()
+    print(f"{PROG}: {machine['cpu']}, {machine['physical_cores']} physical cores, GPU: {machine['gpu']}", flush=True)
+    busy = machine['load_average_at_start'][0]
+    if busy > 0.5 * (machine['logical_cores'] or 1):
+        print(f'{PROG}: warning: load average {busy} at start; other processes are using the CPU and the '
+              'numbers will be slower than this machine can do', flush=True)
+    torch_net = torch_model(files)
+    engines, skipped = build_engines(files, settings.threads, torch_net)
+    for s in skipped:
+        print(f"  skipped {s['backend']} {s['precision'].upper()}: {s['reason']}", flush=True)
+    stride = int(getattr(torch_net, 'stride', 8) or 8)
+    engine_rows = bench_engines(engines, settings.sizes, settings, stride, torch_net)
+    ros_rows: list[dict[str, Any]] = []
+    if settings.ros and 'int8_onnx' in files:
+        ros_rows = bench_ros(files['int8_onnx'], settings, engine_rows)
+    elif settings.ros:
+        print(f'  skipped ROS end-to-end: efm_int8.onnx not found in {settings.models_dir / settings.task}')
+    report = {
+        'command': command,
+        'machine': machine,
+        'settings': {'task': settings.task, 'models_dir': str(settings.models_dir),
+                     'sizes': [f'{w}x{h}' for w, h in settings.sizes], 'runs': settings.runs,
+                     'warmup': settings.warmup, 'threads': settings.threads, 'quick': settings.quick,
+                     'ros': settings.ros, 'omp_wait_policy': os.environ['OMP_WAIT_POLICY']},
+        'model_sizes': {str(p): p.stat().st_size for p in files.values()},
+        'engine': engine_rows,
+        'skipped': skipped,
+        'passthrough_node': 'restore_node with bypass:=true (same process, republishes the received message)',
+        'ros': ros_rows,
+        'targets': check_targets(engine_rows, ros_rows, files),
+    }
+    report['elapsed_s'] = round(time.perf_counter() - started, 1)
+    text = markdown(report)
+    print('\n' + text, flush=True)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    (settings.out / 'restore.md').write_text(text)
+    why_no_plot = plot(report, settings.out / 'restore_latency.png')
+    if why_no_plot:
+        print(f'{PROG}: no plot: {why_no_plot}')
+    if settings.json_path is not None:
+        settings.json_path.parent.mkdir(parents=True, exist_ok=True)
+        settings.json_path.write_text(json.dumps(report, indent=2) + '\n')
+    return report
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``WIDTHxHEIGHT``."""
+    try:
+        width, height = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'size must look like 640x480, got {text!r}') from None
+    if width < 8 or height < 8:
+        raise argparse.ArgumentTypeError(f'size {text} is too small (at least 8x8)')
+    return width, height
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``qdr-bench restore``."""
+    parser.add_argument('--task', default='denoise', help='model folder under --models-dir (default: %(default)s)')
+    parser.add_argument('--models-dir', type=Path, default=ros_env.REPO_ROOT / 'models',
+                        help='holds <task>/efm_fp32.pt|.onnx, efm_int8.onnx, efm_int8_cpu.onnx (default: %(default)s)')
+    parser.add_argument('--sizes', type=parse_size, nargs='+', metavar='WxH',
+                        help='frame sizes (default: ' + ' '.join(f'{w}x{h}' for w, h in SIZES) + ')')
+    parser.add_argument('--runs', type=int, help='timed runs per case (default 30; 5 with --quick)')
+    parser.add_argument('--threads', type=int, default=0,
+                        help='CPU threads for ORT/torch and the node; 0 = physical cores (default)')
+    parser.add_argument('--quick', action='store_true',
+                        help=f'smoke run for CI: {QUICK_SIZE[0]}x{QUICK_SIZE[1]} only, few runs, a few seconds')
+    parser.add_argument('--no-ros', dest='ros', action='store_false', help='engine-only, no restore_node process')
+    parser.add_argument('--json', type=Path, dest='json_path', metavar='PATH', help='also write the report as JSON')
+    parser.add_argument('--out', type=Path, default=DEFAULT_OUT,
+                        help='folder for restore.md and restore_latency.png (default: %(default)s)')
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Resolve defaults that depend on --quick and the thread count."""
+    from qdr_ros.backends.onnxruntime import physical_cores
+
+    if args.runs is not None and args.runs < 1:
+        raise BenchError('--runs must be at least 1')
+    sizes = args.sizes or ([QUICK_SIZE] if args.quick else list(SIZES))
+    return Settings(task=args.task, models_dir=args.models_dir, sizes=sizes,
+                    runs=args.runs or (5 if args.quick else 30), warmup=1 if args.quick else 3,
+                    threads=args.threads if args.threads > 0 else physical_cores(), ros=args.ros, quick=args.quick,
+                    out=args.out, json_path=args.json_path, saturate_s=1.0 if args.quick else SATURATE_S)
+
+
+def command_line(settings: Settings) -> str:
+    """Return the command that repeats this run (recorded in the report)."""
+    sizes = ' '.join(f'{w}x{h}' for w, h in settings.sizes)
+    parts = ['qdr-bench restore', f'--task {settings.task}', f'--sizes {sizes}', f'--runs {settings.runs}',
+             f'--threads {settings.threads}']
+    if settings.models_dir != ros_env.REPO_ROOT / 'models':
+        parts.append(f'--models-dir {settings.models_dir}')
+    parts += ['--quick'] * settings.quick + ['--no-ros'] * (not settings.ros)
+    if settings.json_path is not None:
+        parts.append(f'--json {settings.json_path}')
+    if settings.out != DEFAULT_OUT:
+        parts.append(f'--out {settings.out}')
+    return ' '.join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``qdr-bench restore``; a BenchError is one line on stderr and exit 1."""
+    try:
+        settings = settings_from(args)
+        benchmark(settings, command_line(settings))
+    except BenchError as exc:
+        print(f'{PROG}: {exc}', file=sys.stderr)
+        return 1
+    return 0
