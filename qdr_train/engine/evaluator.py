@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from qdr_ros.image_conversions import from_model_output, tensor_to_rgb_uint8, to_model_input
 from qdr_train.baselines import classical_baseline
-from qdr_train.data.datasets import list_images, paired_folder, read_rgb, to_tensor
+from qdr_train.data.datasets import data_root, list_images, paired_folder, read_rgb, to_tensor
 from qdr_train.data.degradations import degrade, image_seed, sample_params, synthesize
 from qdr_train.engine.checkpoint import load_model
 from qdr_train.metrics import image_metrics
@@ -85,9 +85,18 @@ def evaluate(cfg: dict[str, Any], model_path: str | Path, clean_dir: str | Path 
     kinds = [k for k in KINDS if k in images[0]]
     mean = {k: {m: float(np.mean([r[k][m] for r in images])) for m in images[0][k]} for k in kinds}
     level = cfg["levels"][task] if severity is None else {"severity": severity}
-    return {"task": task, "model": str(model_path), "data": str(pairs_dir or clean_dir),
+    return {"task": task, "model": _shown(model_path), "data": _shown(pairs_dir or clean_dir),
             "synthetic": not pairs_dir, "seed": cfg["seed"], "level": None if pairs_dir else level,
             "mean": mean, "images": images}
+
+
+def _shown(path: str | Path | None) -> str:
+    """A path as it should appear in reports: relative to the data root or the working folder when inside."""
+    resolved = Path(str(path)).resolve()
+    for base in (data_root(), Path.cwd()):
+        if resolved.is_relative_to(base.resolve()):
+            return str(resolved.relative_to(base.resolve()))
+    return str(path)
 
 
 def format_table(report: dict[str, Any]) -> str:

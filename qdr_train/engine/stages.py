@@ -92,7 +92,11 @@ class Stage:
 
 
 def _fp32(cfg: dict[str, Any], device: torch.device, batches: TrainBatches) -> Stage:
-    model = load_model(cfg["init"])[0] if cfg["init"] else build_model(cfg["model"])
+    if cfg["init"]:
+        model, info = load_model(cfg["init"])
+        cfg["model"] = info["model"]
+    else:
+        model = build_model(cfg["model"])
     return Stage(model.to(device), ReconstructionObjective(RestorationLoss(**cfg["loss"])).to(device))
 
 
