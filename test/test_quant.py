@@ -140,8 +140,8 @@ def test_lmr_weights_stay_positive_and_bounded() -> None:
 def test_tiny_qdr_run_losses_fall_and_lmr_stays_positive(tmp_path: Path) -> None:
     """QDR from the shipped FP32 denoiser on small crops: on a fixed held-out batch both terms fall."""
     cfg = load_config("denoise", CONFIG_DIR / "int8.yaml", [
-        "stage=qdr", f"quant.teacher={SHIPPED_TEACHER}", "train.iters=60", "train.log_every=10", "optim.lr=5e-4",
-        "optim.warmup=5", "quant.calib_batches=2", "data.crop=32", "data.batch=4", "train.threads=1",
+        "stage=qdr", f"quant.teacher={SHIPPED_TEACHER}", "train.iters=60", "train.log_every=10", "optim.lr=1e-4",
+        "optim.warmup=5", "quant.calib_batches=8", "data.crop=32", "data.batch=4", "train.threads=1",
         "train.progress=false", "train.val_every=1000", "train.save_every=1000", "data.val_images=1",
         "data.val_crop=64", f"out={tmp_path}", "degradation.denoise.sigma=[25,25]", "name=qdr"])
     trainer = Trainer(cfg)
@@ -159,7 +159,7 @@ def test_tiny_qdr_run_losses_fall_and_lmr_stays_positive(tmp_path: Path) -> None
     before = held_out_losses()
     run = trainer.fit()
     after = held_out_losses()
-    assert after["distill"] < 0.95 * before["distill"], (before, after)
+    assert after["distill"] < 0.7 * before["distill"], (before, after)
     assert after["rec"] < before["rec"], (before, after)
     rows = [line.split(",") for line in (run / "log.csv").read_text().splitlines()[1:]]
     assert min(float(v) for _, key, v in rows if key in ("w_rec", "w_distill")) > 0

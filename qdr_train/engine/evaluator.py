@@ -91,7 +91,7 @@ def evaluate(cfg: dict[str, Any], model_path: str | Path, clean_dir: str | Path 
 
 
 def _shown(path: str | Path | None) -> str:
-    """A path as it should appear in reports: relative to the data root or the working folder when inside."""
+    """Show a path relative to the data root or the working folder when it lies inside one."""
     resolved = Path(str(path)).resolve()
     for base in (data_root(), Path.cwd()):
         if resolved.is_relative_to(base.resolve()):
