@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: setup test demo lint colcon bench
+.PHONY: setup test demo lint colcon bench soak
 
 setup:
 	bash scripts/setup_env.sh
@@ -24,3 +24,7 @@ colcon: setup
 # Restoration speed (engine-only per backend and through restore_node), < 10 min: results/bench/.
 bench: setup
 	$(PY) -m qdr_ros.bench restore --json results/bench/restore.json
+
+# 30-minute stability run (RSS growth, p99 latency trend, drops), not part of CI: results/soak/.
+soak: setup
+	$(PY) -m qdr_ros.soak --minutes 30 --rate 30 --size 640x480 --out results/soak

@@ -151,8 +151,8 @@ class RestoreNode(Node):
 
     def _reject(self, exc: FrameError) -> None:
         self._stats.rejected(exc.reason_code)
-        self.get_logger().warn(f'dropping frame ({exc.reason_code}): {exc.message}',
-                               throttle_duration_sec=LOG_THROTTLE_S)
+        self.get_logger().warning(f'dropping frame ({exc.reason_code}): {exc.message}',
+                                  throttle_duration_sec=LOG_THROTTLE_S)
 
     def _on_set_bypass(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         result = self.set_parameters([Parameter('bypass', Parameter.Type.BOOL, bool(request.data))])[0]
@@ -168,7 +168,7 @@ class RestoreNode(Node):
         if reason:
             return SetParametersResult(successful=False, reason=reason)
         merged = {**self._values, **updates}
-        if any(merged[k] != self._values[k] for k in params.BACKEND_KEYS):
+        if any(k in updates for k in params.BACKEND_KEYS):  # setting model again re-reads the file
             try:
                 backend = load_backend(merged)
             except StartupError as exc:
