@@ -38,7 +38,6 @@ import os
 from pathlib import Path
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,7 @@ import psutil
 
 from qdr_ros import ros_env
 from qdr_ros.image_conversions import padded_size, to_model_input
+from qdr_ros.processes import stop_process
 
 PROG = 'qdr-bench restore'
 SIZES = ((256, 256), (640, 480), (1280, 720), (1920, 1080))  # width x height
@@ -393,13 +393,7 @@ class NodeProbe:
 
     def close(self) -> None:
         """Stop the node with SIGINT (a normal exit for it) and free this side."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.executor.shutdown()
         self.node.destroy_node()
         self._log.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from qdr_ros.processes import stop_process
 
 NS = '/soak'
 RSS_GROWTH_LIMIT = 0.05
@@ -51,16 +52,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _start(module: str, *ros_args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, '-m', module, '--ros-args', '-r', f'__ns:={NS}', *ros_args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _thirds(values: list[float]) -> tuple[list[float], list[float]]:
@@ -181,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         rclpy.try_shutdown()
         for process in (detect, node_process):
             if process is not None:
-                _stop(process)
+                stop_process(process)
     bucket_s = 60.0 if duration >= 180 else duration / 6
     rows = buckets(duration, sent, latencies, rss, bucket_s)
     verdict = judge(rss, latencies, warmup_s=bucket_s)

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 import itertools
 from pathlib import Path
-import signal
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from qdr_ros.diagnostics import ERROR, OK, WARN, FrameStats, assess
 from qdr_ros.image_conversions import (alpha_channel, decode_compressed, downscale_to_fit, from_model_output,
                                        image_view, to_model_input)
 from qdr_ros.base_node import Job, Mailbox
+from qdr_ros.processes import stop_process
 from qdr_train.export.cpu_variant import to_cpu_variant
 from qdr_train.export.onnx import export_onnx
 from qdr_train.models import build_model
@@ -66,16 +66,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {'int8': int8, 'fp32': fp32, 'corrupt': corrupt}
 
 
-def stop(process: subprocess.Popen) -> int:
-    """SIGINT (what Ctrl-C sends), then kill if it hangs; returns the exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
+stop = stop_process
 
 
 @pytest.fixture(scope='module')
