@@ -70,6 +70,32 @@ class Mailbox:
             self._cond.notify_all()
 
 
+class FrameWorker:
+    """The newest-frame mailbox and the one thread that drains it: ``handle(job)`` runs there, in order."""
+
+    def __init__(self, handle: Callable[[Job], None], name: str) -> None:
+        self._mailbox = Mailbox()
+        self._handle = handle
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, job: Job) -> bool:
+        """Hand over the newest frame; True when it replaced one the worker had not taken (a drop)."""
+        return self._mailbox.put(job)
+
+    def close(self) -> None:
+        """Stop taking frames and wait (bounded) for the one in progress."""
+        self._mailbox.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while (job := self._mailbox.take()) is not None:
+            self._handle(job)
+
+
 def qos(reliability: str, depth: int) -> QoSProfile:
     """Keep-last QoS with the given reliability (``best_effort`` is the sensor-data choice)."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, durability=DurabilityPolicy.VOLATILE,

@@ -14,7 +14,6 @@ runs the detector, so a slow model never blocks the executor.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -28,7 +27,8 @@ from qdr_ros.detection import DEVICE_PATTERN, Detection, Detector, DetectorError
 from qdr_ros.diagnostics import FrameStats
 from qdr_ros.image_conversions import FrameError, image_view
 from qdr_ros.params import ParamSpec
-from qdr_ros.base_node import LOG_THROTTLE_S, Job, Mailbox, StartupError, delay_ms, descriptor, image_msg, qos, run_node
+from qdr_ros.base_node import (LOG_THROTTLE_S, FrameWorker, Job, StartupError, delay_ms,
+                               descriptor, image_msg, qos, run_node)
 
 try:
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
@@ -100,8 +100,7 @@ class DetectNode(Node):
         """Start the node; ``listener(header, detections)`` is called per frame (for in-process users like the demo)."""
         super().__init__(NODE_NAME, **kwargs)
         self._listener = listener
-        self._mailbox = Mailbox()
-        self._worker: threading.Thread | None = None
+        self._frames = FrameWorker(self._handle, 'detect_worker')
         values = self._declare_parameters()
         self._values = values
         try:
@@ -121,8 +120,7 @@ class DetectNode(Node):
         self._sub = self.create_subscription(Image, 'image', self._on_image, in_qos)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(values['stats_period'], self._log_stats)
-        self._worker = threading.Thread(target=self._work, name='detect_worker', daemon=True)
-        self._worker.start()
+        self._frames.start()
         outputs = self._image_pub.topic_name + (f' and {self._det_pub.topic_name} (vision_msgs/Detection2DArray)'
                                                 if self._det_pub else ' (vision_msgs not installed: no detections '
                                                 'topic, annotated image only)')
@@ -154,9 +152,7 @@ class DetectNode(Node):
 
     def destroy_node(self) -> None:
         """Stop the worker before the publishers go away."""
-        self._mailbox.close()
-        if self._worker is not None:
-            self._worker.join(timeout=5.0)
+        self._frames.close()
         super().destroy_node()
 
     # --- executor callbacks (cheap) ---
@@ -177,7 +173,7 @@ class DetectNode(Node):
         except FrameError as exc:
             self._reject(exc)
             return
-        if self._mailbox.put(Job(msg, view)):
+        if self._frames.put(Job(msg, view)):
             self._stats.dropped()
 
     def _reject(self, exc: FrameError) -> None:
@@ -223,16 +219,16 @@ class DetectNode(Node):
 
     # --- worker thread ---
 
-    def _work(self) -> None:
-        while (job := self._mailbox.take()) is not None:
-            try:
-                self._process(job)
-            except Exception as exc:  # a failing frame must not kill the worker
-                if not self.context.ok():
-                    return
-                self._stats.backend_error(f'{type(exc).__name__}: {exc}')
-                self.get_logger().error(f'detection failed, frame dropped: {type(exc).__name__}: {exc}',
-                                        throttle_duration_sec=LOG_THROTTLE_S)
+    def _handle(self, job: Job) -> None:
+        """Process one frame on the worker; a failing frame is counted and logged, never fatal."""
+        try:
+            self._process(job)
+        except Exception as exc:  # a failing frame must not kill the worker
+            if not self.context.ok():
+                return
+            self._stats.backend_error(f'{type(exc).__name__}: {exc}')
+            self.get_logger().error(f'detection failed, frame dropped: {type(exc).__name__}: {exc}',
+                                    throttle_duration_sec=LOG_THROTTLE_S)
 
     def _process(self, job: Job) -> None:
         values, msg, view = self._values, job.msg, job.view

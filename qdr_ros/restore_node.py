@@ -32,7 +32,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool
 
 from qdr_ros import params
-from qdr_ros.base_node import LOG_THROTTLE_S, Job, Mailbox, StartupError, delay_ms, descriptor, image_msg, qos, run_node
+from qdr_ros.base_node import (LOG_THROTTLE_S, FrameWorker, Job, StartupError, delay_ms,
+                               descriptor, image_msg, qos, run_node)
 from qdr_ros.backends import Backend, create_backend
 from qdr_ros.diagnostics import FrameStats, Snapshot, assess
 from qdr_ros.image_conversions import (DEFAULT_MAX_PIXELS, FrameError, InputBuffer, alpha_channel, decode_compressed,
@@ -60,8 +61,7 @@ class RestoreNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(params.NODE_NAME, **kwargs)
-        self._mailbox = Mailbox()
-        self._worker: threading.Thread | None = None
+        self._frames = FrameWorker(self._handle, 'restore_worker')
         for spec in params.PARAMS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
         values = {name: self.get_parameter(name).value for name in params.DEFAULTS}
@@ -90,8 +90,7 @@ class RestoreNode(Node):
         self.create_service(SetBool, '~/set_bypass', self._on_set_bypass)
         self.create_timer(values['diagnostics_period'], self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._worker = threading.Thread(target=self._work, name='restore_worker', daemon=True)
-        self._worker.start()
+        self._frames.start()
         self.get_logger().info(
             f"restoring {self._sub.topic_name} -> {self._pub.topic_name} (input QoS {values['input_reliability']} "
             f"depth {values['input_depth']}, output {values['output_reliability']} depth {values['output_depth']}, "
@@ -104,9 +103,7 @@ class RestoreNode(Node):
 
     def destroy_node(self) -> None:
         """Stop the worker before the publishers go away."""
-        self._mailbox.close()
-        if self._worker is not None:
-            self._worker.join(timeout=5.0)
+        self._frames.close()
         super().destroy_node()
 
     # --- executor callbacks (cheap, never block on inference) ---
@@ -145,7 +142,7 @@ class RestoreNode(Node):
 
     def _hand_over(self, job: Job) -> None:
         """Give the worker ``job`` and the GIL at once, not ~0.3 ms later when the executor next waits."""
-        if self._mailbox.put(job):
+        if self._frames.put(job):
             self._stats.dropped()
         time.sleep(0)
 
@@ -198,18 +195,18 @@ class RestoreNode(Node):
 
     # --- worker thread ---
 
-    def _work(self) -> None:
-        while (job := self._mailbox.take()) is not None:
-            try:
-                self._process(job)
-            except FrameError as exc:
-                self._reject(exc)
-            except Exception as exc:  # a failing backend must not kill the worker; diagnostics turn ERROR
-                if not self.context.ok():
-                    return
-                self._stats.backend_error(f'{type(exc).__name__}: {exc}')
-                self.get_logger().error(f'inference failed, frame dropped: {type(exc).__name__}: {exc}',
-                                        throttle_duration_sec=LOG_THROTTLE_S)
+    def _handle(self, job: Job) -> None:
+        """Process one frame on the worker; a failing frame is counted and logged, never fatal."""
+        try:
+            self._process(job)
+        except FrameError as exc:
+            self._reject(exc)
+        except Exception as exc:  # a failing backend must not kill the worker; diagnostics turn ERROR
+            if not self.context.ok():
+                return
+            self._stats.backend_error(f'{type(exc).__name__}: {exc}')
+            self.get_logger().error(f'inference failed, frame dropped: {type(exc).__name__}: {exc}',
+                                    throttle_duration_sec=LOG_THROTTLE_S)
 
     def _process(self, job: Job) -> None:
         values, backend = self._values, self._backend  # one consistent configuration for this frame

@@ -15,11 +15,9 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 
-from test_restore_node import Probe, context, make_image, models, offline, stop  # noqa: F401 (fixtures)
+from test_restore_node import Probe, context, make_image, models, offline, open_probe, stop  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.ros
 
@@ -74,16 +72,7 @@ def node_process(served: Path) -> Iterator[subprocess.Popen]:
 
 @pytest.fixture(scope='module')
 def probe(context: Context, node_process: subprocess.Popen) -> Iterator[Probe]:  # noqa: F811
-    node = rclpy.create_node('qdr_faults_probe', context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    probe = Probe(node, executor, NS)
-    probe.spin_until(lambda: node.count_publishers(f'{NS}/restored') > 0 or node_process.poll() is not None,
-                     what='restore_node to appear')
-    assert node_process.poll() is None, node_process.communicate()[0]
-    yield probe
-    executor.shutdown()
-    node.destroy_node()
+    yield from open_probe(context, node_process, 'qdr_faults_probe', NS)
 
 
 def _kill(process: subprocess.Popen) -> None:

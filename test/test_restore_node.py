@@ -174,18 +174,23 @@ def context() -> Iterator[Context]:
     ctx.try_shutdown()
 
 
-@pytest.fixture(scope='module')
-def probe(context: Context, node_process: subprocess.Popen) -> Iterator[Probe]:
-    node = rclpy.create_node('qdr_restore_probe', context=context)
+def open_probe(context: Context, node_process: subprocess.Popen, name: str, ns: str = NS) -> Iterator[Probe]:
+    """A probe node in this process, yielded once the restore node in ``ns`` publishes."""
+    node = rclpy.create_node(name, context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    probe = Probe(node, executor, NS)
-    probe.spin_until(lambda: node.count_publishers(f'{NS}/restored') > 0 or node_process.poll() is not None,
+    probe = Probe(node, executor, ns)
+    probe.spin_until(lambda: node.count_publishers(f'{ns}/restored') > 0 or node_process.poll() is not None,
                      what='restore_node to appear')
     assert node_process.poll() is None, node_process.communicate()[0]
     yield probe
     executor.shutdown()
     node.destroy_node()
+
+
+@pytest.fixture(scope='module')
+def probe(context: Context, node_process: subprocess.Popen) -> Iterator[Probe]:
+    yield from open_probe(context, node_process, 'qdr_restore_probe')
 
 
 _counter = iter(range(1, 1_000_000))
