@@ -27,4 +27,4 @@ bench: setup
 
 # 30-minute stability run (RSS growth, p99 latency trend, drops), not part of CI: results/soak/.
 soak: setup
-	$(PY) -m qdr_ros.soak --minutes 30 --rate 30 --size 640x480 --out results/soak
+	$(PY) -m qdr_ros.soak --minutes 30 --rate 30 --size 640x480 --detect --out results/soak

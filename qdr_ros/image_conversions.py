@@ -202,6 +202,17 @@ def to_model_input(view: np.ndarray, encoding: str, out: np.ndarray | None = Non
     return out, (height, width)
 
 
+def pad_to_stride(image: np.ndarray, stride: int = DEFAULT_STRIDE) -> np.ndarray:
+    """``image`` (HxWxC) itself when H and W are multiples of ``stride``, else a copy padded like ``to_model_input``."""
+    height, width = image.shape[:2]
+    hp, wp = padded_size(height, width, stride)
+    if (hp, wp) == (height, width):
+        return image
+    rows = np.pad(np.arange(height), (0, hp - height), mode=PAD_MODE if height > 1 else "edge")
+    cols = np.pad(np.arange(width), (0, wp - width), mode=PAD_MODE if width > 1 else "edge")
+    return image[rows[:, None], cols[None, :]]
+
+
 class InputBuffer:
     """Reuses one input array across frames of the same size (no per-frame allocation).
 

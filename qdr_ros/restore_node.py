@@ -40,6 +40,9 @@ from qdr_ros.image_conversions import (DEFAULT_MAX_PIXELS, FrameError, InputBuff
                                        downscale_to_fit, encoding_spec, from_model_output, image_view)
 
 
+UINT8_RGB = ('rgb8', 'bgr8')
+
+
 def load_backend(values: dict[str, Any]) -> Backend:
     """Validate, build and warm up the backend the parameters ask for; StartupError says what to fix."""
     path = params.resolve_model_path(values['model'])
@@ -225,17 +228,26 @@ class RestoreNode(Node):
         self._publish(image_msg(msg.header, restored, encoding), inference_ms)
 
     def _restore(self, backend: Backend, view: np.ndarray, encoding: str, max_pixels: int) -> tuple[np.ndarray, float]:
-        """Restore ``view``; frames above ``max_pixels`` are restored shrunk and resized back to the input size."""
+        """Restore ``view``; frames above ``max_pixels`` are restored shrunk and resized back to the input size.
+
+        8-bit RGB/BGR frames go to the backend as they are (``Backend.restore_uint8``: the ONNX Runtime
+        backend converts inside the graph); other encodings through the float tensor path.
+        """
         height, width = view.shape[:2]
         alpha = alpha_channel(view, encoding)
         small, scale = downscale_to_fit(view, max_pixels)
-        if self._input_buffer.stride != backend.stride:
-            self._input_buffer = InputBuffer(backend.stride)
-        x, (h, w) = self._input_buffer.convert(small, encoding)
-        start = time.perf_counter()
-        y = backend.infer(x)
-        inference_ms = (time.perf_counter() - start) * 1e3
-        restored = from_model_output(y, h, w, encoding, alpha=alpha if scale == 1.0 else None)
+        if encoding in UINT8_RGB:
+            start = time.perf_counter()
+            restored = backend.restore_uint8(small, bgr=encoding == 'bgr8')
+            inference_ms = (time.perf_counter() - start) * 1e3
+        else:
+            if self._input_buffer.stride != backend.stride:
+                self._input_buffer = InputBuffer(backend.stride)
+            x, (h, w) = self._input_buffer.convert(small, encoding)
+            start = time.perf_counter()
+            y = backend.infer(x)
+            inference_ms = (time.perf_counter() - start) * 1e3
+            restored = from_model_output(y, h, w, encoding, alpha=alpha if scale == 1.0 else None)
         if scale != 1.0:
             restored = cv2.resize(restored, (width, height), interpolation=cv2.INTER_LINEAR)
             restored = restored.reshape(height, width, -1)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qdr_train.engine.detection_bench import (Boxes, average_precision, box_iou, evaluate_map, model_to_coco,
-                                              read_yolo_labels)
+from qdr_train.engine.detection_bench import (Boxes, average_precision, box_iou, evaluate_map, gain_summary,
+                                              model_to_coco, read_yolo_labels)
 
 
 def boxes(xyxy: list[list[float]], classes: list[int], scores: list[float] | None = None) -> Boxes:
@@ -72,3 +72,13 @@ def test_people_detector_maps_to_coco_person() -> None:
     coco = {0: 'person', 1: 'bicycle', 2: 'car'}
     assert model_to_coco({0: 'Normal', 1: 'Fall'}, coco) == {0: 0, 1: 0}
     assert model_to_coco({0: 'car', 1: 'tree'}, coco) == {0: 2}
+
+
+def test_gain_summary_averages_tasks_in_points() -> None:
+    def kinds(degraded: float, fp32: float, int8: float) -> dict[str, dict[str, float]]:
+        return {k: {'map50_95': v, 'map50': v} for k, v in
+                (('clean', 0.5), ('degraded', degraded), ('fp32', fp32), ('int8', int8))}
+
+    g = gain_summary({'denoise': kinds(0.1, 0.30, 0.29), 'derain': kinds(0.2, 0.25, 0.27)})
+    assert g['int8_minus_degraded'] == pytest.approx((19 + 7) / 2)
+    assert g['max_int8_fp32_gap'] == pytest.approx(2.0)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from qdr_ros.image_conversions import (
     ENCODINGS, FrameError, InputBuffer, alpha_channel, decode_compressed, downscale_to_fit, from_model_output,
-    image_view, padded_size, rgb_uint8_to_tensor, tensor_to_rgb_uint8, to_model_input)
+    image_view, pad_to_stride, padded_size, rgb_uint8_to_tensor, tensor_to_rgb_uint8, to_model_input)
 
 RNG = np.random.default_rng(0)
 
@@ -260,3 +260,17 @@ def test_round_trip_property(height: int, width: int, encoding: str, pad: int, b
     x, hw = to_model_input(view, encoding)
     assert x.shape[2] % 8 == 0 and x.shape[3] % 8 == 0 and hw == (height, width)
     np.testing.assert_array_equal(from_model_output(x, *hw, encoding, alpha=alpha_channel(view, encoding)), pixels)
+
+
+@given(st.integers(1, 30), st.integers(1, 30), st.sampled_from([1, 4, 8]))
+@settings(max_examples=60, deadline=None)
+def test_pad_to_stride_pads_like_the_model_input(height: int, width: int, stride: int) -> None:
+    """The uint8 path pads with the same reflection as the float path (and not at all when aligned)."""
+    frame = np.random.default_rng(height * 31 + width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    padded = pad_to_stride(frame, stride)
+    assert padded.shape[:2] == padded_size(height, width, stride)
+    x, _ = to_model_input(padded, "rgb8", stride=1)
+    y, _ = to_model_input(frame, "rgb8", stride=stride)
+    np.testing.assert_array_equal(x, y)
+    if (height % stride, width % stride) == (0, 0):
+        assert padded is frame

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from qdr_ros.image_conversions import padded_size
+from qdr_ros.image_conversions import from_model_output, pad_to_stride, padded_size, to_model_input
 from qdr_ros.model_info import ModelInfo
 
 
@@ -18,6 +18,8 @@ class BackendUnavailable(RuntimeError):
 
 class Backend(ABC):
     """Runs a restoration model: (N, 3, H, W) float32 RGB in [0, 1] in, the same shape out.
+
+    ``restore_uint8`` takes an 8-bit RGB/BGR camera frame instead (the node's path for rgb8/bgr8).
 
     ``reason`` records why this backend, device and file were chosen; it is never empty, so a
     fallback (for example TensorRT missing -> ONNX Runtime on CPU) is always visible in logs.
@@ -39,15 +41,36 @@ class Backend(ABC):
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Restore a batch; H and W must be multiples of ``stride``."""
 
-    def warmup(self, height: int, width: int, runs: int = 2) -> float:
-        """Run ``runs`` dummy frames of the padded size so the first real frame is not slow.
+    def restore_uint8(self, image: np.ndarray, bgr: bool = False) -> np.ndarray:
+        """Restore an HxWx3 uint8 RGB (or BGR) frame of any size into a new HxWx3 uint8 frame.
 
-        Returns the last run's seconds.
+        The frame is padded to the stride by reflection and the result cropped back, as
+        ``image_conversions.to_model_input`` / ``from_model_output`` do for the float path.
+        """
+        height, width = image.shape[:2]
+        padded = pad_to_stride(image, self.stride)
+        return self._infer_uint8(padded[None], bgr)[0, :height, :width]
+
+    def _infer_uint8(self, batch: np.ndarray, bgr: bool) -> np.ndarray:
+        """(1, Hp, Wp, 3) uint8 -> (1, Hp, Wp, 3) uint8 through ``infer`` and the numpy conversions.
+
+        Backends that can run the conversions inside their engine override this.
+        """
+        encoding = "bgr8" if bgr else "rgb8"
+        x, (h, w) = to_model_input(batch[0], encoding, stride=self.stride)
+        return from_model_output(self.infer(x), h, w, encoding)[None]
+
+    def warmup(self, height: int, width: int, runs: int = 2) -> float:
+        """Run ``runs`` dummy frames of the padded size through both paths so the first real frame is not slow.
+
+        Returns the last float run's seconds.
         """
         hp, wp = padded_size(height, width, self.stride)
         x = np.full((1, 3, hp, wp), 0.5, np.float32)
+        frame = np.full((hp, wp, 3), 128, np.uint8)
         elapsed = 0.0
         for _ in range(max(1, runs)):
+            self.restore_uint8(frame)
             start = time.perf_counter()
             self.infer(x)
             elapsed = time.perf_counter() - start

@@ -18,9 +18,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from qdr_ros.backends.base import Backend
+from qdr_ros.backends.uint8_io import BGR_ORDER, CHANNELS, IMAGE, RESTORED, RGB_ORDER, with_uint8_io
 from qdr_ros.model_info import validate_model_file
 
 LOG = logging.getLogger(__name__)
@@ -103,6 +105,9 @@ class OnnxRuntimeBackend(Backend):
         wanted = provider_list(device, device_id, engine_cache_dir)
         self.session = ort.InferenceSession(self.model_path, options, providers=wanted)
         self.providers = self.session.get_providers()
+        # Same model and settings with uint8 camera-frame I/O (see uint8_io); the node's path for 8-bit RGB/BGR.
+        self._uint8_session = ort.InferenceSession(with_uint8_io(onnx.load(self.model_path)).SerializeToString(),
+                                                   options, providers=wanted)
         first_wanted = wanted[0] if isinstance(wanted[0], str) else wanted[0][0]
         if self.providers[0] != first_wanted:
             notes.append(f"ONNX Runtime could not start {first_wanted} (see its log above); "
@@ -119,6 +124,11 @@ class OnnxRuntimeBackend(Backend):
         """Restore a batch with ``session.run`` (ORT copies nothing it does not have to)."""
         self.check_input(x)
         return self.session.run([self._output], {self._input: x})[0]
+
+    def _infer_uint8(self, batch: np.ndarray, bgr: bool) -> np.ndarray:
+        """Run the uint8-I/O twin session: conversions happen on ONNX Runtime's threads."""
+        order = BGR_ORDER if bgr else RGB_ORDER
+        return self._uint8_session.run([RESTORED], {IMAGE: np.ascontiguousarray(batch), CHANNELS: order})[0]
 
     def describe(self) -> dict[str, object]:
         """Return the base facts plus the ORT thread count and version."""

@@ -199,8 +199,8 @@ def pseudo_truth(pred: Boxes) -> Boxes:
 
 
 def bench_set(samples: list[Sample], scorer: Scorer, restorers: dict[str, dict[str, Callable]],
-              pseudo: bool, progress: bool) -> dict[str, dict[str, dict[str, float]]]:
-    """Score one image set: ``{task: {kind: {map50_95, map50}}}``."""
+              pseudo: bool, progress: bool, severity: float | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Score one image set: ``{task: {kind: {map50_95, map50}}}``; ``severity`` as in ``degraded_input``."""
     from tqdm import tqdm
 
     from qdr_train.config import load_config
@@ -214,7 +214,7 @@ def bench_set(samples: list[Sample], scorer: Scorer, restorers: dict[str, dict[s
         cfg = load_config(task)
         preds: dict[str, list[Boxes]] = {kind: [] for kind in KINDS[1:]}
         for sample in tqdm(samples, desc=f'detection {task}', disable=not progress, leave=False):
-            degraded = degraded_input(sample.rgb, task, cfg, sample.name)
+            degraded = degraded_input(sample.rgb, task, cfg, sample.name, severity)
             preds['degraded'].append(scorer(degraded))
             for kind in ('fp32', 'int8'):
                 preds[kind].append(scorer(restore[kind](degraded)))
@@ -239,6 +239,20 @@ def format_table(title: str, results: dict[str, dict[str, dict[str, float]]]) ->
         for metric, label in (('map50_95', 'mAP50-95'), ('map50', 'mAP50')):
             lines.append(f'| {task} | {label} | ' + ' | '.join(_cell(kinds[k][metric]) for k in KINDS) + ' |')
     return '\n'.join(lines)
+
+
+def gain_summary(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """Mean over tasks of INT8-restored minus degraded mAP50-95 (points), and the largest INT8-FP32 gap (points)."""
+    gains = [100 * (k['int8']['map50_95'] - k['degraded']['map50_95']) for k in results.values()]
+    gaps = [100 * abs(k['int8']['map50_95'] - k['fp32']['map50_95']) for k in results.values()]
+    return {'int8_minus_degraded': float(np.nanmean(gains)) if gains else float('nan'),
+            'max_int8_fp32_gap': float(np.nanmax(gaps)) if gaps else float('nan')}
+
+
+def format_gain(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    g = gain_summary(results)
+    return (f"Mean over tasks, INT8-restored minus degraded: {g['int8_minus_degraded']:+.1f} mAP50-95 points "
+            f"(target +16.3); largest |INT8 - FP32| gap: {g['max_int8_fp32_gap']:.1f} points (target <= 1).")
 
 
 def plot(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], path: Path) -> None:
@@ -280,6 +294,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--device', default='auto', help='detector device: auto, cpu, cuda, cuda:N')
     parser.add_argument('--pseudo-sets', nargs='*', default=list(PSEUDO_SETS),
                         help='unlabelled photo folders under --data scored against clean-image pseudo labels')
+    parser.add_argument('--severity', type=float, default=None,
+                        help='0..1 along each training range (1 = the worst trained conditions) instead of the '
+                             'documented evaluation levels')
     parser.add_argument('--limit', type=int, default=0, help='first N images of each set (0 = all)')
     parser.add_argument('--threads', type=int, default=0, help='ONNX Runtime threads for the restorers')
     parser.add_argument('--out', type=Path, default=REPO_ROOT / 'results' / 'detection')
@@ -292,6 +309,9 @@ def run(args: argparse.Namespace) -> int:
     from qdr_train.engine.evaluator import load_restorer
 
     data = args.data or default_data_root()
+    if args.severity is not None and not 0.0 <= args.severity <= 1.0:
+        print(f'qdr-bench detection: --severity must be in [0, 1], got {args.severity}')
+        return 1
     if not (data / 'detection' / 'coco8').is_dir():
         print(f'qdr-bench detection: {data}/detection/coco8 not found; pass --data <shared data root>')
         return 1
@@ -320,16 +340,19 @@ def run(args: argparse.Namespace) -> int:
         sets[f'{slug}_pseudo'] = (samples, True, f'{folder} ({len(samples)} images, PSEUDO labels: detector on the '
                                                  f'clean image, score >= {PSEUDO_CONF}; classes: {classes})')
     args.out.mkdir(parents=True, exist_ok=True)
+    level = ('the documented evaluation levels (configs, levels:)' if args.severity is None else
+             f'severity {args.severity:g} of each training range (configs, degradation:; 1 = the worst trained '
+             'conditions; nuisance parameters seeded per image)')
     all_results, report = {}, [
         '## Detection on degraded and restored images', '',
         f'Detector: {scorer.detector.model_path} (classes {scorer.detector.describe_classes()}), mapped to COCO '
-        f'{classes}. Degradations at the documented levels (configs, levels:). COCO-style mAP '
+        f'{classes}. Degradations at {level}. COCO-style mAP '
         '(101-point AP, IoU .50:.05:.95, 100 detections per image).', '']
     for key, (samples, pseudo, title) in sets.items():
-        results = bench_set(samples, scorer, restorers, pseudo, not args.no_progress)
+        results = bench_set(samples, scorer, restorers, pseudo, not args.no_progress, args.severity)
         (args.out / f'map_{key}.json').write_text(json.dumps(_json_safe(results), indent=2))
         all_results[title] = results
-        report += [format_table(title, results), '']
+        report += [format_table(title, results), '', format_gain(results), '']
     (args.out / 'report.md').write_text('\n'.join(report))
     plot(all_results, args.out / 'map.png')
     print('\n'.join(report))
