@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qdr_train.engine.detection_bench import (Boxes, average_precision, box_iou, evaluate_map, gain_summary,
-                                              model_to_coco, read_yolo_labels)
+                                              model_to_coco, read_yolo_labels, shown_path)
 
 
 def boxes(xyxy: list[list[float]], classes: list[int], scores: list[float] | None = None) -> Boxes:
@@ -82,3 +82,8 @@ def test_gain_summary_averages_tasks_in_points() -> None:
     g = gain_summary({'denoise': kinds(0.1, 0.30, 0.29), 'derain': kinds(0.2, 0.25, 0.27)})
     assert g['int8_minus_degraded'] == pytest.approx((19 + 7) / 2)
     assert g['max_int8_fp32_gap'] == pytest.approx(2.0)
+
+
+def test_installed_models_are_shown_without_the_machine_prefix() -> None:
+    assert shown_path(Path('/x/.venv/lib/python3.11/site-packages/pkg/models/best.pt')) == 'pkg/models/best.pt'
+    assert shown_path(Path('models/yolo.pt')) == 'models/yolo.pt'

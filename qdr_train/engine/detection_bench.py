@@ -279,6 +279,14 @@ def plot(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], path: P
     plt.close(fig)
 
 
+def shown_path(path: Path) -> str:
+    """A model path for reports: relative to site-packages for installed files (no machine-specific prefix)."""
+    parts = Path(path).parts
+    if 'site-packages' in parts:
+        return Path(*parts[parts.index('site-packages') + 1:]).as_posix()
+    return str(path)
+
+
 def default_data_root() -> Path:
     return Path(os.environ.get('QDR_DATA') or REPO_ROOT.parent / 'shared' / 'data')
 
@@ -345,8 +353,8 @@ def run(args: argparse.Namespace) -> int:
              'conditions; nuisance parameters seeded per image)')
     all_results, report = {}, [
         '## Detection on degraded and restored images', '',
-        f'Detector: {scorer.detector.model_path} (classes {scorer.detector.describe_classes()}), mapped to COCO '
-        f'{classes}. Degradations at {level}. COCO-style mAP '
+        f'Detector: {shown_path(scorer.detector.model_path)} (classes {scorer.detector.describe_classes()}), '
+        f'mapped to COCO {classes}. Degradations at {level}. COCO-style mAP '
         '(101-point AP, IoU .50:.05:.95, 100 detections per image).', '']
     for key, (samples, pseudo, title) in sets.items():
         results = bench_set(samples, scorer, restorers, pseudo, not args.no_progress, args.severity)
