@@ -280,7 +280,7 @@ def plot(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], path: P
 
 
 def shown_path(path: Path) -> str:
-    """A model path for reports: relative to site-packages for installed files (no machine-specific prefix)."""
+    """Return a model path for reports: relative to site-packages for installed files (no machine prefix)."""
     parts = Path(path).parts
     if 'site-packages' in parts:
         return Path(*parts[parts.index('site-packages') + 1:]).as_posix()
