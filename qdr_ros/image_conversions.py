@@ -172,6 +172,11 @@ def _planes(view: np.ndarray) -> list[np.ndarray]:
     return [view[..., c] for c in range(channels)]
 
 
+def _pad_index(size: int, padded: int) -> np.ndarray:
+    """Source index of each of ``padded`` positions: reflection past the edge (replication for size 1)."""
+    return np.pad(np.arange(size), (0, padded - size), mode=PAD_MODE if size > 1 else "edge")
+
+
 def to_model_input(view: np.ndarray, encoding: str, out: np.ndarray | None = None,
                    stride: int = DEFAULT_STRIDE) -> tuple[np.ndarray, tuple[int, int]]:
     """Convert an HxWxC frame to a (1, 3, Hp, Wp) float32 RGB tensor in [0, 1] and its original (H, W).
@@ -194,10 +199,10 @@ def to_model_input(view: np.ndarray, encoding: str, out: np.ndarray | None = Non
     for c, src in enumerate(spec.rgb_index):
         np.divide(planes[src], scale, out=out[0, c, :height, :width], casting="unsafe")
     if wp > width:
-        cols = np.pad(np.arange(width), (0, wp - width), mode=PAD_MODE if width > 1 else "edge")
+        cols = _pad_index(width, wp)
         out[0, :, :height, width:] = out[0][:, :height, cols[width:]]
     if hp > height:
-        rows = np.pad(np.arange(height), (0, hp - height), mode=PAD_MODE if height > 1 else "edge")
+        rows = _pad_index(height, hp)
         out[0, :, height:, :] = out[0][:, rows[height:], :]
     return out, (height, width)
 
@@ -208,9 +213,7 @@ def pad_to_stride(image: np.ndarray, stride: int = DEFAULT_STRIDE) -> np.ndarray
     hp, wp = padded_size(height, width, stride)
     if (hp, wp) == (height, width):
         return image
-    rows = np.pad(np.arange(height), (0, hp - height), mode=PAD_MODE if height > 1 else "edge")
-    cols = np.pad(np.arange(width), (0, wp - width), mode=PAD_MODE if width > 1 else "edge")
-    return image[rows[:, None], cols[None, :]]
+    return image[_pad_index(height, hp)[:, None], _pad_index(width, wp)[None, :]]
 
 
 class InputBuffer:

@@ -220,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
     for stage in stages:
         node.create_subscription(Image, stage.topic, listener(stage), 10)
     pixels = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
+    frame = image_msg(Image().header, pixels, 'rgb8')  # built once; each publish only restamps it
+    frame.header.frame_id = 'soak'
     duration = args.minutes * 60
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -237,10 +239,8 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(total=int(duration), unit='s', desc='soak', disable=not sys.stderr.isatty()) as bar:
             while (now := time.monotonic() - t0) < duration and all(w.process.poll() is None for w in watched):
                 if now >= next_frame:
-                    msg = image_msg(Image().header, pixels, 'rgb8')
-                    msg.header.stamp = node.get_clock().now().to_msg()
-                    msg.header.frame_id = 'soak'
-                    pub.publish(msg)
+                    frame.header.stamp = node.get_clock().now().to_msg()
+                    pub.publish(frame)
                     sent.append(now)
                     next_frame += 1.0 / args.rate
                 if now >= next_sample:
