@@ -13,10 +13,14 @@ End-to-end (ROS): ``restore_node`` runs in its own process, exactly as an operat
 (``python -m qdr_ros.restore_node --ros-args -p model:=... -p threads:=...``); this process publishes
 frames and times the restored copies. Per size: the bare transport latency of a pass-through node
 (the same restore node with ``bypass:=true``: a Python subscription that republishes the received
-message, so both directions and both (de)serialisations are counted), then the latency with one frame
-in flight, then the saturated throughput (two frames in flight, so the next frame already waits in
-the node's mailbox when one finishes). Node overhead = end-to-end - engine-only - pass-through,
-i.e. what the node itself adds (conversions, worker hand-off, output message). CPU% (of one core)
+message, so both directions and both (de)serialisations are counted), then the latency with one
+frame in flight, then the saturated throughput (two frames in flight, so the next frame already
+waits in the node's mailbox when one finishes), then the ORT INT8 engine once more in this process
+while the node idles; ``--rounds`` repeats that sequence and the medians are reported, each ratio
+against its own round's engine timing (on a shared VM the engine's speed drifts by more than the
+node's overhead between minutes, so an engine timed minutes earlier made the ratios noise). Node
+overhead = end-to-end - engine-only - pass-through, i.e. what the node itself adds (conversions,
+worker hand-off, output message). CPU% (of one core)
 and peak RSS (``VmHWM``) of the node process come from psutil and /proc, one fresh process per size.
 
 Neither engine spin-waits: the ONNX Runtime backend turns intra-op spinning off, and torch gets
@@ -50,6 +54,7 @@ import psutil
 from qdr_ros import ros_env
 from qdr_ros.image_conversions import padded_size, to_model_input
 from qdr_ros.processes import stop_process
+from qdr_ros.report_paths import shown_path
 
 PROG = 'qdr-bench restore'
 SIZES = ((256, 256), (640, 480), (1280, 720), (1920, 1080))  # width x height
@@ -62,6 +67,7 @@ NODE_NS = '/qdr_bench'
 START_TIMEOUT_S = 90.0
 FRAME_TIMEOUT_S = 5.0
 SATURATE_S = 5.0
+ROUNDS = 3  # node measurement rounds per size, each paired with a fresh engine-only timing
 TARGETS = {  # name: (threshold, comparison, unit, description)
     'int8_fps': (30.0, '>=', 'FPS', 'ORT INT8 engine-only at 640x480'),
     'int8_speedup': (2.0, '>=', 'x', 'ORT INT8 vs ORT FP32 at 640x480'),
@@ -125,6 +131,7 @@ class Settings:
     out: Path
     json_path: Path | None
     saturate_s: float = SATURATE_S
+    rounds: int = ROUNDS
 
 
 # --- machine and models ---
@@ -265,7 +272,8 @@ def bench_engines(engines: list[Engine], sizes: list[tuple[int, int]], settings:
         for engine in engines:
             timing = time_calls(lambda: engine.infer(x), settings.warmup, settings.runs)
             rows.append({'backend': engine.backend, 'precision': engine.precision, 'device': engine.device,
-                         'model': engine.model, 'size': f'{width}x{height}', 'width': width, 'height': height,
+                         'model': shown_path(engine.model), 'size': f'{width}x{height}', 'width': width,
+                         'height': height,
                          **asdict(timing), 'macs': macs,
                          'gmac_per_s': round(macs / 1e6 / timing.median_ms, 2) if macs else None})
             print(f'  engine {engine.label:<18} {width}x{height:<5} median {timing.median_ms:8.2f} ms  '
@@ -399,53 +407,86 @@ class NodeProbe:
         self._log.close()
 
 
-def bench_ros(model: Path, settings: Settings, engine_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per size: pass-through latency, end-to-end latency, overhead, saturated FPS, CPU% and peak RSS."""
+def bench_ros(model: Path, settings: Settings, reference: Engine | None, stride: int) -> list[dict[str, Any]]:
+    """Per size, ``settings.rounds`` rounds of: pass-through, end-to-end, saturated, then engine-only again.
+
+    Each round's ratios use the engine timed in this process right after that round, with the node idle,
+    so a machine that speeds up or slows down between minutes (turbo, neighbours on a VM) moves both
+    sides of every ratio together; the row reports the median round.
+    """
     import rclpy
     from rclpy.context import Context
 
-    engine_int8 = {r['size']: r for r in engine_rows if r['backend'] == 'onnxruntime' and r['precision'] == 'int8'}
     rows = []
     context = Context()  # our own, so a caller's rclpy state is neither needed nor touched
     rclpy.init(context=context)
     try:
         with tempfile.TemporaryDirectory(prefix='qdr_bench_') as logs:
             for width, height in settings.sizes:
+                x = to_model_input(noise_frame(width, height), 'rgb8', stride=stride)[0]
                 probe = NodeProbe(model, width, height, settings.threads, Path(logs), context)
+                rounds = []
                 try:
                     probe.wait_ready()
-                    passthrough = probe.one_in_flight(settings.runs, settings.warmup)
-                    probe.set_bypass(False)
-                    e2e = probe.one_in_flight(settings.runs, settings.warmup)
-                    fps, frames, cpu = probe.saturated(settings.saturate_s)
+                    for _ in range(settings.rounds):
+                        probe.set_bypass(True)
+                        passthrough = probe.one_in_flight(settings.runs, settings.warmup)
+                        probe.set_bypass(False)
+                        e2e = probe.one_in_flight(settings.runs, settings.warmup)
+                        fps, frames, cpu = probe.saturated(settings.saturate_s)
+                        engine = (time_calls(lambda: reference.infer(x), settings.warmup, settings.runs)
+                                  if reference is not None else None)
+                        rounds.append(ros_round(passthrough, e2e, fps, frames, cpu, engine))
                     rss = _peak_rss_mb(probe.psutil, probe.max_rss)
                 finally:
                     probe.close()
-                rows.append(ros_row(width, height, passthrough, e2e, fps, frames, cpu, rss,
-                                    engine_int8.get(f'{width}x{height}')))
+                rows.append(ros_row(width, height, rounds, rss))
                 r = rows[-1]
-                print(f"  node   {width}x{height:<5} pass-through {passthrough.median_ms:7.2f} ms  end-to-end "
-                      f"{e2e.median_ms:7.2f} ms  overhead {r['overhead_ms']} ms  saturated {fps:6.1f} FPS  "
-                      f"CPU {cpu:5.1f}%  peak RSS {rss:6.1f} MB", flush=True)
+                print(f"  node   {width}x{height:<5} pass-through {r['passthrough_ms']:7.2f} ms  end-to-end "
+                      f"{r['end_to_end_ms']:7.2f} ms  engine {_fmt(r['engine_median_ms'], 2)} ms  overhead "
+                      f"{_fmt(r['overhead_percent'])}%  saturated {r['saturated_fps']:6.1f} FPS "
+                      f"({_fmt(r['saturated_percent'])}%)  CPU {r['node_cpu_percent']:5.1f}%  peak RSS {rss:6.1f} MB"
+                      f"  (median of {len(rounds)} rounds)", flush=True)
     finally:
         rclpy.try_shutdown(context=context)
     return rows
 
 
-def ros_row(width: int, height: int, passthrough: Timing, e2e: Timing, fps: float, frames: int, cpu: float,
-            rss: float, engine: dict[str, Any] | None) -> dict[str, Any]:
-    """Combine one size's node measurements with the engine-only row of the same backend and size."""
-    row: dict[str, Any] = {'size': f'{width}x{height}', 'width': width, 'height': height,
-                           'passthrough': asdict(passthrough), 'end_to_end': asdict(e2e),
-                           'saturated_fps': fps, 'saturated_frames': frames, 'node_cpu_percent': cpu,
-                           'node_peak_rss_mb': rss, 'engine_median_ms': None, 'engine_fps': None,
-                           'overhead_ms': None, 'overhead_percent': None, 'saturated_percent': None}
+def ros_round(passthrough: Timing, e2e: Timing, fps: float, frames: int, cpu: float,
+              engine: Timing | None) -> dict[str, Any]:
+    """One round's node measurements and its ratios to the engine timed in the same round."""
+    result: dict[str, Any] = {'passthrough': asdict(passthrough), 'end_to_end': asdict(e2e), 'saturated_fps': fps,
+                              'saturated_frames': frames, 'node_cpu_percent': cpu, 'engine': None,
+                              'overhead_ms': None, 'overhead_percent': None, 'saturated_percent': None}
     if engine is not None:
-        overhead = e2e.median_ms - engine['median_ms'] - passthrough.median_ms
-        row.update(engine_median_ms=engine['median_ms'], engine_fps=engine['fps'], overhead_ms=round(overhead, 2),
-                   overhead_percent=round(100 * overhead / engine['median_ms'], 1),
-                   saturated_percent=round(100 * fps / engine['fps'], 1))
-    return row
+        overhead = e2e.median_ms - engine.median_ms - passthrough.median_ms
+        result.update(engine=asdict(engine), overhead_ms=round(overhead, 2),
+                      overhead_percent=round(100 * overhead / engine.median_ms, 1),
+                      saturated_percent=round(100 * fps / engine.fps, 1))
+    return result
+
+
+def _median(values: list[Any], digits: int = 2) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(float(np.median(present)), digits) if present else None
+
+
+def ros_row(width: int, height: int, rounds: list[dict[str, Any]], rss: float) -> dict[str, Any]:
+    """One size: the median over rounds of every measurement and ratio, with the rounds themselves."""
+    engines = [r['engine'] for r in rounds if r['engine'] is not None]
+    return {'size': f'{width}x{height}', 'width': width, 'height': height, 'rounds': rounds,
+            'passthrough_ms': _median([r['passthrough']['median_ms'] for r in rounds], 3),
+            'end_to_end_ms': _median([r['end_to_end']['median_ms'] for r in rounds], 3),
+            'end_to_end_p95_ms': _median([r['end_to_end']['p95_ms'] for r in rounds], 3),
+            'engine_median_ms': _median([e['median_ms'] for e in engines], 3),
+            'engine_fps': _median([e['fps'] for e in engines]),
+            'overhead_ms': _median([r['overhead_ms'] for r in rounds]),
+            'overhead_percent': _median([r['overhead_percent'] for r in rounds], 1),
+            'saturated_fps': _median([r['saturated_fps'] for r in rounds]),
+            'saturated_percent': _median([r['saturated_percent'] for r in rounds], 1),
+            'saturated_frames': sum(r['saturated_frames'] for r in rounds),
+            'node_cpu_percent': _median([r['node_cpu_percent'] for r in rounds], 1),
+            'node_peak_rss_mb': rss}
 
 
 # --- targets and reports ---
@@ -501,12 +542,17 @@ def markdown(report: dict[str, Any]) -> str:
     if report['ros']:
         lines += ['', f"## Through ROS (restore_node in its own process, ORT INT8; pass-through = "
                   f"{report['passthrough_node']})", '',
+                  f"Each size: {report['settings']['rounds']} rounds of pass-through, end-to-end, "
+                  f"{report['settings']['saturate_s']:g} s saturated, then the ORT INT8 engine again in the benchmark "
+                  "process with the node idle; ratios are per round against that round's engine, each cell is the "
+                  "median over rounds (every round is in the JSON).",
+                  '',
                   '| size | pass-through ms | end-to-end ms (p95) | engine ms | node overhead ms (% of engine) '
                   '| saturated FPS (% of engine) | node CPU % | node peak RSS MB |',
                   '|---|---:|---:|---:|---:|---:|---:|---:|']
         for r in report['ros']:
-            lines.append(f"| {r['size']} | {_fmt(r['passthrough']['median_ms'], 2)} | "
-                         f"{_fmt(r['end_to_end']['median_ms'], 2)} ({_fmt(r['end_to_end']['p95_ms'], 2)}) | "
+            lines.append(f"| {r['size']} | {_fmt(r['passthrough_ms'], 2)} | "
+                         f"{_fmt(r['end_to_end_ms'], 2)} ({_fmt(r['end_to_end_p95_ms'], 2)}) | "
                          f"{_fmt(r['engine_median_ms'], 2)} | {_fmt(r['overhead_ms'], 2)} "
                          f"({_fmt(r['overhead_percent'])}%) | {_fmt(r['saturated_fps'])} "
                          f"({_fmt(r['saturated_percent'])}%) | {_fmt(r['node_cpu_percent'], 0)} | "
@@ -533,7 +579,7 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
             (r['width'] * r['height'] / 1e6, r['median_ms']))
     for r in report['ros']:
         series.setdefault('restore_node end-to-end (ORT INT8)', []).append(
-            (r['width'] * r['height'] / 1e6, r['end_to_end']['median_ms']))
+            (r['width'] * r['height'] / 1e6, r['end_to_end_ms']))
     for label, points in series.items():
         xs, ys = zip(*sorted(points))
         ax.plot(xs, ys, marker='o', linestyle='--' if label.startswith('restore_node') else '-', label=label)
@@ -580,17 +626,19 @@ def benchmark(settings: Settings, command: str) -> dict[str, Any]:
     engine_rows = bench_engines(engines, settings.sizes, settings, stride, torch_net)
     ros_rows: list[dict[str, Any]] = []
     if settings.ros and 'int8_onnx' in files:
-        ros_rows = bench_ros(files['int8_onnx'], settings, engine_rows)
+        reference = next((e for e in engines if e.backend == 'onnxruntime' and e.precision == 'int8'), None)
+        ros_rows = bench_ros(files['int8_onnx'], settings, reference, stride)
     elif settings.ros:
         print(f'  skipped ROS end-to-end: efm_int8.onnx not found in {settings.models_dir / settings.task}')
     report = {
         'command': command,
         'machine': machine,
-        'settings': {'task': settings.task, 'models_dir': str(settings.models_dir),
+        'settings': {'task': settings.task, 'models_dir': shown_path(settings.models_dir),
                      'sizes': [f'{w}x{h}' for w, h in settings.sizes], 'runs': settings.runs,
                      'warmup': settings.warmup, 'threads': settings.threads, 'quick': settings.quick,
-                     'ros': settings.ros, 'omp_wait_policy': os.environ['OMP_WAIT_POLICY']},
-        'model_sizes': {str(p): p.stat().st_size for p in files.values()},
+                     'ros': settings.ros, 'rounds': settings.rounds, 'saturate_s': settings.saturate_s,
+                     'omp_wait_policy': os.environ['OMP_WAIT_POLICY']},
+        'model_sizes': {shown_path(p): p.stat().st_size for p in files.values()},
         'engine': engine_rows,
         'skipped': skipped,
         'passthrough_node': 'restore_node with bypass:=true (same process, republishes the received message)',
@@ -630,6 +678,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--sizes', type=parse_size, nargs='+', metavar='WxH',
                         help='frame sizes (default: ' + ' '.join(f'{w}x{h}' for w, h in SIZES) + ')')
     parser.add_argument('--runs', type=int, help='timed runs per case (default 30; 5 with --quick)')
+    parser.add_argument('--rounds', type=int,
+                        help=f'node measurement rounds per size, median reported (default {ROUNDS}; 1 with --quick)')
     parser.add_argument('--threads', type=int, default=0,
                         help='CPU threads for ORT/torch and the node; 0 = physical cores (default)')
     parser.add_argument('--quick', action='store_true',
@@ -644,20 +694,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """Resolve defaults that depend on --quick and the thread count."""
     from qdr_ros.backends.onnxruntime import physical_cores
 
-    if args.runs is not None and args.runs < 1:
-        raise BenchError('--runs must be at least 1')
+    for name in ('runs', 'rounds'):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise BenchError(f'--{name} must be at least 1')
     sizes = args.sizes or ([QUICK_SIZE] if args.quick else list(SIZES))
     return Settings(task=args.task, models_dir=args.models_dir, sizes=sizes,
                     runs=args.runs or (5 if args.quick else 30), warmup=1 if args.quick else 3,
                     threads=args.threads if args.threads > 0 else physical_cores(), ros=args.ros, quick=args.quick,
-                    out=args.out, json_path=args.json_path, saturate_s=1.0 if args.quick else SATURATE_S)
+                    out=args.out, json_path=args.json_path, saturate_s=1.0 if args.quick else SATURATE_S,
+                    rounds=args.rounds or (1 if args.quick else ROUNDS))
 
 
 def command_line(settings: Settings) -> str:
     """Return the command that repeats this run (recorded in the report)."""
     sizes = ' '.join(f'{w}x{h}' for w, h in settings.sizes)
     parts = ['qdr-bench restore', f'--task {settings.task}', f'--sizes {sizes}', f'--runs {settings.runs}',
-             f'--threads {settings.threads}']
+             f'--rounds {settings.rounds}', f'--threads {settings.threads}']
     if settings.models_dir != ros_env.REPO_ROOT / 'models':
         parts.append(f'--models-dir {settings.models_dir}')
     parts += ['--quick'] * settings.quick + ['--no-ros'] * (not settings.ros)

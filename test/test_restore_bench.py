@@ -84,12 +84,17 @@ def test_quick_with_restore_node(tmp_path: Path, models_dir: Path) -> None:
     report = run_bench(tmp_path, models_dir)
     check_engine_rows(report)
     (row,) = report['ros']
-    for phase in ('passthrough', 'end_to_end'):
-        assert row[phase]['runs'] > 0 and row[phase]['median_ms'] > 0 and row[phase]['p95_ms'] > 0
-    for key in ('saturated_fps', 'saturated_frames', 'node_cpu_percent', 'node_peak_rss_mb', 'engine_median_ms',
-                'engine_fps', 'saturated_percent'):
+    (one_round,) = row['rounds']  # --quick: one round
+    for phase in ('passthrough', 'end_to_end', 'engine'):
+        timing = one_round[phase]
+        assert timing['runs'] > 0 and timing['median_ms'] > 0 and timing['p95_ms'] >= timing['median_ms']
+    for key in ('passthrough_ms', 'end_to_end_ms', 'end_to_end_p95_ms', 'saturated_fps', 'saturated_frames',
+                'node_cpu_percent', 'node_peak_rss_mb', 'engine_median_ms', 'engine_fps', 'saturated_percent'):
         assert row[key] > 0, (key, row)
-    assert isinstance(row['overhead_ms'], float) and isinstance(row['overhead_percent'], float)
+    assert row['end_to_end_ms'] == one_round['end_to_end']['median_ms']
+    assert row['overhead_ms'] == pytest.approx(row['end_to_end_ms'] - row['engine_median_ms'] - row['passthrough_ms'],
+                                               abs=0.01)
+    assert row['saturated_percent'] == pytest.approx(100 * row['saturated_fps'] / row['engine_fps'], abs=0.1)
     assert 'bypass:=true' in report['passthrough_node']
 
 
@@ -103,3 +108,19 @@ def test_missing_models_is_one_clear_error(tmp_path: Path, capsys: pytest.Captur
     assert bench.main(['restore', '--quick', '--no-ros', '--models-dir', str(tmp_path), '--out',
                        str(tmp_path / 'out')]) == 1
     assert 'no models in' in capsys.readouterr().err
+
+
+def test_each_round_is_judged_against_its_own_engine_timing() -> None:
+    """A machine that slows down between rounds moves engine and node together: the ratios stay put."""
+    def timing(ms: float) -> restore_bench.Timing:
+        return restore_bench.Timing.of([ms / 1e3] * 5)
+
+    rounds = [restore_bench.ros_round(timing(1.0), timing(1.0 + engine * 1.05), fps=0.9e3 / engine, frames=50,
+                                      cpu=150.0, engine=timing(engine)) for engine in (20.0, 30.0, 25.0)]
+    assert [r['overhead_percent'] for r in rounds] == [5.0, 5.0, 5.0]
+    assert [r['saturated_percent'] for r in rounds] == [90.0, 90.0, 90.0]
+    row = restore_bench.ros_row(640, 480, rounds, rss=200.0)
+    assert row['engine_median_ms'] == 25.0 and row['end_to_end_ms'] == pytest.approx(27.25)
+    assert row['overhead_percent'] == 5.0 and row['saturated_percent'] == 90.0
+    assert row['saturated_frames'] == 150 and len(row['rounds']) == 3
+    assert restore_bench.ros_round(timing(1.0), timing(30.0), 30.0, 10, 100.0, None)['overhead_percent'] is None

@@ -30,6 +30,9 @@ def tiny(tmp: Path, iters: int, name: str = "run", **extra: object) -> list[str]
     return [f"{k}={v}" for k, v in values.items()]
 
 
+EMA = {"train.ema": 0.9}
+
+
 def losses(run: Path) -> list[float]:
     rows = [line.split(",") for line in (run / "log.csv").read_text().splitlines()[1:]]
     return [float(v) for _, k, v in rows if k == "rec"]
@@ -47,9 +50,9 @@ def test_loss_falls_and_validation_writes_a_grid(tmp_path: Path) -> None:
 
 
 def test_killed_run_resumes_exactly(tmp_path: Path) -> None:
-    """SIGKILL mid-run, resume from the last checkpoint: same weights and losses as a straight run."""
+    """SIGKILL mid-run, resume from the last checkpoint: same weights, weight average and losses as a straight run."""
     iters = 40
-    cmd = [sys.executable, "-m", "qdr_train.cli", "fit", "--task", "derain", *tiny(tmp_path, iters, "split")]
+    cmd = [sys.executable, "-m", "qdr_train.cli", "fit", "--task", "derain", *tiny(tmp_path, iters, "split", **EMA)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = tmp_path / "split" / "last.pt"
     deadline = time.monotonic() + 120
@@ -61,13 +64,17 @@ def test_killed_run_resumes_exactly(tmp_path: Path) -> None:
     proc.wait()
     killed_at = safe_load(last)["step"]
     assert 10 <= killed_at < iters, "the run finished before it could be killed; raise iters"
-    split = Trainer(load_config("derain", overrides=tiny(tmp_path, iters, "split")), resume=True).fit()
-    straight = Trainer(load_config("derain", overrides=tiny(tmp_path, iters, "straight"))).fit()
+    split = Trainer(load_config("derain", overrides=tiny(tmp_path, iters, "split", **EMA)), resume=True).fit()
+    straight = Trainer(load_config("derain", overrides=tiny(tmp_path, iters, "straight", **EMA))).fit()
     a, b = safe_load(straight / "last.pt"), safe_load(split / "last.pt")
     assert a["step"] == b["step"] == iters
-    for key, value in a["model_state"].items():
-        assert torch.equal(value, b["model_state"][key]), key
+    for state in ("model_state", "ema_state"):
+        for key, value in a[state].items():
+            assert torch.equal(value, b[state][key]), (state, key)
     assert losses(straight)[-2:] == losses(split)[-2:]
+    shipped = safe_load(straight / "model.pt")["state_dict"]
+    assert all(torch.equal(shipped[k], a["ema_state"][f"module.{k}"]) for k in shipped)
+    assert not all(torch.equal(shipped[k], a["model_state"][k]) for k in shipped)  # the average, not the last step
 
 
 def test_corrupt_foreign_and_mismatched_checkpoints_are_refused(tmp_path: Path) -> None:

@@ -33,6 +33,10 @@ def _scores(report: dict[str, Any], kind: str) -> dict[str, float]:
 def run_ablation(task: str, teacher: str | Path, out: str | Path, overrides: list[str] | None = None,
                  variants: list[str] | None = None, limit: int = 0, threads: int = 0) -> dict[str, Any]:
     """Train, export and evaluate each variant; write ``ablation.json`` and ``ablation.md`` in ``out``."""
+    unknown = [v for v in variants or [] if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {' '.join(VARIANTS)} (key=value "
+                         "overrides go before --variants, or after another option)")
     out = Path(out)
     overrides = list(overrides or [])
     base = load_config(task, CONFIG_DIR / "int8.yaml", overrides)
@@ -54,7 +58,7 @@ def run_ablation(task: str, teacher: str | Path, out: str | Path, overrides: lis
         s = _scores(report, "output")
         rows[name] = {**s, "psnr_ratio": s["psnr"] / p_fp, "gain_recovery": (s["psnr"] - p_in) / (p_fp - p_in),
                       "iters": cfg["train"]["iters"], "onnx": str(onnx_path)}
-    result = {"task": task, "teacher": str(teacher), "data": str(clean), "images": len(fp32["images"]),
+    result = {"task": task, "teacher": str(teacher), "data": base["data"]["val"], "images": len(fp32["images"]),
               "level": base["levels"][task], "evaluated_with": "ONNX Runtime on the exported ONNX", "rows": rows}
     (out / "ablation.json").write_text(json.dumps(result, indent=2))
     (out / "ablation.md").write_text(format_ablation(result))

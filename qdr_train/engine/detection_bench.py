@@ -26,6 +26,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from qdr_ros.report_paths import REPO_ROOT, shown_path
+
 IOU_THRESHOLDS = np.round(np.linspace(0.5, 0.95, 10), 2)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 MAX_DETS = 100
@@ -35,7 +37,6 @@ LABELLED_SETS = ('detection/coco8', 'detection/coco8-human', 'detection/coco8-po
 PSEUDO_SETS = ('clean/Kodak24',)
 PSEUDO_CONF = 0.5
 EVAL_CONF = 0.001  # low threshold so the precision-recall curve is complete (as COCO evaluation does)
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -277,14 +278,6 @@ def plot(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], path: P
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def shown_path(path: Path) -> str:
-    """Return a model path for reports: relative to site-packages for installed files (no machine prefix)."""
-    parts = Path(path).parts
-    if 'site-packages' in parts:
-        return Path(*parts[parts.index('site-packages') + 1:]).as_posix()
-    return str(path)
 
 
 def default_data_root() -> Path:

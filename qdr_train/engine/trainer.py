@@ -1,7 +1,8 @@
 """The training loop: one class for every stage, the stage only decides the model and objective.
 
-Owns devices and DDP, the optimizer and schedule, checkpoints with exact resume, logs (CSV,
-TensorBoard, tqdm) and periodic validation with sample grids.
+Owns devices and DDP, the optimizer and schedule, an optional exponential moving average of the
+weights (``train.ema``), checkpoints with exact resume, logs (CSV, TensorBoard, tqdm) and periodic
+validation with sample grids.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from qdr_train.config import save_config
@@ -81,10 +83,18 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: cosine_lr(s, cfg["train"]["iters"], o["warmup"], o["min_lr_ratio"]))
+        decay = cfg["train"]["ema"]
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+                    if decay else None)
         self.step = 0
         if resume:
             self._resume()
         self._stop = False
+
+    @property
+    def shipped(self) -> nn.Module:
+        """The weights that are validated and written as the model file: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def last_path(self) -> Path:
@@ -102,6 +112,11 @@ class Trainer:
                                       f"this run has {key}={self.cfg[key]!r}; use another run name")
         self.model.load_state_dict(ckpt["model_state"])
         self.stage.objective.load_state_dict(ckpt["objective_state"])
+        if self.ema is not None:
+            if ckpt.get("ema_state") is None:
+                raise CheckpointError(f"{self.last_path} has no weight average but this run has train.ema="
+                                      f"{self.cfg['train']['ema']}; resume with train.ema=0 or use another run name")
+            self.ema.load_state_dict(ckpt["ema_state"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.step = int(ckpt["step"])
@@ -115,10 +130,11 @@ class Trainer:
             "format": CHECKPOINT_FORMAT, "config": self.cfg, "step": self.step,
             "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "objective_state": self.stage.objective.state_dict(),
+            "ema_state": None if self.ema is None else {k: v.detach().cpu() for k, v in self.ema.state_dict().items()},
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }, self.last_path)
-        save_model_file(self.model, self.cfg["model"], self.run_dir / "model.pt", task=self.cfg["task"],
+        save_model_file(self.shipped, self.cfg["model"], self.run_dir / "model.pt", task=self.cfg["task"],
                         stage=self.cfg["stage"], step=self.step)
 
     def _handle_signal(self, signum: int, frame: Any) -> None:
@@ -145,6 +161,8 @@ class Trainer:
                 if self.cfg["optim"]["grad_clip"]:
                     nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["optim"]["grad_clip"])
                 self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
                 self.scheduler.step()
                 self.step += 1
                 bar.update(1)
@@ -185,7 +203,8 @@ class Trainer:
             return {}
         d, c = self.cfg["data"], self.cfg["data"]["val_crop"]
         files = list_images(data_root(d["root"]) / d["val"])[: d["val_images"]]
-        self.model.eval()
+        model = self.shipped
+        model.eval()
         rows, psnr_in, psnr_out = [], [], []
         for path in files:
             img = read_rgb(path)
@@ -193,11 +212,11 @@ class Trainer:
             y, x = (h - c) // 2, (w - c) // 2
             gt = to_tensor(img[y:y + c, x:x + c])
             lq = synthesize(gt, self.cfg["task"], self.cfg["levels"], self.cfg["seed"], path.name)
-            out = self.model(lq.to(self.device)).clamp(0, 1).cpu()
+            out = model(lq.to(self.device)).clamp(0, 1).cpu()
             psnr_in.append(float(psnr_torch(lq, gt)))
             psnr_out.append(float(psnr_torch(torch.round(out * 255) / 255, gt)))
             rows.append(torch.cat([lq, out, gt], dim=3)[0])
-        self.model.train()
+        model.train()
         grid = (torch.cat(rows[:3], dim=1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         cv2.imwrite(str(self.run_dir / f"val_{self.step:06d}.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
         return {"val_psnr_input": float(np.mean(psnr_in)), "val_psnr": float(np.mean(psnr_out))}
