@@ -139,9 +139,10 @@ def test_node_replays_at_rate_with_degradation(kind: str, folder: Path, bag: Pat
         node.destroy_node()
         probe.destroy_node()
         rclpy.shutdown(context=context)
-    gaps = np.diff(sorted(names)) / 1e9
-    assert np.median(gaps) > 0.045  # never faster than 20 Hz; slower only when busy CPUs delay the timer
-    assert np.median(gaps) < 0.5
+    stamps = np.asarray(sorted(names)) / 1e9
+    period = (stamps[-1] - stamps[0]) / (len(stamps) - 1)  # single gaps jitter when busy CPUs delay one tick
+    assert period > 0.045  # never faster than 20 Hz on average; slower only when busy CPUs delay the timer
+    assert period < 0.5
     degrader = Degrader('derain', severity)
     originals = {f.name: f.rgb for f in open_source(source, '/cam/image' if kind == 'bag' else '')}
     for key in common():

@@ -22,6 +22,7 @@ from test_restore_node import Probe, context, make_image, models, offline, open_
 pytestmark = pytest.mark.ros
 
 NS = '/faults'
+PROCESS_START_S = 60.0  # a fresh camera process imports rclpy and joins discovery; slow on loaded CPUs
 CAMERA = '''
 import sys, time, numpy as np, rclpy
 from rclpy.qos import qos_profile_sensor_data
@@ -89,7 +90,7 @@ def test_camera_dies_and_comes_back(probe: Probe, node_process: subprocess.Popen
         camera = subprocess.Popen([sys.executable, '-c', CAMERA, f'{NS}/image', f'camera_{generation}'])
         try:
             probe.spin_until(lambda: any(m.header.frame_id == f'camera_{generation}' for m in probe.restored.values()),
-                             what=f'restored frames from camera generation {generation}')
+                             timeout=PROCESS_START_S, what=f'restored frames from camera generation {generation}')
         finally:
             _kill(camera)
         _alive(node_process)
