@@ -15,10 +15,10 @@ from typing import Any, Mapping
 import yaml
 
 from qdr_ros.image_conversions import DEFAULT_MAX_PIXELS
+from qdr_ros.ros_env import REPO_ROOT
 
 NODE_NAME = 'restore_node'
 PACKAGE = 'qdr_ros'
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # The YAML key that matches the node under any namespace (a plain ``restore_node:`` key only matches
 # ``/restore_node``, so a namespaced launch would silently ignore the file).
 YAML_NODE_KEY = f'/**/{NODE_NAME}'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from qdr_ros.ros_env import REPO_ROOT
 
 
 def shown_path(path: str | os.PathLike[str]) -> str:

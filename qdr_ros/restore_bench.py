@@ -260,6 +260,11 @@ def noise_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), np.uint8)
 
 
+def engine_input(width: int, height: int, stride: int) -> np.ndarray:
+    """Return the padded (1, 3, H, W) float32 tensor every engine timing runs on."""
+    return to_model_input(noise_frame(width, height), 'rgb8', stride=stride)[0]
+
+
 def bench_engines(engines: list[Engine], sizes: list[tuple[int, int]], settings: Settings, stride: int,
                   torch_net: Any) -> list[dict[str, Any]]:
     """Engine-only timing of every engine at every size, with MACs and GMAC/s."""
@@ -267,7 +272,7 @@ def bench_engines(engines: list[Engine], sizes: list[tuple[int, int]], settings:
 
     rows = []
     for width, height in sizes:
-        x = to_model_input(noise_frame(width, height), 'rgb8', stride=stride)[0]
+        x = engine_input(width, height, stride)
         macs = count_macs(torch_net, *padded_size(height, width, stride)) if torch_net is not None else None
         for engine in engines:
             timing = time_calls(lambda: engine.infer(x), settings.warmup, settings.runs)
@@ -412,7 +417,7 @@ def bench_ros(model: Path, settings: Settings, reference: Engine | None, stride:
 
     Each round's ratios use the engine timed in this process right after that round, with the node idle,
     so a machine that speeds up or slows down between minutes (turbo, neighbours on a VM) moves both
-    sides of every ratio together; the row reports the median round.
+    sides of every ratio together; the row reports the median over rounds.
     """
     import rclpy
     from rclpy.context import Context
@@ -423,7 +428,7 @@ def bench_ros(model: Path, settings: Settings, reference: Engine | None, stride:
     try:
         with tempfile.TemporaryDirectory(prefix='qdr_bench_') as logs:
             for width, height in settings.sizes:
-                x = to_model_input(noise_frame(width, height), 'rgb8', stride=stride)[0]
+                x = engine_input(width, height, stride)
                 probe = NodeProbe(model, width, height, settings.threads, Path(logs), context)
                 rounds = []
                 try:

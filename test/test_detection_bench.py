@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qdr_ros.report_paths import shown_path
 from qdr_train.engine.detection_bench import (Boxes, average_precision, box_iou, evaluate_map, gain_summary,
-                                              model_to_coco, read_yolo_labels, shown_path)
+                                              model_to_coco, read_yolo_labels)
 
 
 def boxes(xyxy: list[list[float]], classes: list[int], scores: list[float] | None = None) -> Boxes:

@@ -61,10 +61,14 @@ def safe_load(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached CPU copies of a module's state (what checkpoints store, whatever the training device)."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
 def save_model_file(model: nn.Module, model_cfg: dict[str, Any], path: str | Path, **info: Any) -> Path:
     """Write the deployable weights + architecture (no optimizer state)."""
-    net = model.module if hasattr(model, "module") else model
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    state = cpu_state(model.module if hasattr(model, "module") else model)
     quantized = any(k.endswith("w_scale") for k in state)
     return atomic_save({"format": MODEL_FORMAT, "model": model_cfg, "state_dict": state, "quantized": quantized,
                         **info}, path)

@@ -26,7 +26,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from qdr_ros.report_paths import REPO_ROOT, shown_path
+from qdr_ros.report_paths import shown_path
+from qdr_ros.ros_env import REPO_ROOT
 
 IOU_THRESHOLDS = np.round(np.linspace(0.5, 0.95, 10), 2)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)

@@ -27,7 +27,8 @@ from tqdm import tqdm
 from qdr_train.config import save_config
 from qdr_train.data.datasets import build_train_batches, data_root, list_images, read_rgb, to_tensor
 from qdr_train.data.degradations import synthesize
-from qdr_train.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, atomic_save, safe_load, save_model_file
+from qdr_train.engine.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, atomic_save, cpu_state, safe_load,
+                                         save_model_file)
 from qdr_train.engine.stages import Stage, build_stage
 from qdr_train.metrics import psnr_torch
 from qdr_train.models import resolved_model_config
@@ -128,9 +129,9 @@ class Trainer:
             return
         atomic_save({
             "format": CHECKPOINT_FORMAT, "config": self.cfg, "step": self.step,
-            "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model_state": cpu_state(self.model),
             "objective_state": self.stage.objective.state_dict(),
-            "ema_state": None if self.ema is None else {k: v.detach().cpu() for k, v in self.ema.state_dict().items()},
+            "ema_state": None if self.ema is None else cpu_state(self.ema),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }, self.last_path)
