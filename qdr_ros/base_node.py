@@ -136,6 +136,37 @@ def image_msg(header: Header, pixels: np.ndarray, encoding: str) -> Image:
     return out
 
 
+class ImageBuffer:
+    """The data array of the outgoing ``sensor_msgs/Image``, reused frame after frame; engines write into it.
+
+    ``publish`` copies a message into the middleware before it returns, so while one thread
+    builds and publishes the frames in turn, one array serves them all and the restored pixels
+    go from the engine to DDS without a copy into a message of their own.
+    """
+
+    def __init__(self) -> None:
+        self._data = array.array('B')
+        self._view: np.ndarray | None = None
+
+    def view(self, height: int, width: int, channels: int) -> np.ndarray:
+        """Return the HxWxC uint8 array that the next message will carry (new memory only when the size changes)."""
+        if self._view is None or self._view.shape != (height, width, channels):
+            self._view = None  # drop the old export before the array it points into goes away
+            self._data = array.array('B', bytes(height * width * channels))
+            self._view = np.frombuffer(self._data, np.uint8).reshape(height, width, channels)
+        return self._view
+
+    def message(self, header: Header, pixels: np.ndarray, encoding: str) -> Image:
+        """Wrap ``pixels`` as an Image: this buffer itself when ``pixels`` is its view, else one copy."""
+        if pixels is not self._view:
+            return image_msg(header, pixels, encoding)
+        height, width, channels = pixels.shape
+        out = Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+                    step=width * channels)
+        out.data = self._data
+        return out
+
+
 def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None,
              spin: Callable[[Node], None] = rclpy.spin) -> int:
     """Run a node; Ctrl-C and external shutdown are a normal exit, start-up errors one line and exit 1."""

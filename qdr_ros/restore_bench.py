@@ -42,6 +42,7 @@ import os
 from pathlib import Path
 import platform
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,7 @@ MIN_RUNS = 5
 NODE_NS = '/qdr_bench'
 START_TIMEOUT_S = 90.0
 FRAME_TIMEOUT_S = 5.0
+SPIN_WAKE_S = 0.25  # longest wait inside one spin_once, so a dead node is noticed within it
 SATURATE_S = 5.0
 ROUNDS = 3  # node measurement rounds per size, each paired with a fresh engine-only timing
 TARGETS = {  # name: (threshold, comparison, unit, description)
@@ -102,7 +104,11 @@ class Timing:
 
 @dataclass
 class Engine:
-    """One backend/precision ready to time: ``infer`` takes the padded (1, 3, H, W) float32 input."""
+    """One backend/precision ready to time: ``infer`` takes the padded (1, 3, H, W) float32 input.
+
+    ``restore_uint8`` (where the backend has one) is the node's own call: an HxWx3 uint8 frame in,
+    written into the given output frame, conversions included.
+    """
 
     backend: str
     precision: str
@@ -110,6 +116,7 @@ class Engine:
     model: str
     infer: Callable[[np.ndarray], Any] = field(repr=False)
     note: str = ''
+    restore_uint8: Callable[..., Any] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -230,7 +237,7 @@ def build_engines(files: dict[str, Path], threads: int, torch_net: Any) -> tuple
             continue
         backend = create_backend(files[key], 'onnxruntime', threads=threads, prefer_cpu_variant=True)
         engines.append(Engine('onnxruntime', backend.precision, backend.device, backend.model_path, backend.infer,
-                              backend.reason))
+                              backend.reason, backend.restore_uint8))
     why_not = tensorrt_unavailable_reason()
     if why_not is not None:
         skip('tensorrt', 'int8', why_not)
@@ -288,6 +295,16 @@ def bench_engines(engines: list[Engine], sizes: list[tuple[int, int]], settings:
 
 # --- end-to-end through ROS ---
 
+def stamp_of(serialized: bytes) -> tuple[int, int]:
+    """``header.stamp`` (sec, nanosec) of a CDR-serialized message whose first field is a std_msgs/Header.
+
+    The probe takes restored frames raw: it needs only their identity, and turning 0.9-6 MB of pixels
+    into a Python message per frame would take CPU from the node it measures.
+    """
+    little = serialized[1] & 1  # encapsulation id: 0x0001 CDR_LE, 0x0000 CDR_BE
+    return struct.unpack_from('<iI' if little else '>iI', serialized, 4)
+
+
 def _peak_rss_mb(proc: psutil.Process, sampled: int) -> float:
     """Peak RSS of a process: the kernel's high-water mark (VmHWM) where it exists, else the sampled maximum."""
     try:
@@ -324,13 +341,13 @@ class NodeProbe:
         self.executor.add_node(self.node)
         self.pub = self.node.create_publisher(Image, f'{NODE_NS}/image', qos_profile_sensor_data)
         self.arrivals: dict[tuple[int, int], float] = {}
-        self.node.create_subscription(Image, f'{NODE_NS}/image_restored', self._on_restored, 10)
+        self.node.create_subscription(Image, f'{NODE_NS}/image_restored', self._on_restored, 10, raw=True)
         self.bypass_client = self.node.create_client(SetBool, f'{NODE_NS}/restore_node/set_bypass')
         self.msg = Image(height=height, width=width, encoding='rgb8', step=width * 3)
         self.msg.data = array.array('B', noise_frame(width, height, seed=1).tobytes())
 
-    def _on_restored(self, msg: Any) -> None:
-        self.arrivals[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.perf_counter()
+    def _on_restored(self, serialized: bytes) -> None:
+        self.arrivals[stamp_of(serialized)] = time.perf_counter()
 
     def _spin_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -339,7 +356,9 @@ class NodeProbe:
                 return False
             if self.process.poll() is not None:
                 raise BenchError(f'restore_node exited with {self.process.returncode}; its log:\n{self.log_tail()}')
-            self.executor.spin_once(timeout_sec=0.01)
+            # Returns as soon as a callback ran; a short timeout would wake this process every few ms
+            # during inference and take CPU from the node it measures.
+            self.executor.spin_once(timeout_sec=min(SPIN_WAKE_S, max(0.0, deadline - time.monotonic())))
         return True
 
     def log_tail(self, lines: int = 15) -> str:
@@ -429,6 +448,7 @@ def bench_ros(model: Path, settings: Settings, reference: Engine | None, stride:
         with tempfile.TemporaryDirectory(prefix='qdr_bench_') as logs:
             for width, height in settings.sizes:
                 x = engine_input(width, height, stride)
+                frame, restored = noise_frame(width, height), np.empty((height, width, 3), np.uint8)
                 probe = NodeProbe(model, width, height, settings.threads, Path(logs), context)
                 rounds = []
                 try:
@@ -441,7 +461,10 @@ def bench_ros(model: Path, settings: Settings, reference: Engine | None, stride:
                         fps, frames, cpu = probe.saturated(settings.saturate_s)
                         engine = (time_calls(lambda: reference.infer(x), settings.warmup, settings.runs)
                                   if reference is not None else None)
-                        rounds.append(ros_round(passthrough, e2e, fps, frames, cpu, engine))
+                        node_call = (time_calls(lambda: reference.restore_uint8(frame, out=restored), settings.warmup,
+                                                settings.runs)
+                                     if reference is not None and reference.restore_uint8 is not None else None)
+                        rounds.append(ros_round(passthrough, e2e, fps, frames, cpu, engine, node_call))
                     rss = _peak_rss_mb(probe.psutil, probe.max_rss)
                 finally:
                     probe.close()
@@ -458,10 +481,14 @@ def bench_ros(model: Path, settings: Settings, reference: Engine | None, stride:
 
 
 def ros_round(passthrough: Timing, e2e: Timing, fps: float, frames: int, cpu: float,
-              engine: Timing | None) -> dict[str, Any]:
-    """One round's node measurements and its ratios to the engine timed in the same round."""
+              engine: Timing | None, node_call: Timing | None = None) -> dict[str, Any]:
+    """One round's node measurements and its ratios to the engine timed in the same round.
+
+    ``node_call`` (the node's uint8 call timed alone) is reported beside the engine, not used in a ratio.
+    """
     result: dict[str, Any] = {'passthrough': asdict(passthrough), 'end_to_end': asdict(e2e), 'saturated_fps': fps,
                               'saturated_frames': frames, 'node_cpu_percent': cpu, 'engine': None,
+                              'node_call': asdict(node_call) if node_call is not None else None,
                               'overhead_ms': None, 'overhead_percent': None, 'saturated_percent': None}
     if engine is not None:
         overhead = e2e.median_ms - engine.median_ms - passthrough.median_ms
@@ -484,6 +511,7 @@ def ros_row(width: int, height: int, rounds: list[dict[str, Any]], rss: float) -
             'end_to_end_ms': _median([r['end_to_end']['median_ms'] for r in rounds], 3),
             'end_to_end_p95_ms': _median([r['end_to_end']['p95_ms'] for r in rounds], 3),
             'engine_median_ms': _median([e['median_ms'] for e in engines], 3),
+            'node_call_median_ms': _median([r['node_call']['median_ms'] for r in rounds if r.get('node_call')], 3),
             'engine_fps': _median([e['fps'] for e in engines]),
             'overhead_ms': _median([r['overhead_ms'] for r in rounds]),
             'overhead_percent': _median([r['overhead_percent'] for r in rounds], 1),
@@ -550,15 +578,18 @@ def markdown(report: dict[str, Any]) -> str:
                   f"Each size: {report['settings']['rounds']} rounds of pass-through, end-to-end, "
                   f"{report['settings']['saturate_s']:g} s saturated, then the ORT INT8 engine again in the benchmark "
                   "process with the node idle; ratios are per round against that round's engine, each cell is the "
-                  "median over rounds (every round is in the JSON).",
+                  "median over rounds (every round is in the JSON). Engine = the model on a float tensor; node's "
+                  "uint8 call = `restore_uint8` on a camera frame as the node makes it (conversions inside the "
+                  "graph, output written into the message array), timed the same way, for reference.",
                   '',
-                  '| size | pass-through ms | end-to-end ms (p95) | engine ms | node overhead ms (% of engine) '
-                  '| saturated FPS (% of engine) | node CPU % | node peak RSS MB |',
-                  '|---|---:|---:|---:|---:|---:|---:|---:|']
+                  '| size | pass-through ms | end-to-end ms (p95) | engine ms | node\'s uint8 call ms '
+                  '| node overhead ms (% of engine) | saturated FPS (% of engine) | node CPU % | node peak RSS MB |',
+                  '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
         for r in report['ros']:
             lines.append(f"| {r['size']} | {_fmt(r['passthrough_ms'], 2)} | "
                          f"{_fmt(r['end_to_end_ms'], 2)} ({_fmt(r['end_to_end_p95_ms'], 2)}) | "
-                         f"{_fmt(r['engine_median_ms'], 2)} | {_fmt(r['overhead_ms'], 2)} "
+                         f"{_fmt(r['engine_median_ms'], 2)} | {_fmt(r.get('node_call_median_ms'), 2)} | "
+                         f"{_fmt(r['overhead_ms'], 2)} "
                          f"({_fmt(r['overhead_percent'])}%) | {_fmt(r['saturated_fps'])} "
                          f"({_fmt(r['saturated_percent'])}%) | {_fmt(r['node_cpu_percent'], 0)} | "
                          f"{_fmt(r['node_peak_rss_mb'], 0)} |")

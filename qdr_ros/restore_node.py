@@ -32,7 +32,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool
 
 from qdr_ros import params
-from qdr_ros.base_node import (LOG_THROTTLE_S, FrameWorker, Job, StartupError, delay_ms,
+from qdr_ros.base_node import (LOG_THROTTLE_S, FrameWorker, ImageBuffer, Job, StartupError, delay_ms,
                                descriptor, image_msg, qos, run_node)
 from qdr_ros.backends import Backend, create_backend
 from qdr_ros.diagnostics import FrameStats, Snapshot, assess
@@ -79,6 +79,7 @@ class RestoreNode(Node):
         self._camera_infos: deque[CameraInfo] = deque(maxlen=8)  # guarded by _info_lock (worker reads it)
         self._info_lock = threading.Lock()
         self._input_buffer = InputBuffer(self._backend.stride)
+        self._output_buffer = ImageBuffer()  # worker thread only
 
         out_qos = qos(values['output_reliability'], values['output_depth'])
         in_qos = qos(values['input_reliability'], values['input_depth'])
@@ -225,20 +226,22 @@ class RestoreNode(Node):
             self._publish(image_msg(msg.header, view, encoding), None)
             return
         restored, inference_ms = self._restore(backend, view, encoding, values['max_pixels'])
-        self._publish(image_msg(msg.header, restored, encoding), inference_ms)
+        self._publish(self._output_buffer.message(msg.header, restored, encoding), inference_ms)
 
     def _restore(self, backend: Backend, view: np.ndarray, encoding: str, max_pixels: int) -> tuple[np.ndarray, float]:
         """Restore ``view``; frames above ``max_pixels`` are restored shrunk and resized back to the input size.
 
         8-bit RGB/BGR frames go to the backend as they are (``Backend.restore_uint8``: the ONNX Runtime
-        backend converts inside the graph); other encodings through the float tensor path.
+        backend converts inside the graph and writes straight into the outgoing message's array);
+        other encodings through the float tensor path.
         """
         height, width = view.shape[:2]
         alpha = alpha_channel(view, encoding)
         small, scale = downscale_to_fit(view, max_pixels)
         if encoding in UINT8_RGB:
+            target = self._output_buffer.view(height, width, 3) if scale == 1.0 else None
             start = time.perf_counter()
-            restored = backend.restore_uint8(small, bgr=encoding == 'bgr8')
+            restored = backend.restore_uint8(small, bgr=encoding == 'bgr8', out=target)
             inference_ms = (time.perf_counter() - start) * 1e3
         else:
             if self._input_buffer.stride != backend.stride:

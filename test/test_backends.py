@@ -122,6 +122,21 @@ def test_uint8_path_matches_the_float_path(models: dict[str, Path], key: str, en
         assert np.abs(swapped.astype(int) - out.astype(int)).max() <= 1
 
 
+@pytest.mark.parametrize("size", [(48, 64), (37, 53)])
+def test_uint8_path_writes_into_the_callers_frame(models: dict[str, Path], size: tuple[int, int]) -> None:
+    """``out=`` (the node's message array) gets exactly what a plain call returns; a wrong array is refused."""
+    backend = OnnxRuntimeBackend(models["cpu"], prefer_cpu_variant=False)
+    frame = np.random.default_rng(5).integers(0, 256, (*size, 3), dtype=np.uint8)
+    for bgr in (False, True):
+        target = np.zeros_like(frame)
+        assert backend.restore_uint8(frame, bgr=bgr, out=target) is target
+        np.testing.assert_array_equal(target, backend.restore_uint8(frame, bgr=bgr))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        backend.restore_uint8(frame, out=np.zeros((size[0], size[1] + 1, 3), np.uint8))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        backend.restore_uint8(frame, out=np.zeros((size[1], size[0], 3), np.uint8).transpose(1, 0, 2))
+
+
 def test_precision_is_detected_from_the_graph(models: dict[str, Path]) -> None:
     for parser in ("onnx", "onnxruntime"):
         assert validate_model_file(models["int8"], parser).precision == "int8"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
@@ -20,7 +21,7 @@ from qdr_train.engine.checkpoint import load_model
 from qdr_train.engine.stages import CALIBRATION_STEP_OFFSET
 from qdr_train.engine.trainer import Trainer
 from qdr_train.export.check import check_int8
-from qdr_train.export.cpu_variant import to_cpu_variant
+from qdr_train.export.cpu_variant import shuffle_before_dequant, to_cpu_variant
 from qdr_train.export.onnx import export_onnx
 from qdr_train.export.tensorrt import ShapeProfile, build_or_load_engine, engine_cache_key
 from qdr_train.losses.weighting import LearnableMagnitudeReweighting
@@ -90,6 +91,22 @@ def test_checker_accepts_the_export_and_its_cpu_twin(int8_onnx: Path, tmp_path: 
     assert check_int8(cpu, cpu=True).ok
     assert not check_int8(cpu).ok
     assert main(["check-int8", str(int8_onnx)]) == 0
+
+
+def test_cpu_twin_shuffles_8bit_values_and_changes_no_output(int8_onnx: Path, tmp_path: Path) -> None:
+    cpu = onnx.load(str(to_cpu_variant(int8_onnx, tmp_path / "efm_int8_cpu.onnx"))).graph
+    producers = {out: node for node in cpu.node for out in node.output}
+    shuffle = next(n for n in cpu.node if n.op_type == "DepthToSpace")
+    assert producers[shuffle.input[0]].op_type == "QuantizeLinear"
+
+    def move(graph: onnx.GraphProto) -> None:
+        assert shuffle_before_dequant(graph) == 1
+
+    moved = _edit(int8_onnx, tmp_path / "moved.onnx", move)
+    x = np.random.default_rng(0).random((1, 3, 40, 56), np.float32)
+    before, after = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+                     for p in (int8_onnx, moved))
+    np.testing.assert_array_equal(after, before)
 
 
 def test_checker_rejects_float_convs_and_broken_rules(int8_onnx: Path, tmp_path: Path) -> None:

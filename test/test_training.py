@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from qdr_train.cli import main
 from qdr_train.config import load_config
 from qdr_train.data.datasets import data_root
 from qdr_train.engine.checkpoint import CheckpointError, load_model, safe_load
 from qdr_train.engine.trainer import Trainer
+from qdr_train.losses.restoration import RestorationLoss
 
 if not (data_root() / "clean" / "CBSD68").is_dir():
     pytest.skip(f"training photos not found under {data_root()}", allow_module_level=True)
@@ -47,6 +49,18 @@ def test_loss_falls_and_validation_writes_a_grid(tmp_path: Path) -> None:
     assert rec[-1] < 0.8 * rec[0], rec
     assert list(run.glob("val_*.png"))
     assert (run / "config.yaml").exists() and (run / "tb").is_dir()
+
+
+def test_reconstruction_loss_terms_and_their_config() -> None:
+    pred, target = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    cfg = load_config("denoise", overrides=["loss.l1=0", "loss.mse=1", "loss.fft=0"])["loss"]
+    assert torch.isclose(RestorationLoss(**cfg)(pred, target), F.mse_loss(pred, target))
+    both = RestorationLoss(l1=1.0, mse=2.0)(pred, target)
+    assert torch.isclose(both, F.l1_loss(pred, target) + 2 * F.mse_loss(pred, target))
+    with pytest.raises(ValueError, match="not all zero"):
+        RestorationLoss(l1=0.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        RestorationLoss(mse=-1.0)
 
 
 def test_killed_run_resumes_exactly(tmp_path: Path) -> None:

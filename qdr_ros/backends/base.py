@@ -41,15 +41,22 @@ class Backend(ABC):
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Restore a batch; H and W must be multiples of ``stride``."""
 
-    def restore_uint8(self, image: np.ndarray, bgr: bool = False) -> np.ndarray:
-        """Restore an HxWx3 uint8 RGB (or BGR) frame of any size into a new HxWx3 uint8 frame.
+    def restore_uint8(self, image: np.ndarray, bgr: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+        """Restore an HxWx3 uint8 RGB (or BGR) frame of any size; returns ``out`` when given, else a new frame.
 
-        The frame is padded to the stride by reflection and the result cropped back, as
-        ``image_conversions.to_model_input`` / ``from_model_output`` do for the float path.
+        ``out`` (HxWx3 uint8, C-contiguous) lets the caller choose where the pixels land, e.g. the
+        data array of the outgoing message. The frame is padded to the stride by reflection and the
+        result cropped back, as ``image_conversions.to_model_input`` / ``from_model_output`` do.
         """
         height, width = image.shape[:2]
+        if out is not None:
+            check_output(out, height, width)
         padded = pad_to_stride(image, self.stride)
-        return self._infer_uint8(padded[None], bgr)[0, :height, :width]
+        restored = self._infer_uint8(padded[None], bgr)[0, :height, :width]
+        if out is None:
+            return restored
+        out[...] = restored
+        return out
 
     def _infer_uint8(self, batch: np.ndarray, bgr: bool) -> np.ndarray:
         """(1, Hp, Wp, 3) uint8 -> (1, Hp, Wp, 3) uint8 through ``infer`` and the numpy conversions.
@@ -98,3 +105,11 @@ class Backend(ABC):
         if x.shape[2] % self.stride or x.shape[3] % self.stride:
             raise ValueError(f"input {x.shape[2]}x{x.shape[3]} is not a multiple of the model stride {self.stride}; "
                              "pad it with image_conversions.to_model_input")
+
+
+def check_output(out: np.ndarray, height: int, width: int) -> None:
+    """Refuse an ``out`` array the restored frame cannot be written into as it is."""
+    if out.shape != (height, width, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous \
+            or not out.flags.writeable:
+        raise ValueError(f"out must be a writeable C-contiguous ({height}, {width}, 3) uint8 array, "
+                         f"got {out.shape} {out.dtype}")

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from qdr_ros.backends.base import Backend
+from qdr_ros.backends.base import Backend, check_output
 from qdr_ros.backends.uint8_io import BGR_ORDER, CHANNELS, IMAGE, RESTORED, RGB_ORDER, with_uint8_io
 from qdr_ros.model_info import validate_model_file
 
@@ -124,6 +124,23 @@ class OnnxRuntimeBackend(Backend):
         """Restore a batch with ``session.run`` (ORT copies nothing it does not have to)."""
         self.check_input(x)
         return self.session.run([self._output], {self._input: x})[0]
+
+    def restore_uint8(self, image: np.ndarray, bgr: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+        """As ``Backend.restore_uint8``; a frame that needs no padding is written straight into ``out``.
+
+        ONNX Runtime writes its output tensor into ``out``'s memory (IO binding), so the restored
+        frame is never copied between the session and the caller's message buffer.
+        """
+        height, width = image.shape[:2]
+        if out is None or height % self.stride or width % self.stride:
+            return super().restore_uint8(image, bgr, out)
+        check_output(out, height, width)
+        binding = self._uint8_session.io_binding()
+        binding.bind_cpu_input(IMAGE, np.ascontiguousarray(image)[None])
+        binding.bind_cpu_input(CHANNELS, BGR_ORDER if bgr else RGB_ORDER)
+        binding.bind_output(RESTORED, "cpu", 0, np.uint8, (1, height, width, 3), out.ctypes.data)
+        self._uint8_session.run_with_iobinding(binding)
+        return out
 
     def _infer_uint8(self, batch: np.ndarray, bgr: bool) -> np.ndarray:
         """Run the uint8-I/O twin session: conversions happen on ONNX Runtime's threads."""
