@@ -105,7 +105,10 @@ def test_downstream_dies_and_comes_back(probe: Probe, node_process: subprocess.P
         for mode in ('die', 'die', 'exit'):
             listener = subprocess.Popen([sys.executable, '-c', LISTENER, f'{NS}/restored', mode],
                                         stdout=subprocess.PIPE, text=True)
-            out = listener.communicate(timeout=120)[0]
+            try:
+                out = listener.communicate(timeout=120)[0]
+            finally:
+                _kill(listener)  # a listener that never got its frames must not outlive the test
             assert 'received 5 from camera_steady' in out, out
             _alive(node_process)
     finally:
