@@ -45,7 +45,7 @@ def _writable_base(environ: MutableMapping[str, str]) -> Path:
     return Path(tempfile.gettempdir()) / f'qdr-{os.getuid()}'
 
 
-def _domain_id() -> str:
+def domain_id() -> str:
     """Pick a domain in 1..101 from the pid and randomness, so concurrent runs rarely collide."""
     return str(1 + (os.getpid() + random.SystemRandom().randrange(DOMAIN_ID_MAX)) % DOMAIN_ID_MAX)
 
@@ -91,7 +91,7 @@ def defaults(environ: MutableMapping[str, str]) -> dict[str, str]:
     log_dir = Path(home) / '.ros' / 'log' if home and os.access(home, os.W_OK) else base / 'ros_log'
     return {
         'ROS_LOG_DIR': str(log_dir),
-        'ROS_DOMAIN_ID': _domain_id(),
+        'ROS_DOMAIN_ID': domain_id(),
         'FASTDDS_BUILTIN_TRANSPORTS': large_data_transports(),
         'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp',
         'YOLO_OFFLINE': '1',

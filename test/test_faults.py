@@ -7,6 +7,7 @@ processes that get SIGKILLed (no clean shutdown) and replaced. The node must kee
 from __future__ import annotations
 
 from collections.abc import Iterator
+import os
 from pathlib import Path
 import shutil
 import subprocess
@@ -17,12 +18,29 @@ import numpy as np
 import pytest
 from rclpy.context import Context
 
+from qdr_ros import ros_env
 from test_restore_node import Probe, context, make_image, models, offline, open_probe, stop  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.ros
 
 NS = '/faults'
 PROCESS_START_S = 60.0  # a fresh camera process imports rclpy and joins discovery; slow on loaded CPUs
+
+
+@pytest.fixture(scope='module', autouse=True)
+def own_domain() -> Iterator[str]:
+    """Run this module in a ROS domain of its own (autouse: set before its context and processes start).
+
+    SIGKILLed peers leave Fast DDS shared-memory ports behind; in the suite's domain they could
+    stall discovery for the modules that run after this one.
+    """
+    shared = os.environ['ROS_DOMAIN_ID']
+    domain = next(d for d in iter(ros_env.domain_id, None) if d != shared)
+    os.environ['ROS_DOMAIN_ID'] = domain
+    yield domain
+    os.environ['ROS_DOMAIN_ID'] = shared
+
+
 CAMERA = '''
 import sys, time, numpy as np, rclpy
 from rclpy.qos import qos_profile_sensor_data
