@@ -151,7 +151,6 @@ class ImageBuffer:
     def view(self, height: int, width: int, channels: int) -> np.ndarray:
         """Return the HxWxC uint8 array that the next message will carry (new memory only when the size changes)."""
         if self._view is None or self._view.shape != (height, width, channels):
-            self._view = None  # drop the old export before the array it points into goes away
             self._data = array.array('B', bytes(height * width * channels))
             self._view = np.frombuffer(self._data, np.uint8).reshape(height, width, channels)
         return self._view
