@@ -120,7 +120,7 @@ class Engine:
 
     @property
     def label(self) -> str:
-        return f'{self.backend} {self.precision.upper()}'
+        return f"{self.backend} {self.precision.upper()}{'' if self.device == 'cpu' else ' ' + self.device}"
 
 
 @dataclass
@@ -229,6 +229,10 @@ def build_engines(files: dict[str, Path], threads: int, torch_net: Any) -> tuple
 
         engines.append(Engine('torch', 'fp32', 'cpu', str(files['fp32_pt']), torch_infer,
                               f'torch {torch.__version__}, {torch.get_num_threads()} threads'))
+        if torch.cuda.is_available():
+            engines += torch_cuda_engines(torch_net, files['fp32_pt'])
+        else:
+            skip('torch', 'fp32/fp16 cuda', 'no CUDA device visible to torch')
     else:
         skip('torch', 'fp32', 'efm_fp32.pt not found')
     for key, precision in (('fp32_onnx', 'fp32'), ('int8_onnx', 'int8')):
@@ -247,6 +251,26 @@ def build_engines(files: dict[str, Path], threads: int, torch_net: Any) -> tuple
         backend = create_backend(files['int8_onnx'], 'tensorrt')
         engines.append(Engine('tensorrt', 'int8', backend.device, backend.model_path, backend.infer, backend.reason))
     return engines, skipped
+
+
+def torch_cuda_engines(torch_net: Any, model: Path) -> list[Engine]:
+    """Run the FP32 model on the GPU in FP32 and FP16, copying the frame in and the result out as a node must."""
+    import copy
+
+    import torch
+
+    name = torch.cuda.get_device_name()
+    engines = []
+    for precision, dtype in (('fp32', torch.float32), ('fp16', torch.float16)):
+        net = copy.deepcopy(torch_net).to('cuda', dtype).eval()
+
+        @torch.inference_mode()
+        def infer(x: np.ndarray, net: Any = net, dtype: Any = dtype) -> np.ndarray:
+            return net(torch.from_numpy(x).to('cuda', dtype)).float().cpu().numpy()
+
+        engines.append(Engine('torch', precision, 'cuda', str(model), infer,
+                              f'torch {torch.__version__} on {name}, host<->device copies included'))
+    return engines
 
 
 def time_calls(call: Callable[[], Any], warmup: int, runs: int, limit_s: float = CASE_LIMIT_S) -> Timing:
@@ -611,7 +635,8 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series: dict[str, list[tuple[float, float]]] = {}
     for r in report['engine']:
-        series.setdefault(f"{r['backend']} {r['precision'].upper()}", []).append(
+        where = '' if r['device'] == 'cpu' else f" ({r['device']})"
+        series.setdefault(f"{r['backend']} {r['precision'].upper()}{where}", []).append(
             (r['width'] * r['height'] / 1e6, r['median_ms']))
     for r in report['ros']:
         series.setdefault('restore_node end-to-end (ORT INT8)', []).append(
@@ -627,7 +652,8 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
     ax.minorticks_off()
     ax.set_xlabel('resolution')
     ax.set_ylabel('median latency (ms)')
-    ax.set_title(f"EFM {report['settings']['task']}: latency vs resolution\n{report['machine']['cpu']}", fontsize=9)
+    m = report['machine']
+    ax.set_title(f"EFM {report['settings']['task']}: latency vs resolution\n{m['cpu']}; GPU: {m['gpu']}", fontsize=9)
     ax.grid(True, which='major', alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -57,9 +57,12 @@ def _release(args: argparse.Namespace) -> int:
 
 def _ablate(args: argparse.Namespace) -> int:
     from qdr_train.engine.ablation import format_ablation, run_ablation
-    result = run_ablation(args.task, args.teacher, args.out or f"results/ablation/{args.task}", args.overrides,
-                          args.variants, args.limit, args.threads)
-    print(format_ablation(result))
+    from qdr_train.engine.ablation import format_summary, summarize
+    results = run_ablation(args.task, args.out, args.overrides, args.variants, args.seeds, args.teacher, args.limit,
+                           args.threads, args.jobs, args.report_only)
+    print("\n".join(format_ablation(r) for r in results))
+    if len(results) > 1:
+        print(format_summary(summarize(results)))
     return 0
 
 
@@ -140,12 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     rel.set_defaults(func=_release)
 
     ab = sub.add_parser("ablate", help="train + export + evaluate every INT8 variant of one task; writes a table")
-    ab.add_argument("--task", required=True)
-    ab.add_argument("--teacher", required=True, help="FP32 model file, e.g. models/denoise/efm_fp32.pt")
-    ab.add_argument("--out", help="output folder (default results/ablation/<task>)")
+    ab.add_argument("--task", required=True, nargs="+", help="one or more of denoise derain lowlight dehaze")
+    ab.add_argument("--teacher", help="FP32 model file (one task only; default models/<task>/efm_fp32.pt)")
+    ab.add_argument("--out", default="results/ablation", help="output root; one folder per task (default %(default)s)")
     ab.add_argument("--variants", nargs="+", help="subset of: ptq qat qat_out qat_dec qdr_fixed qdr")
+    ab.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed, table shows mean and std")
+    ab.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (each gets cores/jobs threads)")
+    ab.add_argument("--report-only", action="store_true", help="table the results already there; train nothing")
     ab.add_argument("--limit", type=int, default=0, help="evaluate on the first N images only")
-    ab.add_argument("--threads", type=int, default=0)
+    ab.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads per run (0: cores/jobs)")
     ab.add_argument("overrides", nargs="*", help="key=value config overrides for every variant")
     ab.set_defaults(func=_ablate)
 

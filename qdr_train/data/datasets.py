@@ -19,7 +19,7 @@ import torch
 
 from qdr_train.data.degradations import degrade, sample_params
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def data_root(configured: str = "") -> Path:

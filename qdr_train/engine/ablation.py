@@ -2,17 +2,31 @@
 
 Every INT8 variant is trained by the same trainer from the same FP32 teacher with the same
 step budget, exported to Q/DQ ONNX and scored through ONNX Runtime (the deployed path).
+
+At a few hundred QAT steps the spread between seeds is as large as the gaps between variants,
+so a variant is run once per seed and the table reports the mean and spread over seeds. Each
+(task, seed, variant) is an independent job: ``jobs`` of them run in parallel processes (on one
+GPU, several small runs keep it busier than one), and each job leaves ``result.json`` in its
+folder, so an interrupted ablation reruns only what is missing and ``report_only`` tables what
+is there.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from statistics import mean, stdev
 from typing import Any
 
-from qdr_train.config import CONFIG_DIR, load_config
+from tqdm import tqdm
+
+from qdr_train.config import CONFIG_DIR, TASKS, load_config
 from qdr_train.data.datasets import data_root
-from qdr_train.engine.evaluator import evaluate
+from qdr_train.engine.evaluator import evaluate, write_json
 from qdr_train.engine.trainer import Trainer
 from qdr_train.export.onnx import export_model_file
 
@@ -24,57 +38,210 @@ VARIANTS = {
     "qdr_fixed": "QDR without LMR (fixed weights)",
     "qdr": "QDR (self-distillation + DFD + LMR)",
 }
+METRICS = ("psnr", "ssim", "psnr_ratio", "gain_recovery")
+
+
+def default_teacher(task: str) -> Path:
+    return Path("models") / task / "efm_fp32.pt"
 
 
 def _scores(report: dict[str, Any], kind: str) -> dict[str, float]:
     return {"psnr": report["mean"][kind]["psnr"], "ssim": report["mean"][kind]["ssim"]}
 
 
-def run_ablation(task: str, teacher: str | Path, out: str | Path, overrides: list[str] | None = None,
-                 variants: list[str] | None = None, limit: int = 0, threads: int = 0) -> dict[str, Any]:
-    """Train, export and evaluate each variant; write ``ablation.json`` and ``ablation.md`` in ``out``."""
-    unknown = [v for v in variants or [] if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; known: {' '.join(VARIANTS)} (key=value "
-                         "overrides go before --variants, or after another option)")
-    out = Path(out)
-    overrides = list(overrides or [])
-    base = load_config(task, CONFIG_DIR / "int8.yaml", overrides)
-    clean = data_root(base["data"]["root"]) / base["data"]["val"]
+def _same_settings(path: Path, settings: dict[str, Any]) -> bool:
+    return path.is_file() and json.loads(path.read_text()).get("settings") == settings
+
+
+def _reference(task: str, teacher: Path, out: Path, overrides: list[str], limit: int,
+               threads: int) -> dict[str, Any]:
+    """Input and FP32 scores of one task (cached in ``out/fp32/result.json``)."""
+    path = out / "fp32" / "result.json"
+    settings = {"teacher": str(teacher), "overrides": overrides, "limit": limit}
+    if _same_settings(path, settings):
+        return json.loads(path.read_text())
+    cfg = load_config(task, CONFIG_DIR / "int8.yaml", overrides)
+    clean = data_root(cfg["data"]["root"]) / cfg["data"]["val"]
     export_model_file(teacher, out / "fp32")
-    fp32 = evaluate(base, out / "fp32" / "efm_fp32.onnx", clean_dir=clean, limit=limit, baseline=False,
-                    threads=threads, progress=False)
-    rows: dict[str, Any] = {"input": _scores(fp32, "input"), "fp32": _scores(fp32, "output")}
-    p_in, p_fp = rows["input"]["psnr"], rows["fp32"]["psnr"]
-    for name in variants or list(VARIANTS):
-        extra = [f"stage={name}", f"quant.teacher={teacher}", f"out={out / 'runs'}", f"name={name}"]
-        if name == "ptq":
-            extra.append("train.iters=0")
-        cfg = load_config(task, CONFIG_DIR / "int8.yaml", overrides + extra)
-        run = Trainer(cfg).fit()
-        onnx_path = export_model_file(run / "model.pt", out / name, cfg)[0]
-        report = evaluate(cfg, onnx_path, clean_dir=clean, limit=limit, baseline=False, threads=threads,
-                          progress=False)
-        s = _scores(report, "output")
-        rows[name] = {**s, "psnr_ratio": s["psnr"] / p_fp, "gain_recovery": (s["psnr"] - p_in) / (p_fp - p_in),
-                      "iters": cfg["train"]["iters"], "onnx": str(onnx_path)}
-    result = {"task": task, "teacher": str(teacher), "data": base["data"]["val"], "images": len(fp32["images"]),
-              "level": base["levels"][task], "evaluated_with": "ONNX Runtime on the exported ONNX", "rows": rows}
-    (out / "ablation.json").write_text(json.dumps(result, indent=2))
-    (out / "ablation.md").write_text(format_ablation(result))
+    report = evaluate(cfg, out / "fp32" / "efm_fp32.onnx", clean_dir=clean, limit=limit, baseline=False,
+                      threads=threads, progress=False)
+    result = {"settings": settings, "input": _scores(report, "input"), "fp32": _scores(report, "output"),
+              "images": len(report["images"]), "data": cfg["data"]["val"], "level": cfg["levels"][task]}
+    write_json(result, path)
     return result
 
 
+@dataclass(frozen=True)
+class Job:
+    """One (task, seed, variant) of an ablation: what ``run_variant`` trains, exports and scores."""
+
+    task: str
+    teacher: Path
+    out: Path
+    overrides: tuple[str, ...]
+    variant: str
+    seed: int
+    limit: int
+    threads: int
+
+    @property
+    def folder(self) -> Path:
+        return self.out / f"seed{self.seed}"
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"teacher": str(self.teacher), "overrides": list(self.overrides), "limit": self.limit}
+
+    def __str__(self) -> str:
+        return f"{self.task}/{self.variant} seed {self.seed}"
+
+
+def run_variant(job: Job) -> dict[str, Any]:
+    """Train, export and score one variant for one seed; writes ``<task>/seed<seed>/<variant>/result.json``."""
+    extra = [f"stage={job.variant}", f"quant.teacher={job.teacher}", f"out={job.folder / 'runs'}",
+             f"name={job.variant}", f"seed={job.seed}"] + (["train.iters=0"] if job.variant == "ptq" else [])
+    cfg = load_config(job.task, CONFIG_DIR / "int8.yaml", list(job.overrides) + extra)
+    trainer = Trainer(cfg)
+    run = trainer.fit()
+    if trainer.step < cfg["train"]["iters"]:
+        raise RuntimeError(f"{job} stopped at step {trainer.step} of {cfg['train']['iters']}; not scored")
+    onnx_path = export_model_file(run / "model.pt", job.folder / job.variant, cfg)[0]
+    clean = data_root(cfg["data"]["root"]) / cfg["data"]["val"]
+    report = evaluate(cfg, onnx_path, clean_dir=clean, limit=job.limit, baseline=False, threads=job.threads,
+                      progress=False)
+    result = {"settings": job.settings, **_scores(report, "output"), "iters": cfg["train"]["iters"],
+              "device": str(trainer.device), "onnx": str(onnx_path)}
+    write_json(result, job.folder / job.variant / "result.json")
+    return result
+
+
+def run_ablation(tasks: list[str], out: str | Path, overrides: list[str] | None = None,
+                 variants: list[str] | None = None, seeds: list[int] | None = None, teacher: str | Path | None = None,
+                 limit: int = 0, threads: int = 0, jobs: int = 1, report_only: bool = False) -> list[dict[str, Any]]:
+    """Run every (task, seed, variant) still missing, then write per-task and summary tables in ``out``.
+
+    ``out/<task>/ablation.{md,json}`` hold one task, ``out/summary.{md,json}`` the mean over tasks.
+    ``teacher`` defaults to ``models/<task>/efm_fp32.pt``.
+    """
+    variants = variants or list(VARIANTS)
+    for kind, given, known in (("task", tasks, TASKS), ("variant", variants, VARIANTS)):
+        unknown = [v for v in given if v not in known]
+        if unknown:
+            raise ValueError(f"unknown {kind}(s) {', '.join(unknown)}; known: {' '.join(known)} (key=value "
+                             f"overrides go before --{kind}{'s' * (kind == 'variant')}, or after another option)")
+    if teacher and len(tasks) > 1:
+        raise ValueError("--teacher names one model; with several tasks leave it out (models/<task>/efm_fp32.pt)")
+    out, overrides, seeds = Path(out), list(overrides or []), list(seeds or [0])
+    if jobs > 1 and not threads:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+    if threads and not any(o.startswith("train.threads=") for o in overrides):
+        overrides.append(f"train.threads={threads}")
+    teachers = {t: Path(teacher) if teacher else default_teacher(t) for t in tasks}
+    references = {t: _reference(t, teachers[t], out / t, overrides, limit, threads) for t in tasks}
+    if not report_only:
+        every = [Job(t, teachers[t], out / t, tuple(overrides), v, s, limit, threads)
+                 for s in seeds for t in tasks for v in variants]
+        _run_jobs([j for j in every if not _same_settings(j.folder / j.variant / "result.json", j.settings)], jobs)
+    results = []
+    for task in tasks:
+        result = collect(task, out / task, references[task], seeds, variants)
+        write_json(result, out / task / "ablation.json")
+        (out / task / "ablation.md").write_text(format_ablation(result))
+        results.append(result)
+    if len(tasks) > 1:
+        summary = summarize(results)
+        write_json(summary, out / "summary.json")
+        (out / "summary.md").write_text(format_summary(summary))
+    return results
+
+
+def _run_jobs(todo: list[Job], jobs: int) -> None:
+    """Run the jobs here (``jobs`` 1) or in fresh processes (spawned: CUDA cannot be forked)."""
+    if jobs <= 1:
+        for job in tqdm(todo, desc="ablation", unit="run"):
+            run_variant(job)
+        return
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_variant, job) for job in todo]
+        failed = []
+        for job, future in tqdm(zip(todo, futures), total=len(todo), desc="ablation", unit="run"):
+            try:
+                future.result()
+            except Exception as exc:  # one broken run must not lose the others' results
+                failed.append(f"{job}: {exc}")
+    if failed:
+        raise RuntimeError("ablation runs failed (rerun the command to retry only these):\n  " + "\n  ".join(failed))
+
+
+def collect(task: str, folder: Path, reference: dict[str, Any], seeds: list[int],
+            variants: list[str]) -> dict[str, Any]:
+    """Per-variant mean and spread over the seeds that have a result (missing seeds are listed)."""
+    p_in, p_fp = reference["input"]["psnr"], reference["fp32"]["psnr"]
+    rows: dict[str, Any] = {"input": reference["input"], "fp32": reference["fp32"]}
+    for variant in variants:
+        per_seed = {}
+        for seed in seeds:
+            path = folder / f"seed{seed}" / variant / "result.json"
+            if path.is_file():
+                r = json.loads(path.read_text())
+                per_seed[seed] = {"psnr": r["psnr"], "ssim": r["ssim"], "psnr_ratio": r["psnr"] / p_fp,
+                                  "gain_recovery": (r["psnr"] - p_in) / (p_fp - p_in), "iters": r["iters"],
+                                  "device": r.get("device", "")}
+        if per_seed:
+            rows[variant] = {**{m: mean(s[m] for s in per_seed.values()) for m in METRICS},
+                             **{f"{m}_std": stdev(s[m] for s in per_seed.values()) if len(per_seed) > 1 else 0.0
+                                for m in METRICS},
+                             "seeds": sorted(per_seed), "missing_seeds": [s for s in seeds if s not in per_seed],
+                             "iters": next(iter(per_seed.values()))["iters"], "per_seed": per_seed}
+    return {"task": task, "data": reference["data"], "images": reference["images"], "level": reference["level"],
+            "evaluated_with": "ONNX Runtime on the exported ONNX", "seeds": seeds, "rows": rows}
+
+
 def format_ablation(result: dict[str, Any]) -> str:
-    """Markdown table: PSNR/SSIM, PSNR ratio and gain recovery per variant."""
+    """Markdown table: PSNR/SSIM, PSNR ratio and gain recovery per variant (mean ± std over seeds)."""
     rows = result["rows"]
-    lines = [f"### {result['task']} ({result['images']} images of {result['data']}, level {result['level']})", "",
-             "| model | PSNR | SSIM | PSNR ratio INT8/FP32 | gain recovery |", "|---|---|---|---|---|",
-             f"| degraded input | {rows['input']['psnr']:.2f} | {rows['input']['ssim']:.4f} | | |",
-             f"| FP32 EFM (teacher) | {rows['fp32']['psnr']:.2f} | {rows['fp32']['ssim']:.4f} | 100% | 100% |"]
+    lines = [f"### {result['task']} ({result['images']} images of {result['data']}, level {result['level']}, "
+             f"seeds {', '.join(map(str, result['seeds']))})", "",
+             "| model | PSNR | SSIM | PSNR ratio INT8/FP32 | gain recovery (± std over seeds) | seeds |",
+             "|---|---|---|---|---|---|",
+             f"| degraded input | {rows['input']['psnr']:.2f} | {rows['input']['ssim']:.4f} | | | |",
+             f"| FP32 EFM (teacher) | {rows['fp32']['psnr']:.2f} | {rows['fp32']['ssim']:.4f} | 100% | 100% | |"]
     for name, label in VARIANTS.items():
         if name in rows:
             r = rows[name]
             lines.append(f"| INT8 {label} | {r['psnr']:.2f} | {r['ssim']:.4f} | {100 * r['psnr_ratio']:.2f}% | "
-                         f"{100 * r['gain_recovery']:.2f}% |")
+                         f"{100 * r['gain_recovery']:.2f}% ± {100 * r['gain_recovery_std']:.2f} | "
+                         f"{len(r['seeds'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean over tasks of each variant's gain recovery and PSNR ratio (tasks where it ran on every seed)."""
+    summary: dict[str, Any] = {"tasks": [r["task"] for r in results], "variants": {}}
+    for variant in VARIANTS:
+        per_task = {r["task"]: r["rows"][variant] for r in results if variant in r["rows"]}
+        if not per_task:
+            continue
+        complete = len(per_task) == len(results) and not any(v["missing_seeds"] for v in per_task.values())
+        summary["variants"][variant] = {
+            "gain_recovery": mean(v["gain_recovery"] for v in per_task.values()),
+            "psnr_ratio": mean(v["psnr_ratio"] for v in per_task.values()),
+            "per_task": {t: v["gain_recovery"] for t, v in per_task.items()},
+            "complete": complete}
+    ranked = [v for v in summary["variants"] if summary["variants"][v]["complete"]]
+    summary["best"] = max(ranked, key=lambda v: summary["variants"][v]["gain_recovery"]) if ranked else None
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Markdown: gain recovery per task and the mean over tasks, one row per variant."""
+    tasks = summary["tasks"]
+    lines = ["| variant | " + " | ".join(tasks) + " | mean recovery | mean PSNR ratio |",
+             "|---|" + "---|" * (len(tasks) + 2)]
+    for variant, v in summary["variants"].items():
+        cells = [f"{100 * v['per_task'][t]:.2f}%" if t in v["per_task"] else "-" for t in tasks]
+        mark = "" if v["complete"] else " (incomplete)"
+        best = "**" if variant == summary["best"] else ""
+        lines.append(f"| {variant}{mark} | " + " | ".join(cells) +
+                     f" | {best}{100 * v['gain_recovery']:.2f}%{best} | {100 * v['psnr_ratio']:.2f}% |")
     return "\n".join(lines) + "\n"
