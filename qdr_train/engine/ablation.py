@@ -164,11 +164,15 @@ def _run_jobs(todo: list[Job], jobs: int) -> None:
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_variant, job) for job in todo]
         failed = []
-        for job, future in tqdm(zip(todo, futures), total=len(todo), desc="ablation", unit="run"):
-            try:
-                future.result()
-            except Exception as exc:  # one broken run must not lose the others' results
-                failed.append(f"{job}: {exc}")
+        try:
+            for job, future in tqdm(zip(todo, futures), total=len(todo), desc="ablation", unit="run"):
+                try:
+                    future.result()
+                except Exception as exc:  # one broken run must not lose the others' results
+                    failed.append(f"{job}: {exc}")
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     if failed:
         raise RuntimeError("ablation runs failed (rerun the command to retry only these):\n  " + "\n  ".join(failed))
 
