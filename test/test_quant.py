@@ -24,7 +24,7 @@ from qdr_train.export.check import check_int8
 from qdr_train.export.cpu_variant import shuffle_before_dequant, to_cpu_variant
 from qdr_train.export.onnx import export_onnx
 from qdr_train.export.tensorrt import ShapeProfile, build_or_load_engine, engine_cache_key
-from qdr_train.losses.weighting import LearnableMagnitudeReweighting
+from qdr_train.losses.weighting import GradientMagnitudeReweighting, LearnableMagnitudeReweighting
 from qdr_train.models import build_model
 from qdr_train.quant import QMAX, QMIN, ActFakeQuant, QuantConv2d, QuantConvTranspose2d, calibrate, prepare_qat
 
@@ -152,6 +152,24 @@ def test_lmr_weights_stay_positive_and_bounded() -> None:
         assert float(torch.exp(-lmr.s.detach().clamp(-3, 3)).min()) >= float(torch.exp(torch.tensor(-3.0)))
     assert history[-1][1] < history[149][1] / 1000
     assert history[-1][1] * 5.0 > 0.01
+
+
+def test_gradient_lmr_equalises_pulls_and_keeps_every_weight_above_its_floor() -> None:
+    """Term 1 pulls the shared tensor 10x harder than term 0: the weights move until both pull alike."""
+    lmr = GradientMagnitudeReweighting(2, alpha=0.0, rate=100.0, floor=0.05)
+    opt = torch.optim.Adam(lmr.parameters(), lr=1e-3)
+    z = torch.randn(64, requires_grad=True)
+    for _ in range(400):
+        total = lmr([z.abs().mean(), 10 * (z - 1).abs().mean()], z)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        w = lmr.current()
+        assert min(w) >= 0.05 - 1e-6 and abs(sum(w) - 2) < 1e-5
+    assert 7 < w[0] / w[1] < 13, w
+    assert z.grad is not None  # the weighted sum still trains the network
+    with pytest.raises(ValueError, match="anchor"):
+        lmr([z.abs().mean()] * 2)
 
 
 HELD_OUT_BATCHES = 16  # one 4-crop batch is too noisy to tell a 60-step change in reconstruction

@@ -29,6 +29,7 @@ from qdr_train.data.datasets import data_root
 from qdr_train.engine.evaluator import evaluate, write_json
 from qdr_train.engine.trainer import Trainer
 from qdr_train.export.onnx import export_model_file
+from qdr_ros.model_info import file_sha256
 
 VARIANTS = {
     "ptq": "PTQ (calibration only)",
@@ -39,6 +40,7 @@ VARIANTS = {
     "qdr": "QDR (self-distillation + DFD + LMR)",
 }
 METRICS = ("psnr", "ssim", "psnr_ratio", "gain_recovery")
+RUN_PLACE_KEYS = ("device", "threads", "progress", "log_every", "save_every", "val_every")  # never change a result
 
 
 def default_teacher(task: str) -> Path:
@@ -57,10 +59,11 @@ def _reference(task: str, teacher: Path, out: Path, overrides: list[str], limit:
                threads: int) -> dict[str, Any]:
     """Input and FP32 scores of one task (cached in ``out/fp32/result.json``)."""
     path = out / "fp32" / "result.json"
-    settings = {"teacher": str(teacher), "overrides": overrides, "limit": limit}
+    cfg = load_config(task, CONFIG_DIR / "int8.yaml", overrides)
+    settings = {"teacher_sha256": file_sha256(teacher), "data": cfg["data"], "level": cfg["levels"][task],
+                "limit": limit}
     if _same_settings(path, settings):
         return json.loads(path.read_text())
-    cfg = load_config(task, CONFIG_DIR / "int8.yaml", overrides)
     clean = data_root(cfg["data"]["root"]) / cfg["data"]["val"]
     export_model_file(teacher, out / "fp32")
     report = evaluate(cfg, out / "fp32" / "efm_fp32.onnx", clean_dir=clean, limit=limit, baseline=False,
@@ -88,9 +91,17 @@ class Job:
     def folder(self) -> Path:
         return self.out / f"seed{self.seed}"
 
+    def config(self) -> dict[str, Any]:
+        extra = [f"stage={self.variant}", f"quant.teacher={self.teacher}", f"out={self.folder / 'runs'}",
+                 f"name={self.variant}", f"seed={self.seed}"] + (["train.iters=0"] if self.variant == "ptq" else [])
+        return load_config(self.task, CONFIG_DIR / "int8.yaml", list(self.overrides) + extra)
+
     @property
     def settings(self) -> dict[str, Any]:
-        return {"teacher": str(self.teacher), "overrides": list(self.overrides), "limit": self.limit}
+        """What decides the result: the resolved config (not where it runs or logs) and the images scored."""
+        cfg = {k: v for k, v in self.config().items() if k not in ("out", "name")}
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in RUN_PLACE_KEYS}
+        return {"config": cfg, "teacher_sha256": file_sha256(self.teacher), "limit": self.limit}
 
     def __str__(self) -> str:
         return f"{self.task}/{self.variant} seed {self.seed}"
@@ -98,9 +109,7 @@ class Job:
 
 def run_variant(job: Job) -> dict[str, Any]:
     """Train, export and score one variant for one seed; writes ``<task>/seed<seed>/<variant>/result.json``."""
-    extra = [f"stage={job.variant}", f"quant.teacher={job.teacher}", f"out={job.folder / 'runs'}",
-             f"name={job.variant}", f"seed={job.seed}"] + (["train.iters=0"] if job.variant == "ptq" else [])
-    cfg = load_config(job.task, CONFIG_DIR / "int8.yaml", list(job.overrides) + extra)
+    cfg = job.config()
     trainer = Trainer(cfg)
     run = trainer.fit()
     if trainer.step < cfg["train"]["iters"]:

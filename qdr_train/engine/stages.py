@@ -33,7 +33,7 @@ from qdr_train.data.datasets import TrainBatches
 from qdr_train.engine.checkpoint import load_model
 from qdr_train.losses.distill import FeatureDistillLoss, OutputDistillLoss
 from qdr_train.losses.restoration import RestorationLoss
-from qdr_train.losses.weighting import FixedWeights, LearnableMagnitudeReweighting
+from qdr_train.losses.weighting import FixedWeights, GradientMagnitudeReweighting, LearnableMagnitudeReweighting
 from qdr_train.models import build_model
 from qdr_train.quant import calibrate, prepare_qat
 
@@ -80,7 +80,7 @@ class DistillObjective(nn.Module):
         names = ["rec"] + [f"kd_{t}" for t in self.targets]
         logs = {name: float(term.detach()) for name, term in zip(names, terms)}
         logs.update({f"w_{name}": w for name, w in zip(names, self.weighting.current())})
-        return self.weighting(terms), logs
+        return self.weighting(terms, feats["bottleneck"]), logs
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Only the learnable weighting is state; the teacher is reloaded from its file."""
@@ -132,8 +132,13 @@ def _quantized(targets: tuple[str, ...], learnable: bool = False,
             return Stage(student, ReconstructionObjective(rec).to(device))
         d = cfg["distill"]
         places = targets + ("output",) if qdr and d["qdr_output"] else targets
-        weighting = (LearnableMagnitudeReweighting(1 + len(places), d["lmr_momentum"], d["lmr_s_max"]) if learnable
-                     else FixedWeights([1.0] + [d["weight"]] * len(places)))
+        n = 1 + len(places)
+        if not learnable:
+            weighting: nn.Module = FixedWeights([1.0] + [d["weight"]] * len(places))
+        elif d["lmr"] == "gradient":
+            weighting = GradientMagnitudeReweighting(n, d["lmr_alpha"], d["lmr_rate"], d["lmr_floor"])
+        else:
+            weighting = LearnableMagnitudeReweighting(n, d["lmr_momentum"], d["lmr_s_max"])
         return Stage(student, DistillObjective(teacher, rec, places, weighting).to(device))
     return build
 

@@ -29,7 +29,7 @@ class FixedWeights(nn.Module):
         super().__init__()
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
 
-    def forward(self, losses: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, losses: list[torch.Tensor], anchor: torch.Tensor | None = None) -> torch.Tensor:
         return sum(w * loss for w, loss in zip(self.weights, losses))
 
     def current(self) -> list[float]:
@@ -45,7 +45,7 @@ class LearnableMagnitudeReweighting(nn.Module):
         self.register_buffer("magnitude", torch.zeros(n_terms))
         self.momentum, self.s_max = momentum, s_max
 
-    def forward(self, losses: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, losses: list[torch.Tensor], anchor: torch.Tensor | None = None) -> torch.Tensor:
         values = torch.stack([loss.detach() for loss in losses])
         if self.training:
             with torch.no_grad():
@@ -61,3 +61,57 @@ class LearnableMagnitudeReweighting(nn.Module):
         s = self.s.detach().clamp(-self.s_max, self.s_max)
         magnitude = torch.where(self.magnitude > 0, self.magnitude, torch.ones_like(self.magnitude))
         return (torch.exp(-s) / magnitude).tolist()
+
+
+class GradientMagnitudeReweighting(nn.Module):
+    """LMR on gradient magnitudes (GradNorm-style): learnable weights that equalise what each term pulls.
+
+    Each term's pull is ``G_i = w_i ||dL_i/dz||``, its gradient at a tensor ``z`` that every term
+    reaches (the bottleneck). The weights are learned by descending
+
+        L_w = sum_i | G_i - mean(G) * r_i^alpha | / mean(G),   r_i = (L_i / L_i(0)) / mean_j(L_j / L_j(0))
+
+    (gradient magnitudes and loss ratios are constants in ``L_w``; it moves only the weights), while
+    the network sees ``sum_i w_i L_i`` with the weights held fixed. A term whose gradient grows under
+    quantization noise loses weight, one that has fallen less from where it started (``r_i > 1``)
+    gains some; ``alpha = 0`` asks for equal pulls.
+
+    Why not loss-magnitude normalisation: weighting by ``1 / L_i`` (what an uncertainty-style
+    ``exp(-s) L / m + s`` settles to) hands the smallest loss the largest pull, and the
+    output-distillation loss is the smallest once the student nears its teacher.
+
+    It cannot collapse: ``w = n ((1 - eps) softmax(rate * theta) + eps / n)`` keeps every weight in
+    ``[eps, n]`` with the weights summing to ``n``, and the gradient of the softmax never vanishes at
+    that floor the way a clamp's would. ``rate`` lets the log-weights move ``rate`` times faster than
+    the network's weights under the same Adam step (a QAT learning rate would otherwise leave them at
+    1 for the whole run).
+    """
+
+    def __init__(self, n_terms: int, alpha: float = 0.0, rate: float = 100.0, floor: float = 0.05) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(torch.zeros(n_terms))
+        self.register_buffer("initial", torch.zeros(n_terms))
+        self.alpha, self.rate, self.floor = alpha, rate, floor
+
+    def weights(self) -> torch.Tensor:
+        n = len(self.theta)
+        return n * ((1 - self.floor) * torch.softmax(self.rate * self.theta, 0) + self.floor / n)
+
+    def forward(self, losses: list[torch.Tensor], anchor: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.weights()
+        total = sum(wi.detach() * loss for wi, loss in zip(w, losses))
+        if not (self.training and torch.is_grad_enabled()):
+            return total
+        if anchor is None:
+            raise ValueError("GradientMagnitudeReweighting needs the shared tensor (anchor) every term reaches")
+        values = torch.stack([loss.detach() for loss in losses])
+        if not bool(self.initial.any()):
+            self.initial.copy_(values)
+        norms = torch.stack([torch.autograd.grad(loss, anchor, retain_graph=True)[0].norm() for loss in losses])
+        pull = w * norms
+        progress = values / self.initial.clamp_min(1e-12)
+        target = (pull.mean() * (progress / progress.mean()).pow(self.alpha)).detach()
+        return total + (pull - target).abs().sum() / pull.mean().detach().clamp_min(1e-12)
+
+    def current(self) -> list[float]:
+        return self.weights().detach().tolist()
