@@ -40,6 +40,7 @@ VARIANTS = {
     "qdr": "QDR (self-distillation + DFD + LMR)",
 }
 METRICS = ("psnr", "ssim", "psnr_ratio", "gain_recovery")
+UNDISTILLED = ("ptq", "qat")  # variants whose result no distill.* setting can change
 RUN_PLACE_KEYS = ("device", "threads", "progress", "log_every", "save_every", "val_every")  # never change a result
 
 
@@ -99,7 +100,8 @@ class Job:
     @property
     def settings(self) -> dict[str, Any]:
         """What decides the result: the resolved config (not where it runs or logs) and the images scored."""
-        cfg = {k: v for k, v in self.config().items() if k not in ("out", "name")}
+        unused = ("out", "name") + (("distill",) if self.variant in UNDISTILLED else ())
+        cfg = {k: v for k, v in self.config().items() if k not in unused}
         cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in RUN_PLACE_KEYS}
         return {"config": cfg, "teacher_sha256": file_sha256(self.teacher), "limit": self.limit}
 
@@ -241,20 +243,45 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "psnr_ratio": mean(v["psnr_ratio"] for v in per_task.values()),
             "per_task": {t: v["gain_recovery"] for t, v in per_task.items()},
             "complete": complete}
+    for variant, v in summary["variants"].items():
+        v["paired_vs_qdr"] = _paired_difference(results, variant, "qdr") if variant != "qdr" else None
     ranked = [v for v in summary["variants"] if summary["variants"][v]["complete"]]
     summary["best"] = max(ranked, key=lambda v: summary["variants"][v]["gain_recovery"]) if ranked else None
     return summary
 
 
+def _paired_difference(results: list[dict[str, Any]], variant: str, reference: str) -> dict[str, Any] | None:
+    """Mean over tasks of ``variant`` minus ``reference`` gain recovery, per seed; mean and standard error.
+
+    Both runs of a seed saw the same crops and calibration batches, so the per-seed difference
+    cancels much of the seed-to-seed spread that the per-variant ± std includes.
+    """
+    per_seed = []
+    for seed in results[0]["seeds"]:
+        rows = [(r["rows"].get(variant, {}).get("per_seed", {}), r["rows"].get(reference, {}).get("per_seed", {}))
+                for r in results]
+        if all(seed in a and seed in b for a, b in rows):
+            per_seed.append(mean(a[seed]["gain_recovery"] - b[seed]["gain_recovery"] for a, b in rows))
+    if not per_seed:
+        return None
+    sem = stdev(per_seed) / len(per_seed) ** 0.5 if len(per_seed) > 1 else float("nan")
+    return {"mean": mean(per_seed), "sem": sem, "seeds": len(per_seed)}
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """Markdown: gain recovery per task and the mean over tasks, one row per variant."""
     tasks = summary["tasks"]
-    lines = ["| variant | " + " | ".join(tasks) + " | mean recovery | mean PSNR ratio |",
-             "|---|" + "---|" * (len(tasks) + 2)]
+    lines = ["| variant | " + " | ".join(tasks) + " | mean recovery | mean PSNR ratio | minus QDR, paired by seed |",
+             "|---|" + "---|" * (len(tasks) + 3)]
     for variant, v in summary["variants"].items():
         cells = [f"{100 * v['per_task'][t]:.2f}%" if t in v["per_task"] else "-" for t in tasks]
         mark = "" if v["complete"] else " (incomplete)"
         best = "**" if variant == summary["best"] else ""
+        paired = v["paired_vs_qdr"]
+        diff = (f"{100 * paired['mean']:+.2f} ± {100 * paired['sem']:.2f} ({paired['seeds']} seeds)" if paired
+                else "")
         lines.append(f"| {variant}{mark} | " + " | ".join(cells) +
-                     f" | {best}{100 * v['gain_recovery']:.2f}%{best} | {100 * v['psnr_ratio']:.2f}% |")
+                     f" | {best}{100 * v['gain_recovery']:.2f}%{best} | {100 * v['psnr_ratio']:.2f}% | {diff} |")
+    lines += ["", "Paired column: per seed, the mean over tasks of (variant - QDR) gain recovery; mean ± standard "
+              "error over seeds. Positive: the variant keeps more of the FP32 gain than QDR."]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,39 @@
+"""The ablation harness end to end on tiny runs: parallel jobs, seeds, tables, and resuming only what changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qdr_train.cli import main
+from qdr_train.data.datasets import data_root
+
+TINY = ["train.iters=3", "data.crop=32", "data.batch=4", "quant.calib_batches=2", "train.progress=false",
+        "train.val_every=1000", "train.save_every=1000", "data.val_images=1", "data.val_crop=64"]
+
+
+@pytest.mark.skipif(not (data_root() / "clean" / "CBSD68").is_dir(), reason="training photos not found")
+def test_two_tasks_two_seeds_in_parallel_then_rerun_trains_only_what_changed(tmp_path: Path) -> None:
+    def ablate(*overrides: str) -> int:
+        return main(["ablate", *TINY, *overrides, "--task", "derain", "lowlight", "--variants", "ptq", "qat_out",
+                     "--seeds", "0", "1", "--jobs", "2", "--limit", "1", "--out", str(tmp_path)])
+
+    assert ablate() == 0
+    results = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/seed*/*/result.json")}
+    assert len(results) == 2 * 2 * 2
+    table = json.loads((tmp_path / "lowlight" / "ablation.json").read_text())
+    row = table["rows"]["qat_out"]
+    assert sorted(row["per_seed"]) == ["0", "1"] and row["missing_seeds"] == []
+    assert row["psnr"] > table["rows"]["input"]["psnr"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["variants"]["ptq"]["complete"] and summary["best"] in ("ptq", "qat_out")
+    assert "minus QDR" in (tmp_path / "summary.md").read_text()
+
+    assert ablate() == 0  # nothing changed: every result is reused
+    assert {p: p.stat().st_mtime_ns for p in results} == results
+
+    assert ablate("distill.weight=2.0") == 0  # only output distillation depends on it
+    changed = {p for p in results if p.stat().st_mtime_ns != results[p]}
+    assert changed == {p for p in results if p.parent.name == "qat_out"}
