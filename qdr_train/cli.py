@@ -56,10 +56,13 @@ def _release(args: argparse.Namespace) -> int:
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    from qdr_train.engine.ablation import format_ablation, run_ablation
-    from qdr_train.engine.ablation import format_summary, summarize
-    results = run_ablation(args.task, args.out, args.overrides, args.variants, args.seeds, args.teacher, args.limit,
-                           args.threads, args.jobs, args.report_only)
+    from qdr_train.engine.ablation import AblationError, format_ablation, format_summary, run_ablation, summarize
+    try:
+        results = run_ablation(args.task, args.out, args.overrides, args.variants, args.seeds, args.teacher,
+                               args.limit, args.threads, args.jobs, args.report_only)
+    except AblationError as exc:
+        print(f"qdr-train ablate: {exc}", file=sys.stderr)
+        return 1
     print("\n".join(format_ablation(r) for r in results))
     if len(results) > 1:
         print(format_summary(summarize(results)))

@@ -37,3 +37,15 @@ def test_two_tasks_two_seeds_in_parallel_then_rerun_trains_only_what_changed(tmp
     assert ablate("distill.weight=2.0") == 0  # only output distillation depends on it
     changed = {p for p in results if p.stat().st_mtime_ns != results[p]}
     assert changed == {p for p in results if p.parent.name == "qat_out"}
+
+
+@pytest.mark.skipif(not (data_root() / "clean" / "CBSD68").is_dir(), reason="training photos not found")
+def test_a_failed_run_is_reported_and_the_others_are_still_tabled(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "derain" / "seed0" / "qat_out" / "result.json").mkdir(parents=True)  # its result cannot be written
+    assert main(["ablate", *TINY, "--task", "derain", "--variants", "ptq", "qat_out", "--limit", "1",
+                 "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "1 run(s) failed" in err and "derain/qat_out seed 0: IsADirectoryError" in err
+    rows = json.loads((tmp_path / "derain" / "ablation.json").read_text())["rows"]
+    assert "ptq" in rows and "qat_out" not in rows

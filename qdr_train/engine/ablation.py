@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, stdev
-from typing import Any
+from typing import Any, Callable
 
 from tqdm import tqdm
 
@@ -73,6 +73,10 @@ def _reference(task: str, teacher: Path, out: Path, overrides: list[str], limit:
               "images": len(report["images"]), "data": cfg["data"]["val"], "level": cfg["levels"][task]}
     write_json(result, path)
     return result
+
+
+class AblationError(RuntimeError):
+    """Some runs of an ablation failed; the message lists them."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,8 @@ def run_ablation(tasks: list[str], out: str | Path, overrides: list[str] | None 
     if not report_only:
         every = [Job(t, teachers[t], out / t, tuple(overrides), v, s, limit, threads)
                  for s in seeds for t in tasks for v in variants]
-        _run_jobs([j for j in every if not _same_settings(j.folder / j.variant / "result.json", j.settings)], jobs)
+        failed = _run_jobs([j for j in every if not _same_settings(j.folder / j.variant / "result.json", j.settings)],
+                           jobs)
     results = []
     for task in tasks:
         result = collect(task, out / task, references[task], seeds, variants)
@@ -163,29 +168,35 @@ def run_ablation(tasks: list[str], out: str | Path, overrides: list[str] | None 
         summary = summarize(results)
         write_json(summary, out / "summary.json")
         (out / "summary.md").write_text(format_summary(summary))
+    if not report_only and failed:
+        raise AblationError(f"{len(failed)} run(s) failed; the tables hold the others, and running the same "
+                            "command again retries only these:\n  " + "\n  ".join(failed))
     return results
 
 
-def _run_jobs(todo: list[Job], jobs: int) -> None:
-    """Run the jobs here (``jobs`` 1) or in fresh processes (spawned: CUDA cannot be forked)."""
+def _run_jobs(todo: list[Job], jobs: int) -> list[str]:
+    """Run the jobs here (``jobs`` 1) or in fresh processes (spawned: CUDA cannot be forked); returns the failures."""
+    failed: list[str] = []
+
+    def wait(job: Job, result: Callable[[], Any]) -> None:
+        try:
+            result()
+        except Exception as exc:  # one broken run must not lose the others' results
+            failed.append(f"{job}: {type(exc).__name__}: {exc}")
+
     if jobs <= 1:
         for job in tqdm(todo, desc="ablation", unit="run"):
-            run_variant(job)
-        return
+            wait(job, lambda: run_variant(job))
+        return failed
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_variant, job) for job in todo]
-        failed = []
         try:
             for job, future in tqdm(zip(todo, futures), total=len(todo), desc="ablation", unit="run"):
-                try:
-                    future.result()
-                except Exception as exc:  # one broken run must not lose the others' results
-                    failed.append(f"{job}: {exc}")
+                wait(job, future.result)
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    if failed:
-        raise RuntimeError("ablation runs failed (rerun the command to retry only these):\n  " + "\n  ".join(failed))
+    return failed
 
 
 def collect(task: str, folder: Path, reference: dict[str, Any], seeds: list[int],
