@@ -40,8 +40,8 @@ def test_two_tasks_two_seeds_in_parallel_then_rerun_trains_only_what_changed(tmp
 
 
 @pytest.mark.skipif(not (data_root() / "clean" / "CBSD68").is_dir(), reason="training photos not found")
-def test_a_failed_run_is_reported_and_the_others_are_still_tabled(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failed_run_is_reported_and_the_others_are_still_tabled(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "derain" / "seed0" / "qat_out" / "result.json").mkdir(parents=True)  # its result cannot be written
     assert main(["ablate", *TINY, "--task", "derain", "--variants", "ptq", "qat_out", "--limit", "1",
                  "--out", str(tmp_path)]) == 1
