@@ -275,7 +275,7 @@ def _paired_difference(results: list[dict[str, Any]], variant: str, reference: s
             per_seed.append(mean(a[seed]["gain_recovery"] - b[seed]["gain_recovery"] for a, b in rows))
     if not per_seed:
         return None
-    sem = stdev(per_seed) / len(per_seed) ** 0.5 if len(per_seed) > 1 else float("nan")
+    sem = stdev(per_seed) / len(per_seed) ** 0.5 if len(per_seed) > 1 else None
     return {"mean": mean(per_seed), "sem": sem, "seeds": len(per_seed)}
 
 
@@ -289,8 +289,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         mark = "" if v["complete"] else " (incomplete)"
         best = "**" if variant == summary["best"] else ""
         paired = v["paired_vs_qdr"]
-        diff = (f"{100 * paired['mean']:+.2f} ± {100 * paired['sem']:.2f} ({paired['seeds']} seeds)" if paired
-                else "")
+        diff = "" if not paired else (f"{100 * paired['mean']:+.2f} (1 seed)" if paired["seeds"] == 1 else
+                                      f"{100 * paired['mean']:+.2f} ± {100 * paired['sem']:.2f} ({paired['seeds']} seeds)")
         lines.append(f"| {variant}{mark} | " + " | ".join(cells) +
                      f" | {best}{100 * v['gain_recovery']:.2f}%{best} | {100 * v['psnr_ratio']:.2f}% | {diff} |")
     lines += ["", "Paired column: per seed, the mean over tasks of (variant - QDR) gain recovery; mean ± standard "
