@@ -60,7 +60,8 @@ def check_engine_rows(report: dict[str, Any]) -> None:
         for key in ('runs', 'median_ms', 'p95_ms', 'mean_ms', 'fps', 'macs', 'gmac_per_s'):
             assert row[key] > 0, (key, row)
         assert row['p95_ms'] >= row['median_ms']
-    assert {s['backend'] for s in report['skipped']} <= {'tensorrt'}
+    skipped = {(s['backend'], s['precision']) for s in report['skipped']}
+    assert skipped <= {('tensorrt', 'int8'), ('torch', 'fp32/fp16 cuda')}
     for key in ('cpu', 'logical_cores', 'physical_cores', 'gpu', 'versions'):
         assert report['machine'][key]
     assert report['machine']['versions']['onnxruntime']

@@ -289,8 +289,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         mark = "" if v["complete"] else " (incomplete)"
         best = "**" if variant == summary["best"] else ""
         paired = v["paired_vs_qdr"]
-        diff = "" if not paired else (f"{100 * paired['mean']:+.2f} (1 seed)" if paired["seeds"] == 1 else
-                                      f"{100 * paired['mean']:+.2f} ± {100 * paired['sem']:.2f} ({paired['seeds']} seeds)")
+        diff = ""
+        if paired:
+            spread = f" ± {100 * paired['sem']:.2f}" if paired["sem"] is not None else ""
+            diff = f"{100 * paired['mean']:+.2f}{spread} ({paired['seeds']} seed{'s' * (paired['seeds'] > 1)})"
         lines.append(f"| {variant}{mark} | " + " | ".join(cells) +
                      f" | {best}{100 * v['gain_recovery']:.2f}%{best} | {100 * v['psnr_ratio']:.2f}% | {diff} |")
     lines += ["", "Paired column: per seed, the mean over tasks of (variant - QDR) gain recovery; mean ± standard "
