@@ -395,7 +395,10 @@ class NodeProbe:
                                  and self.node.count_publishers(f'{NODE_NS}/image_restored') > 0
                                  and self.bypass_client.service_is_ready(), START_TIMEOUT_S)
         if not ready:
-            raise BenchError(f'restore_node did not come up within {START_TIMEOUT_S:.0f} s; its log:\n'
+            seen = (f'matched subscriptions on {NODE_NS}/image: {self.pub.get_subscription_count()}, publishers of '
+                    f"{NODE_NS}/image_restored: {self.node.count_publishers(f'{NODE_NS}/image_restored')}, "
+                    f'set_bypass service ready: {self.bypass_client.service_is_ready()}')
+            raise BenchError(f'restore_node did not come up within {START_TIMEOUT_S:.0f} s ({seen}); its log:\n'
                              f'{self.log_tail()}')
 
     def set_bypass(self, on: bool) -> None:
