@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--threads", type=int, default=0)
     rel.set_defaults(func=_release)
 
-    ab = sub.add_parser("ablate", help="train + export + evaluate every INT8 variant of one task; writes a table")
+    ab = sub.add_parser("ablate", help="train + export + evaluate every INT8 variant per task and seed; writes tables")
     ab.add_argument("--task", required=True, nargs="+", help="one or more of denoise derain lowlight dehaze")
     ab.add_argument("--teacher", help="FP32 model file (one task only; default models/<task>/efm_fp32.pt)")
     ab.add_argument("--out", default="results/ablation", help="output root; one folder per task (default %(default)s)")
