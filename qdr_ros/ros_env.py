@@ -4,13 +4,11 @@ Why each key:
 
 - ``ROS_LOG_DIR``: rclpy.init() fails without HOME or ROS_LOG_DIR.
 - ``ROS_DOMAIN_ID``: a per-run domain keeps parallel test runs' graphs apart.
-- ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA?max_msg_size=4MB``: LARGE_DATA gives ~3 ms instead of
-  ~14 ms per 640x480 frame and no drops; ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` undoes that
-  gain, so it is never set here. ``max_msg_size`` lets a frame travel as one message instead of
-  64 KB fragments that are reassembled: receiving a 640x480 rgb8 frame then costs 1.2 instead of
-  2.7 ms of CPU, CPU that inference on the same cores needs. Fast DDS sizes its sockets to it and a
-  participant whose sockets cannot get that size does not start, so the size stays within
-  ``net.core.rmem_max``/``wmem_max`` (plain LARGE_DATA below 1 MB).
+- ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``: ~3 ms instead of ~14 ms per 640x480 frame and no
+  drops; ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` undoes that gain, so it is never set here.
+  (``LARGE_DATA?max_msg_size=4MB`` cut the CPU of receiving a 640x480 frame from 2.7 to 1.2 ms,
+  but 2 of 6 fresh-clone test runs with it timed out in discovery and the node benchmark did not
+  move, so it is not the default.)
 - ``RMW_IMPLEMENTATION``: the PyPI ROS wheels ship Fast DDS only.
 - ``YOLO_OFFLINE`` / ``YOLO_CONFIG_DIR``: ultralytics must not reach the network; it wants
   ``Arial.ttf`` in its config dir, so matplotlib's DejaVuSans.ttf is copied there.
@@ -34,7 +32,6 @@ from typing import MutableMapping
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOMAIN_ID_MAX = 101  # highest domain id whose ports are valid on every platform
-MAX_MESSAGE_MB = 4  # a 1280x720 rgb8 frame (2.8 MB) in one message; larger asks exceed common socket limits
 
 
 def _writable_base(environ: MutableMapping[str, str]) -> Path:
@@ -74,16 +71,6 @@ def _install_yolo_font(config_dir: Path) -> None:
     os.replace(partial, target)  # atomic, so a parallel run never reads half a font
 
 
-def large_data_transports(proc_net: Path = Path('/proc/sys/net/core')) -> str:
-    """LARGE_DATA with the largest whole-megabyte message size (<= 4 MB) the socket buffer limits allow."""
-    try:
-        limit = min(int((proc_net / name).read_text()) for name in ('rmem_max', 'wmem_max'))
-    except (OSError, ValueError):
-        return 'LARGE_DATA'
-    megabytes = min(MAX_MESSAGE_MB, limit // 1_000_000)
-    return f'LARGE_DATA?max_msg_size={megabytes}MB' if megabytes >= 1 else 'LARGE_DATA'
-
-
 def defaults(environ: MutableMapping[str, str]) -> dict[str, str]:
     """Return the value each knob takes when it is not already set."""
     base = _writable_base(environ)
@@ -92,7 +79,7 @@ def defaults(environ: MutableMapping[str, str]) -> dict[str, str]:
     return {
         'ROS_LOG_DIR': str(log_dir),
         'ROS_DOMAIN_ID': domain_id(),
-        'FASTDDS_BUILTIN_TRANSPORTS': large_data_transports(),
+        'FASTDDS_BUILTIN_TRANSPORTS': 'LARGE_DATA',
         'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp',
         'YOLO_OFFLINE': '1',
         'YOLO_CONFIG_DIR': str(base / 'ultralytics'),
