@@ -179,6 +179,9 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        if rclpy.ok():  # else Ctrl-C shut the context down inside the executor's wait (rclpy raises RCLError)
+            raise
     finally:
         if node is not None:
             node.destroy_node()

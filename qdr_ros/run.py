@@ -105,6 +105,9 @@ def run_restore(args: argparse.Namespace) -> int:
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        if rclpy.ok():  # else Ctrl-C shut the context down inside the executor's wait (rclpy raises RCLError)
+            raise
     finally:
         executor.shutdown()
         for node in nodes:
