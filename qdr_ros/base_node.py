@@ -166,6 +166,18 @@ class ImageBuffer:
         return out
 
 
+STOP_EXCEPTIONS = (KeyboardInterrupt, ExternalShutdownException, RuntimeError)
+
+
+def is_shutdown(exc: BaseException) -> bool:
+    """Whether ``exc`` from a spinning executor means Ctrl-C or shutdown rather than a fault.
+
+    Besides KeyboardInterrupt and ExternalShutdownException, rclpy raises RCLError (a RuntimeError)
+    when Ctrl-C shuts the context down while the executor builds its wait set.
+    """
+    return not isinstance(exc, RuntimeError) or not rclpy.ok()
+
+
 def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None,
              spin: Callable[[Node], None] = rclpy.spin) -> int:
     """Run a node; Ctrl-C and external shutdown are a normal exit, start-up errors one line and exit 1."""
@@ -177,10 +189,8 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
     except StartupError as exc:
         print(f'{name}: cannot start: {exc}', file=sys.stderr)
         return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        if rclpy.ok():  # else Ctrl-C shut the context down inside the executor's wait (rclpy raises RCLError)
+    except STOP_EXCEPTIONS as exc:
+        if not is_shutdown(exc):
             raise
     finally:
         if node is not None:

@@ -120,7 +120,12 @@ class Engine:
 
     @property
     def label(self) -> str:
-        return f"{self.backend} {self.precision.upper()}{'' if self.device == 'cpu' else ' ' + self.device}"
+        return engine_label(self.backend, self.precision, self.device)
+
+
+def engine_label(backend: str, precision: str, device: str) -> str:
+    """``onnxruntime INT8``, or ``torch FP16 (cuda)`` off the CPU: one name in the log, table and plot."""
+    return f"{backend} {precision.upper()}{'' if device == 'cpu' else f' ({device})'}"
 
 
 @dataclass
@@ -638,8 +643,7 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series: dict[str, list[tuple[float, float]]] = {}
     for r in report['engine']:
-        where = '' if r['device'] == 'cpu' else f" ({r['device']})"
-        series.setdefault(f"{r['backend']} {r['precision'].upper()}{where}", []).append(
+        series.setdefault(engine_label(r['backend'], r['precision'], r['device']), []).append(
             (r['width'] * r['height'] / 1e6, r['median_ms']))
     for r in report['ros']:
         series.setdefault('restore_node end-to-end (ORT INT8)', []).append(

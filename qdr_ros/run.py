@@ -18,12 +18,12 @@ import sys
 from typing import Callable, Sequence
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from qdr_ros import demo, params, ros_env
-from qdr_ros.base_node import StartupError
+from qdr_ros.base_node import STOP_EXCEPTIONS, StartupError, is_shutdown
 from qdr_ros.restore_node import RestoreNode
 
 PROG = 'qdr-run'
@@ -103,10 +103,8 @@ def run_restore(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f'{PROG}: cannot start restore_node: {exc}', file=sys.stderr)
         return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        if rclpy.ok():  # else Ctrl-C shut the context down inside the executor's wait (rclpy raises RCLError)
+    except STOP_EXCEPTIONS as exc:
+        if not is_shutdown(exc):
             raise
     finally:
         executor.shutdown()

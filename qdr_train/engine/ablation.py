@@ -153,6 +153,7 @@ def run_ablation(tasks: list[str], out: str | Path, overrides: list[str] | None 
         overrides.append(f"train.threads={threads}")
     teachers = {t: Path(teacher) if teacher else default_teacher(t) for t in tasks}
     references = {t: _reference(t, teachers[t], out / t, overrides, limit, threads) for t in tasks}
+    failed: list[str] = []
     if not report_only:
         every = [Job(t, teachers[t], out / t, tuple(overrides), v, s, limit, threads)
                  for s in seeds for t in tasks for v in variants]
@@ -168,7 +169,7 @@ def run_ablation(tasks: list[str], out: str | Path, overrides: list[str] | None 
         summary = summarize(results)
         write_json(summary, out / "summary.json")
         (out / "summary.md").write_text(format_summary(summary))
-    if not report_only and failed:
+    if failed:
         raise AblationError(f"{len(failed)} run(s) failed; the tables hold the others, and running the same "
                             "command again retries only these:\n  " + "\n  ".join(failed))
     return results
