@@ -29,18 +29,16 @@ PROCESS_START_S = 60.0  # a fresh camera process imports rclpy and joins discove
 
 @pytest.fixture(scope='module', autouse=True)
 def own_domain() -> Iterator[str]:
-    """Run this module in a ROS domain of its own, over UDP only (autouse: set before its context and processes start).
+    """Run this module in a ROS domain of its own (autouse: set before its context and processes start).
 
-    A peer SIGKILLed while it holds a Fast DDS shared-memory port's mutex leaves that port locked for
-    good, and port numbers of neighbouring domains overlap once a domain has many participants: a
-    later module could then hang in discovery. Without the shared-memory transport a SIGKILL leaves
-    nothing behind; what this module tests (the node outliving its peers) does not depend on it.
+    SIGKILLed peers stay in the graph until their discovery lease runs out; in their own domain
+    they never reach a later module's discovery.
     """
-    saved = {key: os.environ[key] for key in ('ROS_DOMAIN_ID', 'FASTDDS_BUILTIN_TRANSPORTS')}
-    domain = next(d for d in iter(ros_env.domain_id, None) if d != saved['ROS_DOMAIN_ID'])
-    os.environ.update(ROS_DOMAIN_ID=domain, FASTDDS_BUILTIN_TRANSPORTS='UDPv4')
+    saved = os.environ['ROS_DOMAIN_ID']
+    domain = next(d for d in iter(ros_env.domain_id, None) if d != saved)
+    os.environ['ROS_DOMAIN_ID'] = domain
     yield domain
-    os.environ.update(saved)
+    os.environ['ROS_DOMAIN_ID'] = saved
 
 
 CAMERA = '''

@@ -180,8 +180,12 @@ def open_probe(context: Context, node_process: subprocess.Popen, name: str, ns: 
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     probe = Probe(node, executor, ns)
-    probe.spin_until(lambda: node.count_publishers(f'{ns}/restored') > 0 or node_process.poll() is not None,
-                     what='restore_node to appear')
+    try:
+        probe.spin_until(lambda: node.count_publishers(f'{ns}/restored') > 0 or node_process.poll() is not None,
+                         what='restore_node to appear')
+    except AssertionError as error:
+        stop(node_process)
+        raise AssertionError(f'{error}; restore_node printed:\n{node_process.communicate()[0]}') from None
     assert node_process.poll() is None, node_process.communicate()[0]
     yield probe
     executor.shutdown()
