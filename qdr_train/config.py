@@ -14,6 +14,7 @@ import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 TASKS = ("denoise", "derain", "lowlight", "dehaze")
+LMR_FORMS = ("magnitude", "bounded", "gradient")
 
 
 class ConfigError(ValueError):
@@ -114,8 +115,8 @@ def load_config(task: str | None = None, config_file: str | Path | None = None,
         raise ConfigError(f"task '{task}' has no evaluation level under 'levels'")
     if cfg["data"]["crop"] % 8:
         raise ConfigError(f"data.crop={cfg['data']['crop']} must be a multiple of the model stride 8")
-    if cfg["distill"]["lmr"] not in ("magnitude", "gradient"):
-        raise ConfigError(f"distill.lmr={cfg['distill']['lmr']!r} must be magnitude or gradient")
+    if cfg["distill"]["lmr"] not in LMR_FORMS:
+        raise ConfigError(f"distill.lmr={cfg['distill']['lmr']!r} must be one of {', '.join(LMR_FORMS)}")
     if not 0.0 <= cfg["train"]["ema"] < 1.0:
         raise ConfigError(f"train.ema={cfg['train']['ema']} must be in [0, 1): a decay such as 0.999, or 0 for none")
     return cfg

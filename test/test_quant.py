@@ -24,7 +24,8 @@ from qdr_train.export.check import check_int8
 from qdr_train.export.cpu_variant import shuffle_before_dequant, to_cpu_variant
 from qdr_train.export.onnx import export_onnx
 from qdr_train.export.tensorrt import ShapeProfile, build_or_load_engine, engine_cache_key
-from qdr_train.losses.weighting import GradientMagnitudeReweighting, LearnableMagnitudeReweighting
+from qdr_train.losses.weighting import (BoundedMagnitudeReweighting, GradientMagnitudeReweighting,
+                                        LearnableMagnitudeReweighting)
 from qdr_train.models import build_model
 from qdr_train.quant import QMAX, QMIN, ActFakeQuant, QuantConv2d, QuantConvTranspose2d, calibrate, prepare_qat
 
@@ -170,6 +171,29 @@ def test_gradient_lmr_equalises_pulls_and_keeps_every_weight_above_its_floor() -
     assert z.grad is not None  # the weighted sum still trains the network
     with pytest.raises(ValueError, match="anchor"):
         lmr([z.abs().mean()] * 2)
+
+
+def test_bounded_lmr_lowers_a_bursting_term_and_never_raises_it_above_its_fixed_weight() -> None:
+    """Calm, then a 20x burst in distillation term 0: its weight falls toward 1/20, term 1 keeps its weight."""
+    lmr = BoundedMagnitudeReweighting([0.5, 0.5], momentum=0.99, rate=100.0, floor=0.05)
+    opt = torch.optim.Adam(lmr.parameters(), lr=2e-3)
+    history = []
+    for step in range(400):
+        burst = 20.0 if 200 <= step < 260 else 1.0
+        losses = [torch.tensor(0.03, requires_grad=True), torch.tensor(1e-3 * burst, requires_grad=True),
+                  torch.tensor(1e-3, requires_grad=True)]
+        total = lmr(losses)
+        opt.zero_grad()
+        total.backward()
+        history.append(lmr.current())
+        rec, first, second = history[-1]
+        assert rec == 1.0 and 0.5 * 0.05 < first <= 0.5 and 0.5 * 0.05 < second <= 0.5
+        assert abs(float(losses[1].grad) - first) < 1e-6  # the network sees exactly the current weight
+        opt.step()
+    assert history[199][1] > 0.45 and history[199][2] > 0.45  # calm: the fixed weight
+    assert min(h[1] for h in history[200:260]) < 0.1  # the bursting term is lowered in proportion
+    assert min(h[2] for h in history[200:260]) > 0.45  # and only that one
+    assert history[-1][1] > 0.4  # and gets its weight back once it settles
 
 
 HELD_OUT_BATCHES = 16  # one 4-crop batch is too noisy to tell a 60-step change in reconstruction
