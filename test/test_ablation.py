@@ -34,7 +34,7 @@ def test_two_tasks_two_seeds_in_parallel_then_rerun_trains_only_what_changed(tmp
     assert ablate() == 0  # nothing changed: every result is reused
     assert {p: p.stat().st_mtime_ns for p in results} == results
 
-    assert ablate("distill.weight=2.0") == 0  # only output distillation depends on it
+    assert ablate("distill.weight=2.0", "distill.lmr=bounded") == 0  # weight: output distillation; LMR: QDR only
     changed = {p for p in results if p.stat().st_mtime_ns != results[p]}
     assert changed == {p for p in results if p.parent.name == "qat_out"}
 

@@ -41,6 +41,7 @@ VARIANTS = {
 }
 METRICS = ("psnr", "ssim", "psnr_ratio", "gain_recovery")
 UNDISTILLED = ("ptq", "qat")  # variants whose result no distill.* setting can change
+LEARNED_WEIGHTS = ("qdr",)  # the only variants whose result the distill.lmr* settings can change
 RUN_PLACE_KEYS = ("device", "threads", "progress", "log_every", "save_every", "val_every")  # never change a result
 
 
@@ -54,6 +55,16 @@ def _scores(report: dict[str, Any], kind: str) -> dict[str, float]:
 
 def _same_settings(path: Path, settings: dict[str, Any]) -> bool:
     return path.is_file() and json.loads(path.read_text()).get("settings") == settings
+
+
+def _relevant(settings: dict[str, Any], variant: str) -> dict[str, Any]:
+    """Drop the distill.* keys ``variant`` never reads from ``settings`` (results stored with them still count)."""
+    cfg = dict(settings.get("config", {}))
+    if variant in UNDISTILLED:
+        cfg.pop("distill", None)
+    elif "distill" in cfg and variant not in LEARNED_WEIGHTS:
+        cfg["distill"] = {k: v for k, v in cfg["distill"].items() if not k.startswith("lmr")}
+    return {**settings, "config": cfg}
 
 
 def _reference(task: str, teacher: Path, out: Path, overrides: list[str], limit: int,
@@ -104,10 +115,17 @@ class Job:
     @property
     def settings(self) -> dict[str, Any]:
         """What decides the result: the resolved config (not where it runs or logs) and the images scored."""
-        unused = ("out", "name") + (("distill",) if self.variant in UNDISTILLED else ())
-        cfg = {k: v for k, v in self.config().items() if k not in unused}
+        cfg = {k: v for k, v in self.config().items() if k not in ("out", "name")}
         cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in RUN_PLACE_KEYS}
-        return {"config": cfg, "teacher_sha256": file_sha256(self.teacher), "limit": self.limit}
+        settings = {"config": cfg, "teacher_sha256": file_sha256(self.teacher), "limit": self.limit}
+        return _relevant(settings, self.variant)
+
+    def done(self) -> bool:
+        """Whether this run's result exists for these settings."""
+        path = self.folder / self.variant / "result.json"
+        if not path.is_file():
+            return False
+        return _relevant(json.loads(path.read_text()).get("settings", {}), self.variant) == self.settings
 
     def __str__(self) -> str:
         return f"{self.task}/{self.variant} seed {self.seed}"
@@ -157,8 +175,7 @@ def run_ablation(tasks: list[str], out: str | Path, overrides: list[str] | None 
     if not report_only:
         every = [Job(t, teachers[t], out / t, tuple(overrides), v, s, limit, threads)
                  for s in seeds for t in tasks for v in variants]
-        failed = _run_jobs([j for j in every if not _same_settings(j.folder / j.variant / "result.json", j.settings)],
-                           jobs)
+        failed = _run_jobs([j for j in every if not j.done()], jobs)
     results = []
     for task in tasks:
         result = collect(task, out / task, references[task], seeds, variants)
