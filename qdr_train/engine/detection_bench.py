@@ -1,7 +1,7 @@
 """Detection benchmark: how much of what degradation takes from the downstream detector restoration gives back.
 
 For each task at its documented level (``cfg['levels']``, the evaluation inputs of
-``evaluator.degraded_input``), the detector (``qdr_ros.detection.Detector``) runs on the clean,
+``evaluator.degraded_input``), the detector (``qdr_ros.detection.create_detector``) runs on the clean,
 degraded, FP32-restored (``models/<task>/efm_fp32.onnx``) and INT8-restored
 (``models/<task>/efm_int8.onnx``) images; restoration goes through ``evaluator.load_restorer``,
 i.e. the node's backend and conversions. Scores are COCO-style mAP50-95 and mAP50 (101-point
@@ -37,6 +37,9 @@ TASKS = ('denoise', 'derain', 'lowlight', 'dehaze')
 LABELLED_SETS = ('detection/coco8', 'detection/coco8-human', 'detection/coco8-pose')
 PSEUDO_SETS = ('clean/Kodak24',)
 PSEUDO_CONF = 0.5
+# The Darknet spelling of six COCO classes (FastestDet's coco.names) -> the COCO / ultralytics one.
+DARKNET_NAMES = {'motorbike': 'motorcycle', 'aeroplane': 'airplane', 'sofa': 'couch', 'pottedplant': 'potted plant',
+                 'diningtable': 'dining table', 'tvmonitor': 'tv'}
 EVAL_CONF = 0.001  # low threshold so the precision-recall curve is complete (as COCO evaluation does)
 
 
@@ -169,8 +172,9 @@ def model_to_coco(model_names: dict[int, str], coco: dict[int, str]) -> dict[int
     by_name = {v.lower(): k for k, v in coco.items()}
     mapping = {k: by_name['person'] for k in person_class_ids(model_names)}
     for k, v in model_names.items():
-        if k not in mapping and v.lower() in by_name:
-            mapping[k] = by_name[v.lower()]
+        name = DARKNET_NAMES.get(v.lower(), v.lower())
+        if k not in mapping and name in by_name:
+            mapping[k] = by_name[name]
     return mapping
 
 
@@ -178,9 +182,10 @@ class Scorer:
     """Detector + class mapping: an RGB image -> predictions in COCO class ids."""
 
     def __init__(self, model: str, device: str, coco: dict[int, str]) -> None:
-        from qdr_ros.detection import Detector
+        from qdr_ros.detection import create_detector
 
-        self.detector = Detector(model or None, conf=EVAL_CONF, iou=0.7, imgsz=640, device=device, max_det=MAX_DETS)
+        self.detector = create_detector(model or None, conf=EVAL_CONF, iou=0.7, imgsz=640, device=device,
+                                        max_det=MAX_DETS)
         self.mapping = model_to_coco(self.detector.names, coco)
         if not self.mapping:
             raise ValueError(f'no detector class maps to a COCO class ({self.detector.describe_classes()})')
@@ -292,7 +297,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='shared data root (default $QDR_DATA or ../shared/data)')
     parser.add_argument('--models', type=Path, default=REPO_ROOT / 'models',
                         help='folder with <task>/efm_fp32.onnx and <task>/efm_int8.onnx (default %(default)s)')
-    parser.add_argument('--detector', default='', help='ultralytics detector (default: the offline people detector)')
+    parser.add_argument('--detector', default='', help='ultralytics .pt/.onnx or FastestDet .onnx detector (default: the offline people detector)')
     parser.add_argument('--device', default='auto', help='detector device: auto, cpu, cuda, cuda:N')
     parser.add_argument('--pseudo-sets', nargs='*', default=list(PSEUDO_SETS),
                         help='unlabelled photo folders under --data scored against clean-image pseudo labels')
