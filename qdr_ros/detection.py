@@ -168,7 +168,7 @@ class Detector:
 def create_detector(model: str | os.PathLike[str] | None = None, conf: float = 0.25, iou: float = 0.7,
                     classes: Sequence[int] | None = None, imgsz: int = 640, device: str = 'auto',
                     max_det: int = 300) -> Any:
-    """The detector ``model`` names: ``FastestDet`` for its ONNX grid model, else an ultralytics ``Detector``."""
+    """Build the detector ``model`` names: ``FastestDet`` for its ONNX grid model, else an ultralytics ``Detector``."""
     from qdr_ros.fastestdet import FastestDet, is_fastestdet
 
     path = resolve_model(model)

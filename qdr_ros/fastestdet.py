@@ -54,7 +54,7 @@ def read_names(model: Path, classes: int) -> dict[int, str]:
 
 
 def _nms(xyxy: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
-    """Indices kept by greedy non-maximum suppression, highest score first."""
+    """Return the indices greedy non-maximum suppression keeps, highest score first."""
     order = np.argsort(-scores, kind='stable')
     keep: list[int] = []
     while order.size:
@@ -123,8 +123,10 @@ class FastestDet:
                          (cx + bw / 2) * width, (cy + bh / 2) * height], 1).clip(0, [width, height, width, height])
         scores, ids = score[ys, xs], best[ys, xs]
         threshold = self.iou if iou is None else iou
-        kept = [i for c in np.unique(ids) for i in np.nonzero(ids == c)[0][_nms(xyxy[ids == c], scores[ids == c],
-                                                                                  threshold)]]
+        kept = []
+        for c in np.unique(ids):
+            members = np.nonzero(ids == c)[0]
+            kept += members[_nms(xyxy[members], scores[members], threshold)].tolist()
         kept = sorted(kept, key=lambda i: -scores[i])[:self.max_det]
         return [Detection(int(ids[i]), self.names[int(ids[i])], float(scores[i]), tuple(float(v) for v in xyxy[i]))
                 for i in kept]

@@ -297,7 +297,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='shared data root (default $QDR_DATA or ../shared/data)')
     parser.add_argument('--models', type=Path, default=REPO_ROOT / 'models',
                         help='folder with <task>/efm_fp32.onnx and <task>/efm_int8.onnx (default %(default)s)')
-    parser.add_argument('--detector', default='', help='ultralytics .pt/.onnx or FastestDet .onnx detector (default: the offline people detector)')
+    parser.add_argument('--detector', default='',
+                        help='ultralytics .pt/.onnx or FastestDet .onnx (default: the offline people detector)')
     parser.add_argument('--device', default='auto', help='detector device: auto, cpu, cuda, cuda:N')
     parser.add_argument('--pseudo-sets', nargs='*', default=list(PSEUDO_SETS),
                         help='unlabelled photo folders under --data scored against clean-image pseudo labels')
