@@ -40,6 +40,7 @@ PSEUDO_CONF = 0.5
 # The Darknet spelling of six COCO classes (FastestDet's coco.names) -> the COCO / ultralytics one.
 DARKNET_NAMES = {'motorbike': 'motorcycle', 'aeroplane': 'airplane', 'sofa': 'couch', 'pottedplant': 'potted plant',
                  'diningtable': 'dining table', 'tvmonitor': 'tv'}
+LISTED_CLASSES = 12  # reports name the scored classes up to this many, else count them
 EVAL_CONF = 0.001  # low threshold so the precision-recall curve is complete (as COCO evaluation does)
 
 
@@ -199,6 +200,15 @@ class Scorer:
                      np.array([d.score for d in dets]))
 
 
+def class_labels(scorer: Scorer) -> tuple[str, str]:
+    """Describe the detector's classes and the COCO classes scored: named when few (people detector), else counted."""
+    names = scorer.detector.names
+    own = f'classes {scorer.detector.describe_classes()}' if len(names) <= LISTED_CLASSES else f'{len(names)} classes'
+    scored = ('COCO ' + ', '.join(sorted(scorer.classes)) if len(scorer.classes) <= LISTED_CLASSES
+              else f'all {len(scorer.classes)} COCO classes')
+    return own, scored
+
+
 def pseudo_truth(pred: Boxes) -> Boxes:
     """Pseudo labels: the confident (score >= PSEUDO_CONF) clean-image detections."""
     keep = pred.scores >= PSEUDO_CONF
@@ -264,6 +274,8 @@ def format_gain(results: dict[str, dict[str, dict[str, float]]]) -> str:
 
 def plot(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], path: Path) -> None:
     """Plot grouped bars of mAP50-95 per task and kind, one panel per image set."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use('Agg')
@@ -279,7 +291,7 @@ def plot(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], path: P
         ax.set_xticks(x, tasks)
         ax.set_ylim(0, 1)
         ax.set_ylabel('mAP50-95')
-        ax.set_title(title, fontsize=9)
+        ax.set_title(textwrap.fill(title, 70), fontsize=9)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -336,26 +348,25 @@ def run(args: argparse.Namespace) -> int:
         return 1
     coco = coco_names(data)
     scorer = Scorer(args.detector, args.device, coco)
-    classes = ', '.join(sorted(scorer.classes))
+    own, classes = class_labels(scorer)
     sets: dict[str, tuple[list[Sample], bool, str]] = {}
     labelled = load_labelled([data / s for s in LABELLED_SETS], set(scorer.mapping.values()), args.limit)
     sets['coco'] = (labelled, False, f'COCO samples ({len(labelled)} images of coco8/-human/-pose, labelled; '
-                                     f'classes scored: {classes})')
+                                     f'scored: {classes})')
     for folder in args.pseudo_sets:
         files = list_images(data / folder)[:args.limit or None]
         samples = [Sample(p.name, read_rgb(p), Boxes.empty()) for p in files]
         slug = Path(folder).name.lower()
         sets[f'{slug}_pseudo'] = (samples, True, f'{folder} ({len(samples)} images, PSEUDO labels: detector on the '
-                                                 f'clean image, score >= {PSEUDO_CONF}; classes: {classes})')
+                                                 f'clean image, score >= {PSEUDO_CONF}; {classes})')
     args.out.mkdir(parents=True, exist_ok=True)
     level = ('the documented evaluation levels (configs, levels:)' if args.severity is None else
              f'severity {args.severity:g} of each training range (configs, degradation:; 1 = the worst trained '
              'conditions; nuisance parameters seeded per image)')
     all_results, report = {}, [
         '## Detection on degraded and restored images', '',
-        f'Detector: {shown_path(scorer.detector.model_path)} (classes {scorer.detector.describe_classes()}), '
-        f'mapped to COCO {classes}. Degradations at {level}. COCO-style mAP '
-        '(101-point AP, IoU .50:.05:.95, 100 detections per image).', '']
+        f'Detector: {shown_path(scorer.detector.model_path)} ({own}), mapped to {classes}. Degradations at '
+        f'{level}. COCO-style mAP (101-point AP, IoU .50:.05:.95, 100 detections per image).', '']
     for key, (samples, pseudo, title) in sets.items():
         results = bench_set(samples, scorer, restorers, pseudo, not args.no_progress, args.severity)
         (args.out / f'map_{key}.json').write_text(json.dumps(_json_safe(results), indent=2))
