@@ -18,9 +18,9 @@ def ros_environment() -> dict[str, str]:
     """Apply ``qdr_ros.ros_env`` once, so every test and subprocess shares one fresh ROS domain.
 
     The suite talks over UDP only (unless ``FASTDDS_BUILTIN_TRANSPORTS`` is already set): it starts and
-    kills about a hundred participants, and the shared-memory and TCP state that LARGE_DATA keeps
-    across processes stalled discovery in fresh-clone and CI runs (a node up, its peer never seeing it
-    within 30-120 s). The tests check behaviour, not transport speed; ``make bench`` measures the
+    kills about a hundred participants, and under LARGE_DATA (shared memory and TCP, state that
+    outlives a process) fresh-clone and CI runs stalled in discovery (a node up, its peer never
+    seeing it within 30-120 s). The tests check behaviour, not transport speed; ``make bench`` measures the
     default transports and ``test_ros_env`` checks that a participant starts with them.
     """
     os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', TEST_TRANSPORTS)
