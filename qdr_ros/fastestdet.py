@@ -26,19 +26,22 @@ NAMES_FILE = 'coco.names'
 
 
 def is_fastestdet(path: Path) -> bool:
-    """Whether ``path`` is an ONNX model with FastestDet's one-grid output ``1 x (5 + C) x H x W``."""
+    """Whether ``path`` is an ONNX model with FastestDet's one-grid output ``1 x (5 + C) x H x W``.
+
+    Read with ONNX Runtime, which the runtime install has (the ``onnx`` package is a training tool).
+    """
     if path.suffix.lower() != '.onnx':
         return False
-    import onnx
+    import onnxruntime as ort
 
     try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception:  # not an ONNX protobuf: let the ultralytics loader give its error
+        session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    except Exception:  # not a model ONNX Runtime can load: let the ultralytics loader give its error
         return False
-    if len(graph.output) != 1 or len(graph.input) != 1:
+    if len(session.get_outputs()) != 1 or len(session.get_inputs()) != 1:
         return False
-    dims = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
-    return len(dims) == 4 and dims[1] > 5
+    dims = session.get_outputs()[0].shape
+    return len(dims) == 4 and isinstance(dims[1], int) and dims[1] > 5
 
 
 def read_names(model: Path, classes: int) -> dict[int, str]:
@@ -97,9 +100,8 @@ class FastestDet(DetectorBase):
         """Detect objects in one frame; ``imgsz`` is ignored (the network's input size is fixed)."""
         bgr = to_bgr8(image, encoding)
         height, width = bgr.shape[:2]
-        x = cv2.resize(bgr, (self.input_width, self.input_height), interpolation=cv2.INTER_LINEAR)
-        grid = self._session.run(None, {self._input: (x.transpose(2, 0, 1)[None] / np.float32(255))
-                                        .astype(np.float32)})[0][0]
+        blob = cv2.dnn.blobFromImage(bgr, 1 / 255, (self.input_width, self.input_height))  # resize + NCHW float
+        grid = self._session.run(None, {self._input: blob})[0][0]
         cells_y, cells_x = grid.shape[1:]
         best = grid[5:].argmax(0)
         score = grid[0] ** 0.6 * grid[5:].max(0) ** 0.4

@@ -34,11 +34,11 @@ def own_domain() -> Iterator[str]:
     SIGKILLed peers stay in the graph until their discovery lease runs out; in their own domain
     they never reach a later module's discovery.
     """
-    saved = os.environ['ROS_DOMAIN_ID']
-    domain = next(d for d in iter(ros_env.domain_id, None) if d != saved)
+    shared = os.environ['ROS_DOMAIN_ID']
+    domain = next(d for d in iter(ros_env.domain_id, None) if d != shared)
     os.environ['ROS_DOMAIN_ID'] = domain
     yield domain
-    os.environ['ROS_DOMAIN_ID'] = saved
+    os.environ['ROS_DOMAIN_ID'] = shared
 
 
 CAMERA = '''
