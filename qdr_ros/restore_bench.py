@@ -14,8 +14,10 @@ End-to-end (ROS): ``restore_node`` runs in its own process, exactly as an operat
 frames and times the restored copies. Per size: the bare transport latency of a pass-through node
 (the same restore node with ``bypass:=true``: a Python subscription that republishes the received
 message, so both directions and both (de)serialisations are counted), then the latency with one
-frame in flight, then the saturated throughput (two frames in flight, so the next frame already
-waits in the node's mailbox when one finishes), then the ORT INT8 engine once more in this process
+frame in flight, then the saturated throughput (two frames in flight, sent 10 ms apart so the node's
+depth-1 input cannot drop one, and a frame lost on the way replaced, so the next frame already waits
+in the node's mailbox when one finishes and arrives while the node is busy, as from a camera faster
+than the node), then the ORT INT8 engine once more in this process
 while the node idles; ``--rounds`` repeats that sequence and the medians are reported, each ratio
 against its own round's engine timing (on a shared VM the engine's speed drifts by more than the
 node's overhead between minutes, so an engine timed minutes earlier made the ratios noise). Node
@@ -69,6 +71,8 @@ START_TIMEOUT_S = 90.0
 FRAME_TIMEOUT_S = 5.0
 SPIN_WAKE_S = 0.25  # longest wait inside one spin_once, so a dead node is noticed within it
 SATURATE_S = 5.0
+LOST_AFTER, LOST_MIN_S = 4.0, 0.1  # a saturated frame is lost after 4x the one-in-flight latency (>= 0.1 s)
+STAGGER_S = 0.01  # gap between the saturated run's first frames (see NodeProbe.saturated)
 ROUNDS = 5  # node measurement rounds per size, each paired with a fresh engine-only timing (medians)
 TARGETS = {  # name: (threshold, comparison, unit, description)
     'int8_fps': (30.0, '>=', 'FPS', 'ORT INT8 engine-only at 640x480'),
@@ -434,26 +438,38 @@ class NodeProbe:
                 seconds.append(self.arrivals[key] - start)
         return Timing.of(seconds)
 
-    def saturated(self, duration_s: float, in_flight: int = 2) -> tuple[float, int, float]:
-        """Keep ``in_flight`` frames outstanding for ``duration_s``; returns restored FPS, frames and node CPU%."""
+    def saturated(self, duration_s: float, lost_after_s: float,
+                  in_flight: int = 2) -> tuple[float, int, float, int]:
+        """Keep ``in_flight`` frames outstanding for ``duration_s``, as a camera faster than the node would.
+
+        The frames go out ``STAGGER_S`` apart, not back to back: the node's input keeps one frame (depth
+        1), so two arriving before its executor takes the first would lose one there, and the run would
+        measure one frame in flight. A frame still missing after ``lost_after_s`` counts as lost (best
+        effort) and is replaced, so a loss never shrinks the pipeline. Returns restored FPS, frames
+        restored, node CPU% and frames lost.
+        """
         self.arrivals.clear()
-        pending = {self.publish() for _ in range(in_flight)}
+        pending: dict[tuple[int, int], float] = {}
+        lost = 0
+        for index in range(in_flight):
+            if index:
+                time.sleep(STAGGER_S)
+            pending[self.publish()] = time.monotonic()
         self.psutil.cpu_percent(None)
-        last_arrival = time.monotonic()
         deadline = time.monotonic() + duration_s
         while time.monotonic() < deadline:
-            self._spin_until(lambda: bool(pending & self.arrivals.keys()), 0.05)
-            done = pending & self.arrivals.keys()
-            if done:
-                last_arrival = time.monotonic()
-                pending = (pending - done) | {self.publish() for _ in done}
-            elif time.monotonic() - last_arrival > 1.0:  # best effort lost one: top up, never stall
-                pending.add(self.publish())
-                last_arrival = time.monotonic()
+            self._spin_until(lambda: not pending.keys().isdisjoint(self.arrivals), lost_after_s)
+            now = time.monotonic()
+            for key, sent in list(pending.items()):
+                arrived = key in self.arrivals
+                if arrived or now - sent > lost_after_s:
+                    lost += not arrived
+                    del pending[key]
+                    pending[self.publish()] = time.monotonic()
         cpu = self.psutil.cpu_percent(None)
         times = sorted(self.arrivals.values())
         fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
-        return round(fps, 2), len(times), round(cpu, 1)
+        return round(fps, 2), len(times), round(cpu, 1), lost
 
     def close(self) -> None:
         """Stop the node with SIGINT (a normal exit for it) and free this side."""
@@ -490,13 +506,14 @@ def bench_ros(model: Path, settings: Settings, reference: Engine | None, stride:
                         passthrough = probe.one_in_flight(settings.runs, settings.warmup)
                         probe.set_bypass(False)
                         e2e = probe.one_in_flight(settings.runs, settings.warmup)
-                        fps, frames, cpu = probe.saturated(settings.saturate_s)
+                        lost_after_s = max(LOST_MIN_S, LOST_AFTER * e2e.median_ms / 1e3)
+                        fps, frames, cpu, lost = probe.saturated(settings.saturate_s, lost_after_s)
                         engine = (time_calls(lambda: reference.infer(x), settings.warmup, settings.runs)
                                   if reference is not None else None)
                         node_call = (time_calls(lambda: reference.restore_uint8(frame, out=restored), settings.warmup,
                                                 settings.runs)
                                      if reference is not None and reference.restore_uint8 is not None else None)
-                        rounds.append(ros_round(passthrough, e2e, fps, frames, cpu, engine, node_call))
+                        rounds.append(ros_round(passthrough, e2e, (fps, frames, lost), cpu, engine, node_call))
                     rss = _peak_rss_mb(probe.psutil, probe.max_rss)
                 finally:
                     probe.close()
@@ -512,14 +529,17 @@ def bench_ros(model: Path, settings: Settings, reference: Engine | None, stride:
     return rows
 
 
-def ros_round(passthrough: Timing, e2e: Timing, fps: float, frames: int, cpu: float,
+def ros_round(passthrough: Timing, e2e: Timing, saturated: tuple[float, int, int], cpu: float,
               engine: Timing | None, node_call: Timing | None = None) -> dict[str, Any]:
     """One round's node measurements and its ratios to the engine timed in the same round.
 
+    ``saturated`` is (restored FPS, frames restored, frames lost and replaced) of the saturated run.
     ``node_call`` (the node's uint8 call timed alone) is reported beside the engine, not used in a ratio.
     """
+    fps, frames, lost = saturated
     result: dict[str, Any] = {'passthrough': asdict(passthrough), 'end_to_end': asdict(e2e), 'saturated_fps': fps,
-                              'saturated_frames': frames, 'node_cpu_percent': cpu, 'engine': None,
+                              'saturated_frames': frames, 'saturated_lost': lost, 'node_cpu_percent': cpu,
+                              'engine': None,
                               'node_call': asdict(node_call) if node_call is not None else None,
                               'overhead_ms': None, 'overhead_percent': None, 'saturated_percent': None}
     if engine is not None:
@@ -550,6 +570,7 @@ def ros_row(width: int, height: int, rounds: list[dict[str, Any]], rss: float) -
             'saturated_fps': _median([r['saturated_fps'] for r in rounds]),
             'saturated_percent': _median([r['saturated_percent'] for r in rounds], 1),
             'saturated_frames': sum(r['saturated_frames'] for r in rounds),
+            'saturated_lost': sum(r['saturated_lost'] for r in rounds),
             'node_cpu_percent': _median([r['node_cpu_percent'] for r in rounds], 1),
             'node_peak_rss_mb': rss}
 
@@ -625,6 +646,10 @@ def markdown(report: dict[str, Any]) -> str:
                          f"({_fmt(r['overhead_percent'])}%) | {_fmt(r['saturated_fps'])} "
                          f"({_fmt(r['saturated_percent'])}%) | {_fmt(r['node_cpu_percent'], 0)} | "
                          f"{_fmt(r['node_peak_rss_mb'], 0)} |")
+        lines += ['', 'Saturated = two frames in flight, the second arriving while the node works on the first (a '
+                  'camera faster than the node); frames lost on the way and replaced, all rounds: '
+                  + ', '.join(f"{r['size']} {r['saturated_lost']} of {r['saturated_frames']}" for r in report['ros'])
+                  + '.']
     lines += ['', '## Targets', '', '| target | measured | needed | result |', '|---|---:|---:|---|']
     for t in report['targets']:
         lines.append(f"| {t['description']} | {_fmt(t['value'], 2)} {t['unit']} | {t['comparison']} "

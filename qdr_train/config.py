@@ -14,7 +14,7 @@ import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 TASKS = ("denoise", "derain", "lowlight", "dehaze")
-LMR_FORMS = ("magnitude", "bounded", "gradient")
+LMR_FORMS = ("magnitude", "bounded", "gradient", "aligned")
 
 
 class ConfigError(ValueError):

@@ -25,7 +25,7 @@ def test_defaults_task_and_overrides_resolve() -> None:
     (["data=3"], "data: expected a mapping"),
     (["data.crop=50"], "multiple of the model stride"),
     (["nonsense"], "not key=value"),
-    (["distill.lmr=uncertainty"], "distill.lmr='uncertainty' must be one of magnitude, bounded, gradient"),
+    (["distill.lmr=uncertainty"], "distill.lmr='uncertainty' must be one of magnitude, bounded, gradient, aligned"),
 ])
 def test_bad_overrides_fail_with_the_key_named(override: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -24,8 +24,8 @@ from qdr_train.export.check import check_int8
 from qdr_train.export.cpu_variant import shuffle_before_dequant, to_cpu_variant
 from qdr_train.export.onnx import export_onnx
 from qdr_train.export.tensorrt import ShapeProfile, build_or_load_engine, engine_cache_key
-from qdr_train.losses.weighting import (BoundedMagnitudeReweighting, GradientMagnitudeReweighting,
-                                        LearnableMagnitudeReweighting)
+from qdr_train.losses.weighting import (AlignedMagnitudeReweighting, BoundedMagnitudeReweighting,
+                                        GradientMagnitudeReweighting, LearnableMagnitudeReweighting)
 from qdr_train.models import build_model
 from qdr_train.quant import QMAX, QMIN, ActFakeQuant, QuantConv2d, QuantConvTranspose2d, calibrate, prepare_qat
 
@@ -194,6 +194,29 @@ def test_bounded_lmr_lowers_a_bursting_term_and_never_raises_it_above_its_fixed_
     assert min(h[1] for h in history[200:260]) < 0.1  # the bursting term is lowered in proportion
     assert min(h[2] for h in history[200:260]) > 0.45  # and only that one
     assert history[-1][1] > 0.4  # and gets its weight back once it settles
+
+
+def test_aligned_lmr_raises_an_agreeing_term_and_lowers_an_opposing_one() -> None:
+    """Term 0 pulls the bottleneck the way reconstruction does, term 1 against it: weights part, stay in range."""
+    lmr = AlignedMagnitudeReweighting([0.5, 0.5], rate=100.0, floor=0.05, cap=2.0)
+    assert lmr.current() == pytest.approx([1.0, 0.5, 0.5])  # starts at the fixed weights
+    opt = torch.optim.Adam(lmr.parameters(), lr=2e-3)
+    target = torch.linspace(-1, 1, 64)
+    for _ in range(300):
+        z = torch.zeros(64, requires_grad=True)
+        rec = ((z - target) ** 2).mean()
+        agree, oppose = ((z - 0.5 * target) ** 2).mean(), ((z + target) ** 2).mean()
+        total = lmr([rec, agree, oppose], z)
+        opt.zero_grad()
+        total.backward()
+        rec_weight, first, second = lmr.current()
+        assert rec_weight == 1.0 and 0.5 * 0.05 < second <= first < 0.5 * 2.0
+        assert float(z.grad @ z.grad) > 0  # the network still gets the weighted sum's gradient
+        opt.step()
+    assert lmr.alignment.tolist() == pytest.approx([1.0, -1.0])
+    assert first > 0.9 and second < 0.1  # w -> 1 + cos: twice the fixed weight, and close to the floor
+    with pytest.raises(ValueError, match="anchor"):
+        lmr.train()([rec, agree, oppose])
 
 
 HELD_OUT_BATCHES = 16  # one 4-crop batch is too noisy to tell a 60-step change in reconstruction

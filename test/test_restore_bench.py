@@ -96,6 +96,7 @@ def test_quick_with_restore_node(tmp_path: Path, models_dir: Path) -> None:
     assert row['overhead_ms'] == pytest.approx(row['end_to_end_ms'] - row['engine_median_ms'] - row['passthrough_ms'],
                                                abs=0.01)
     assert row['saturated_percent'] == pytest.approx(100 * row['saturated_fps'] / row['engine_fps'], abs=0.1)
+    assert 0 <= row['saturated_lost'] < row['saturated_frames']
     assert 'bypass:=true' in report['passthrough_node']
 
 
@@ -116,12 +117,13 @@ def test_each_round_is_judged_against_its_own_engine_timing() -> None:
     def timing(ms: float) -> restore_bench.Timing:
         return restore_bench.Timing.of([ms / 1e3] * 5)
 
-    rounds = [restore_bench.ros_round(timing(1.0), timing(1.0 + engine * 1.05), fps=0.9e3 / engine, frames=50,
-                                      cpu=150.0, engine=timing(engine)) for engine in (20.0, 30.0, 25.0)]
+    rounds = [restore_bench.ros_round(timing(1.0), timing(1.0 + engine * 1.05), saturated=(0.9e3 / engine, 50, lost),
+                                      cpu=150.0, engine=timing(engine))
+              for engine, lost in ((20.0, 0), (30.0, 2), (25.0, 1))]
     assert [r['overhead_percent'] for r in rounds] == [5.0, 5.0, 5.0]
     assert [r['saturated_percent'] for r in rounds] == [90.0, 90.0, 90.0]
     row = restore_bench.ros_row(640, 480, rounds, rss=200.0)
     assert row['engine_median_ms'] == 25.0 and row['end_to_end_ms'] == pytest.approx(27.25)
     assert row['overhead_percent'] == 5.0 and row['saturated_percent'] == 90.0
-    assert row['saturated_frames'] == 150 and len(row['rounds']) == 3
-    assert restore_bench.ros_round(timing(1.0), timing(30.0), 30.0, 10, 100.0, None)['overhead_percent'] is None
+    assert row['saturated_frames'] == 150 and row['saturated_lost'] == 3 and len(row['rounds']) == 3
+    assert restore_bench.ros_round(timing(1.0), timing(30.0), (30.0, 10, 0), 100.0, None)['overhead_percent'] is None

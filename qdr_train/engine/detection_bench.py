@@ -259,17 +259,24 @@ def format_table(title: str, results: dict[str, dict[str, dict[str, float]]]) ->
 
 
 def gain_summary(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
-    """Mean over tasks of INT8-restored minus degraded mAP50-95 (points), and the largest INT8-FP32 gap (points)."""
+    """Mean over tasks of INT8-restored minus degraded mAP50-95 and of INT8 minus FP32, and the largest per-task gap.
+
+    All in mAP points. The target reads "averaged over tasks ... INT8 within 1 mAP of FP32", so the
+    mean gap is the target's number; the largest per-task gap is reported beside it as the stricter view.
+    """
     gains = [100 * (k['int8']['map50_95'] - k['degraded']['map50_95']) for k in results.values()]
-    gaps = [100 * abs(k['int8']['map50_95'] - k['fp32']['map50_95']) for k in results.values()]
-    return {'int8_minus_degraded': float(np.nanmean(gains)) if gains else float('nan'),
-            'max_int8_fp32_gap': float(np.nanmax(gaps)) if gaps else float('nan')}
+    diffs = [100 * (k['int8']['map50_95'] - k['fp32']['map50_95']) for k in results.values()]
+    nan = float('nan')
+    return {'int8_minus_degraded': float(np.nanmean(gains)) if gains else nan,
+            'int8_minus_fp32': float(np.nanmean(diffs)) if diffs else nan,
+            'max_int8_fp32_gap': float(np.nanmax(np.abs(diffs))) if diffs else nan}
 
 
 def format_gain(results: dict[str, dict[str, dict[str, float]]]) -> str:
     g = gain_summary(results)
     return (f"Mean over tasks, INT8-restored minus degraded: {g['int8_minus_degraded']:+.1f} mAP50-95 points "
-            f"(target +16.3); largest |INT8 - FP32| gap: {g['max_int8_fp32_gap']:.1f} points (target <= 1).")
+            f"(target +16.3); INT8 minus FP32-restored: {g['int8_minus_fp32']:+.1f} points (target within 1; "
+            f"largest per-task |INT8 - FP32|: {g['max_int8_fp32_gap']:.1f}).")
 
 
 def plot(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], path: Path) -> None:

@@ -33,8 +33,8 @@ from qdr_train.data.datasets import TrainBatches
 from qdr_train.engine.checkpoint import load_model
 from qdr_train.losses.distill import FeatureDistillLoss, OutputDistillLoss
 from qdr_train.losses.restoration import RestorationLoss
-from qdr_train.losses.weighting import (BoundedMagnitudeReweighting, FixedWeights, GradientMagnitudeReweighting,
-                                        LearnableMagnitudeReweighting)
+from qdr_train.losses.weighting import (AlignedMagnitudeReweighting, BoundedMagnitudeReweighting, FixedWeights,
+                                        GradientMagnitudeReweighting, LearnableMagnitudeReweighting)
 from qdr_train.models import build_model
 from qdr_train.quant import calibrate, prepare_qat
 
@@ -139,6 +139,8 @@ def _quantized(targets: tuple[str, ...], learnable: bool = False,
         elif d["lmr"] == "bounded":
             weighting = BoundedMagnitudeReweighting([d["weight"]] * len(places), d["lmr_momentum"], d["lmr_rate"],
                                                     d["lmr_floor"])
+        elif d["lmr"] == "aligned":
+            weighting = AlignedMagnitudeReweighting([d["weight"]] * len(places), d["lmr_rate"], d["lmr_floor"])
         elif d["lmr"] == "gradient":
             weighting = GradientMagnitudeReweighting(n, d["lmr_alpha"], d["lmr_rate"], d["lmr_floor"])
         else:
