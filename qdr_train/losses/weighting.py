@@ -117,7 +117,34 @@ class GradientMagnitudeReweighting(nn.Module):
         return self.weights().detach().tolist()
 
 
-class BoundedMagnitudeReweighting(nn.Module):
+class _ScaledDistillWeights(nn.Module):
+    """Reconstruction at weight 1, each distillation term at its fixed weight ``b_i`` times a learned ``w_i``.
+
+    ``w_i = floor + (cap - floor) sigmoid(rate * theta_i)`` stays in ``(floor, cap)``; ``rate`` lets
+    it move ``rate`` times faster than the network's weights under the same Adam step. The network
+    sees ``L_rec + sum_i b_i w_i L_i`` with ``w_i`` held constant; subclasses add what moves ``w_i``.
+    """
+
+    def __init__(self, base: list[float], theta: float, rate: float, floor: float, cap: float) -> None:
+        super().__init__()
+        self.register_buffer("base", torch.tensor(base, dtype=torch.float32))
+        self.theta = nn.Parameter(torch.full((len(base),), theta))
+        self.rate, self.floor, self.cap = rate, floor, cap
+
+    def weights(self) -> torch.Tensor:
+        return self.floor + (self.cap - self.floor) * torch.sigmoid(self.rate * self.theta)
+
+    def network_loss(self, losses: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's loss (weights held constant) and the current weights (with their gradient)."""
+        w = self.weights()
+        return losses[0] + sum(b * wi.detach() * loss for b, wi, loss in zip(self.base, w, losses[1:])), w
+
+    def current(self) -> list[float]:
+        """Effective weight on each raw loss, reconstruction first."""
+        return [1.0] + (self.base * self.weights().detach()).tolist()
+
+
+class BoundedMagnitudeReweighting(_ScaledDistillWeights):
     """LMR that can only lower a distillation term: learnable weights in ``[floor, 1]`` times its fixed weight.
 
     The network sees ``L_rec + sum_i b_i w_i L_i`` (``b_i`` the fixed distillation weight, ``w_i``
@@ -140,22 +167,15 @@ class BoundedMagnitudeReweighting(nn.Module):
     """
 
     def __init__(self, base: list[float], momentum: float = 0.99, rate: float = 100.0, floor: float = 0.05) -> None:
-        super().__init__()
-        self.register_buffer("base", torch.tensor(base, dtype=torch.float32))
-        self.theta = nn.Parameter(torch.full((len(base),), 3.0 / rate))
+        super().__init__(base, theta=3.0 / rate, rate=rate, floor=floor, cap=1.0)
         self.register_buffer("magnitude", torch.zeros(len(base)))
-        self.momentum, self.rate, self.floor = momentum, rate, floor
-
-    def weights(self) -> torch.Tensor:
-        return self.floor + (1 - self.floor) * torch.sigmoid(self.rate * self.theta)
+        self.momentum = momentum
 
     def forward(self, losses: list[torch.Tensor], anchor: torch.Tensor | None = None) -> torch.Tensor:
-        rec, distill = losses[0], losses[1:]
-        w = self.weights()
-        total = rec + sum(b * wi.detach() * loss for b, wi, loss in zip(self.base, w, distill))
+        total, w = self.network_loss(losses)
         if not (self.training and torch.is_grad_enabled()):
             return total
-        values = torch.stack([loss.detach() for loss in distill])
+        values = torch.stack([loss.detach() for loss in losses[1:]])
         with torch.no_grad():
             fresh = self.magnitude == 0
             self.magnitude.copy_(torch.where(fresh, values, self.momentum * self.magnitude
@@ -163,12 +183,8 @@ class BoundedMagnitudeReweighting(nn.Module):
         ratio = values / self.magnitude.clamp_min(1e-12)
         return total + (w * ratio - torch.log(w)).sum()
 
-    def current(self) -> list[float]:
-        """Effective weight on each raw loss, reconstruction first."""
-        return [1.0] + (self.base * self.weights().detach()).tolist()
 
-
-class AlignedMagnitudeReweighting(nn.Module):
+class AlignedMagnitudeReweighting(_ScaledDistillWeights):
     """LMR learned from what a distillation term does for reconstruction (a one-step lookahead).
 
     The network sees ``L_rec + sum_i b_i w_i L_i`` (``b_i`` the fixed distillation weight, ``w_i``
@@ -193,20 +209,13 @@ class AlignedMagnitudeReweighting(nn.Module):
     """
 
     def __init__(self, base: list[float], rate: float = 100.0, floor: float = 0.05, cap: float = 2.0) -> None:
-        super().__init__()
-        self.register_buffer("base", torch.tensor(base, dtype=torch.float32))
-        start = torch.logit(torch.tensor((1.0 - floor) / (cap - floor))) / rate
-        self.theta = nn.Parameter(torch.full((len(base),), float(start)))
+        at_fixed_weight = float(torch.logit(torch.tensor((1.0 - floor) / (cap - floor))) / rate)
+        super().__init__(base, theta=at_fixed_weight, rate=rate, floor=floor, cap=cap)
         self.register_buffer("alignment", torch.zeros(len(base)))
-        self.rate, self.floor, self.cap = rate, floor, cap
-
-    def weights(self) -> torch.Tensor:
-        return self.floor + (self.cap - self.floor) * torch.sigmoid(self.rate * self.theta)
 
     def forward(self, losses: list[torch.Tensor], anchor: torch.Tensor | None = None) -> torch.Tensor:
+        total, w = self.network_loss(losses)
         rec, distill = losses[0], losses[1:]
-        w = self.weights()
-        total = rec + sum(b * wi.detach() * loss for b, wi, loss in zip(self.base, w, distill))
         if not (self.training and torch.is_grad_enabled()):
             return total
         if anchor is None:
@@ -217,7 +226,3 @@ class AlignedMagnitudeReweighting(nn.Module):
             for loss in distill])
         self.alignment.copy_(cosines.detach())
         return total + (-w * cosines.detach() + 0.5 * (w - 1) ** 2).sum()
-
-    def current(self) -> list[float]:
-        """Effective weight on each raw loss, reconstruction first."""
-        return [1.0] + (self.base * self.weights().detach()).tolist()
