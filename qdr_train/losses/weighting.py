@@ -135,7 +135,7 @@ class _ScaledDistillWeights(nn.Module):
         return self.floor + (self.cap - self.floor) * torch.sigmoid(self.rate * self.theta)
 
     def network_loss(self, losses: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The network's loss (weights held constant) and the current weights (with their gradient)."""
+        """Return the network's loss (weights held constant) and the current weights (with their gradient)."""
         w = self.weights()
         return losses[0] + sum(b * wi.detach() * loss for b, wi, loss in zip(self.base, w, losses[1:])), w
 
