@@ -59,6 +59,7 @@ def read_names(model: Path, classes: int) -> dict[int, str]:
 def _nms(xyxy: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
     """Return the indices greedy non-maximum suppression keeps, highest score first."""
     order = np.argsort(-scores, kind='stable')
+    area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
     keep: list[int] = []
     while order.size:
         best, rest = order[0], order[1:]
@@ -68,7 +69,6 @@ def _nms(xyxy: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
         x2 = np.minimum(xyxy[best, 2], xyxy[rest, 2])
         y2 = np.minimum(xyxy[best, 3], xyxy[rest, 3])
         inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-        area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
         order = rest[inter / (area[best] + area[rest] - inter + 1e-9) < iou]
     return keep
 

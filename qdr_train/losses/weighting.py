@@ -22,6 +22,12 @@ import torch
 from torch import nn
 
 
+@torch.no_grad()
+def update_running_mean(mean: torch.Tensor, values: torch.Tensor, momentum: float) -> None:
+    """Move ``mean`` toward ``values`` in place (exponential moving average); entries still 0 take ``values``."""
+    mean.copy_(torch.where(mean == 0, values, momentum * mean + (1 - momentum) * values))
+
+
 class FixedWeights(nn.Module):
     """``sum_i w_i L_i`` with constant weights."""
 
@@ -48,10 +54,7 @@ class LearnableMagnitudeReweighting(nn.Module):
     def forward(self, losses: list[torch.Tensor], anchor: torch.Tensor | None = None) -> torch.Tensor:
         values = torch.stack([loss.detach() for loss in losses])
         if self.training:
-            with torch.no_grad():
-                fresh = self.magnitude == 0
-                self.magnitude.copy_(torch.where(fresh, values, self.momentum * self.magnitude
-                                                 + (1 - self.momentum) * values))
+            update_running_mean(self.magnitude, values, self.momentum)
         s = self.s.clamp(-self.s_max, self.s_max)
         scale = self.magnitude.clamp_min(1e-12)
         return sum(torch.exp(-s[i]) * losses[i] / scale[i] + s[i] for i in range(len(losses)))
@@ -176,10 +179,7 @@ class BoundedMagnitudeReweighting(_ScaledDistillWeights):
         if not (self.training and torch.is_grad_enabled()):
             return total
         values = torch.stack([loss.detach() for loss in losses[1:]])
-        with torch.no_grad():
-            fresh = self.magnitude == 0
-            self.magnitude.copy_(torch.where(fresh, values, self.momentum * self.magnitude
-                                             + (1 - self.momentum) * values))
+        update_running_mean(self.magnitude, values, self.momentum)
         ratio = values / self.magnitude.clamp_min(1e-12)
         return total + (w * ratio - torch.log(w)).sum()
 
