@@ -13,16 +13,20 @@ End-to-end (ROS): ``restore_node`` runs in its own process, exactly as an operat
 (``python -m qdr_ros.restore_node --ros-args -p model:=... -p threads:=...``); this process publishes
 frames and times the restored copies. Per size: the bare transport latency of a pass-through node
 (the same restore node with ``bypass:=true``: a Python subscription that republishes the received
-message, so both directions and both (de)serialisations are counted), then the latency with one
-frame in flight, then the saturated throughput (two frames in flight, sent 10 ms apart so the node's
-depth-1 input cannot drop one, and a frame lost on the way replaced, so the next frame already waits
-in the node's mailbox when one finishes and arrives while the node is busy, as from a camera faster
-than the node), then the ORT INT8 engine once more in this process
+message, so both directions and both (de)serialisations are counted), once back to back and once
+paced: this process runs the engine before each frame, so the frame meets a transport whose
+threads slept and whose caches the engine flushed for as long as during restoration (640x480 here:
+2.3 ms paced vs 1.1 ms back to back; node overhead uses the paced one, the report shows both),
+then the latency with one frame in flight, then the saturated throughput (two frames in flight,
+sent 10 ms apart so the node's depth-1 input cannot drop one, and a frame lost on the way replaced,
+so the next frame already waits in the node's mailbox when one finishes and arrives while the node
+is busy, as from a camera faster than the node), then the ORT INT8 engine once more in this process
 while the node idles; ``--rounds`` repeats that sequence and the medians are reported, each ratio
 against its own round's engine timing (on a shared VM the engine's speed drifts by more than the
 node's overhead between minutes, so an engine timed minutes earlier made the ratios noise). Node
-overhead = end-to-end - engine-only - pass-through, i.e. what the node itself adds (conversions,
-worker hand-off, output message). CPU% (of one core)
+overhead = end-to-end - engine-only - paced pass-through, i.e. what the node itself adds (conversions,
+worker hand-off, output message; timed inside the node at 640x480: 0.1 ms hand-off, 0.2 ms to
+stamp and wrap the output, the uint8 call 0.3 ms slower than back to back). CPU% (of one core)
 and peak RSS (``VmHWM``) of the node process come from psutil and /proc, one fresh process per size.
 
 Neither engine spin-waits: the ONNX Runtime backend turns intra-op spinning off, and torch gets
@@ -423,10 +427,15 @@ class NodeProbe:
         self.max_rss = max(self.max_rss, self.psutil.memory_info().rss)
         return stamp.sec, stamp.nanosec
 
-    def one_in_flight(self, frames: int, warmup: int) -> Timing:
-        """Publish a frame, wait for its restored copy, repeat; a frame lost on the way is sent again."""
+    def one_in_flight(self, frames: int, warmup: int, between: Callable[[], Any] | None = None) -> Timing:
+        """Publish a frame, wait for its restored copy, repeat; a frame lost on the way is sent again.
+
+        ``between`` (untimed) runs before each frame is sent, so frames can be paced like real ones.
+        """
         seconds: list[float] = []
         for index in range(warmup + frames):
+            if between is not None:
+                between()
             for _ in range(3):
                 start = time.perf_counter()
                 key = self.publish()
@@ -503,7 +512,9 @@ def bench_ros(model: Path, settings: Settings, reference: Engine | None, stride:
                     probe.wait_ready()
                     for _ in range(settings.rounds):
                         probe.set_bypass(True)
-                        passthrough = probe.one_in_flight(settings.runs, settings.warmup)
+                        back_to_back = probe.one_in_flight(settings.runs, settings.warmup)
+                        passthrough = (probe.one_in_flight(settings.runs, settings.warmup, lambda: reference.infer(x))
+                                       if reference is not None else back_to_back)
                         probe.set_bypass(False)
                         e2e = probe.one_in_flight(settings.runs, settings.warmup)
                         lost_after_s = max(LOST_MIN_S, LOST_AFTER * e2e.median_ms / 1e3)
@@ -513,15 +524,17 @@ def bench_ros(model: Path, settings: Settings, reference: Engine | None, stride:
                         node_call = (time_calls(lambda: reference.restore_uint8(frame, out=restored), settings.warmup,
                                                 settings.runs)
                                      if reference is not None and reference.restore_uint8 is not None else None)
-                        rounds.append(ros_round(passthrough, e2e, (fps, frames, lost), cpu, engine, node_call))
+                        rounds.append(ros_round((passthrough, back_to_back), e2e, (fps, frames, lost), cpu, engine,
+                                                node_call))
                     rss = _peak_rss_mb(probe.psutil, probe.max_rss)
                 finally:
                     probe.close()
                 rows.append(ros_row(width, height, rounds, rss))
                 r = rows[-1]
-                print(f"  node   {width}x{height:<5} pass-through {r['passthrough_ms']:7.2f} ms  end-to-end "
-                      f"{r['end_to_end_ms']:7.2f} ms  engine {_fmt(r['engine_median_ms'], 2)} ms  overhead "
-                      f"{_fmt(r['overhead_percent'])}%  saturated {r['saturated_fps']:6.1f} FPS "
+                print(f"  node   {width}x{height:<5} pass-through {r['passthrough_ms']:7.2f} ms (back to back "
+                      f"{r['passthrough_back_to_back_ms']:.2f})  end-to-end {r['end_to_end_ms']:7.2f} ms  engine "
+                      f"{_fmt(r['engine_median_ms'], 2)} ms  overhead {_fmt(r['overhead_percent'])}% (back to back "
+                      f"{_fmt(r['overhead_back_to_back_percent'])}%)  saturated {r['saturated_fps']:6.1f} FPS "
                       f"({_fmt(r['saturated_percent'])}%)  CPU {r['node_cpu_percent']:5.1f}%  peak RSS {rss:6.1f} MB"
                       f"  (median of {len(rounds)} rounds)", flush=True)
     finally:
@@ -529,23 +542,31 @@ def bench_ros(model: Path, settings: Settings, reference: Engine | None, stride:
     return rows
 
 
-def ros_round(passthrough: Timing, e2e: Timing, saturated: tuple[float, int, int], cpu: float,
+def ros_round(passthrough: tuple[Timing, Timing], e2e: Timing, saturated: tuple[float, int, int], cpu: float,
               engine: Timing | None, node_call: Timing | None = None) -> dict[str, Any]:
     """One round's node measurements and its ratios to the engine timed in the same round.
 
+    ``passthrough`` is (paced, back to back): the pass-through latency with the engine run in this
+    process before each frame, as frames meet the transport during restoration (the overhead's
+    baseline), and with each frame sent as soon as the previous one came back (reported beside it).
     ``saturated`` is (restored FPS, frames restored, frames lost and replaced) of the saturated run.
     ``node_call`` (the node's uint8 call timed alone) is reported beside the engine, not used in a ratio.
     """
+    paced, back_to_back = passthrough
     fps, frames, lost = saturated
-    result: dict[str, Any] = {'passthrough': asdict(passthrough), 'end_to_end': asdict(e2e), 'saturated_fps': fps,
+    result: dict[str, Any] = {'passthrough': asdict(paced), 'passthrough_back_to_back': asdict(back_to_back),
+                              'end_to_end': asdict(e2e), 'saturated_fps': fps,
                               'saturated_frames': frames, 'saturated_lost': lost, 'node_cpu_percent': cpu,
                               'engine': None,
                               'node_call': asdict(node_call) if node_call is not None else None,
-                              'overhead_ms': None, 'overhead_percent': None, 'saturated_percent': None}
+                              'overhead_ms': None, 'overhead_percent': None, 'overhead_back_to_back_percent': None,
+                              'saturated_percent': None}
     if engine is not None:
-        overhead = e2e.median_ms - engine.median_ms - passthrough.median_ms
+        overhead = e2e.median_ms - engine.median_ms - paced.median_ms
+        tight = e2e.median_ms - engine.median_ms - back_to_back.median_ms
         result.update(engine=asdict(engine), overhead_ms=round(overhead, 2),
                       overhead_percent=round(100 * overhead / engine.median_ms, 1),
+                      overhead_back_to_back_percent=round(100 * tight / engine.median_ms, 1),
                       saturated_percent=round(100 * fps / engine.fps, 1))
     return result
 
@@ -560,6 +581,7 @@ def ros_row(width: int, height: int, rounds: list[dict[str, Any]], rss: float) -
     engines = [r['engine'] for r in rounds if r['engine'] is not None]
     return {'size': f'{width}x{height}', 'width': width, 'height': height, 'rounds': rounds,
             'passthrough_ms': _median([r['passthrough']['median_ms'] for r in rounds], 3),
+            'passthrough_back_to_back_ms': _median([r['passthrough_back_to_back']['median_ms'] for r in rounds], 3),
             'end_to_end_ms': _median([r['end_to_end']['median_ms'] for r in rounds], 3),
             'end_to_end_p95_ms': _median([r['end_to_end']['p95_ms'] for r in rounds], 3),
             'engine_median_ms': _median([e['median_ms'] for e in engines], 3),
@@ -567,6 +589,7 @@ def ros_row(width: int, height: int, rounds: list[dict[str, Any]], rss: float) -
             'engine_fps': _median([e['fps'] for e in engines]),
             'overhead_ms': _median([r['overhead_ms'] for r in rounds]),
             'overhead_percent': _median([r['overhead_percent'] for r in rounds], 1),
+            'overhead_back_to_back_percent': _median([r['overhead_back_to_back_percent'] for r in rounds], 1),
             'saturated_fps': _median([r['saturated_fps'] for r in rounds]),
             'saturated_percent': _median([r['saturated_percent'] for r in rounds], 1),
             'saturated_frames': sum(r['saturated_frames'] for r in rounds),
@@ -628,22 +651,29 @@ def markdown(report: dict[str, Any]) -> str:
     if report['ros']:
         lines += ['', f"## Through ROS (restore_node in its own process, ORT INT8; pass-through = "
                   f"{report['passthrough_node']})", '',
-                  f"Each size: {report['settings']['rounds']} rounds of pass-through, end-to-end, "
-                  f"{report['settings']['saturate_s']:g} s saturated, then the ORT INT8 engine again in the benchmark "
-                  "process with the node idle; ratios are per round against that round's engine, each cell is the "
-                  "median over rounds (every round is in the JSON). Engine = the model on a float tensor; node's "
-                  "uint8 call = `restore_uint8` on a camera frame as the node makes it (conversions inside the "
-                  "graph, output written into the message array), timed the same way, for reference.",
+                  f"Each size: {report['settings']['rounds']} rounds of pass-through (back to back, then paced), "
+                  f"end-to-end, {report['settings']['saturate_s']:g} s saturated, then the ORT INT8 engine again in "
+                  "the benchmark process with the node idle; ratios are per round against that round's engine, each "
+                  "cell is the median over rounds (every round is in the JSON). Pass-through paced = each frame "
+                  "sent after one engine run in the benchmark process, so it meets the transport after the same "
+                  "work and idle time as a frame during restoration; this is the overhead's baseline. Back to back "
+                  "= each frame sent as soon as the previous one came back (a transport kept hot), with the "
+                  "overhead against it beside. Engine = the model on a float tensor; node's uint8 call = "
+                  "`restore_uint8` on a camera frame as the node makes it (conversions inside the graph, output "
+                  "written into the message array), timed the same way, for reference.",
                   '',
-                  '| size | pass-through ms | end-to-end ms (p95) | engine ms | node\'s uint8 call ms '
-                  '| node overhead ms (% of engine) | saturated FPS (% of engine) | node CPU % | node peak RSS MB |',
+                  '| size | pass-through ms paced (back to back) | end-to-end ms (p95) | engine ms '
+                  '| node\'s uint8 call ms | node overhead ms (% of engine; vs back to back) '
+                  '| saturated FPS (% of engine) | node CPU % | node peak RSS MB |',
                   '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
         for r in report['ros']:
-            lines.append(f"| {r['size']} | {_fmt(r['passthrough_ms'], 2)} | "
+            lines.append(f"| {r['size']} | {_fmt(r['passthrough_ms'], 2)} "
+                         f"({_fmt(r['passthrough_back_to_back_ms'], 2)}) | "
                          f"{_fmt(r['end_to_end_ms'], 2)} ({_fmt(r['end_to_end_p95_ms'], 2)}) | "
                          f"{_fmt(r['engine_median_ms'], 2)} | {_fmt(r.get('node_call_median_ms'), 2)} | "
                          f"{_fmt(r['overhead_ms'], 2)} "
-                         f"({_fmt(r['overhead_percent'])}%) | {_fmt(r['saturated_fps'])} "
+                         f"({_fmt(r['overhead_percent'])}%; {_fmt(r['overhead_back_to_back_percent'])}%) | "
+                         f"{_fmt(r['saturated_fps'])} "
                          f"({_fmt(r['saturated_percent'])}%) | {_fmt(r['node_cpu_percent'], 0)} | "
                          f"{_fmt(r['node_peak_rss_mb'], 0)} |")
         lines += ['', 'Saturated = two frames in flight, the second arriving while the node works on the first (a '

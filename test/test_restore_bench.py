@@ -86,15 +86,18 @@ def test_quick_with_restore_node(tmp_path: Path, models_dir: Path) -> None:
     check_engine_rows(report)
     (row,) = report['ros']
     (one_round,) = row['rounds']  # --quick: one round
-    for phase in ('passthrough', 'end_to_end', 'engine'):
+    for phase in ('passthrough', 'passthrough_back_to_back', 'end_to_end', 'engine'):
         timing = one_round[phase]
         assert timing['runs'] > 0 and timing['median_ms'] > 0 and timing['p95_ms'] >= timing['median_ms']
-    for key in ('passthrough_ms', 'end_to_end_ms', 'end_to_end_p95_ms', 'saturated_fps', 'saturated_frames',
-                'node_cpu_percent', 'node_peak_rss_mb', 'engine_median_ms', 'engine_fps', 'saturated_percent'):
+    for key in ('passthrough_ms', 'passthrough_back_to_back_ms', 'end_to_end_ms', 'end_to_end_p95_ms',
+                'saturated_fps', 'saturated_frames', 'node_cpu_percent', 'node_peak_rss_mb', 'engine_median_ms',
+                'engine_fps', 'saturated_percent'):
         assert row[key] > 0, (key, row)
     assert row['end_to_end_ms'] == one_round['end_to_end']['median_ms']
     assert row['overhead_ms'] == pytest.approx(row['end_to_end_ms'] - row['engine_median_ms'] - row['passthrough_ms'],
                                                abs=0.01)
+    back_to_back = row['end_to_end_ms'] - row['engine_median_ms'] - row['passthrough_back_to_back_ms']
+    assert row['overhead_back_to_back_percent'] == pytest.approx(100 * back_to_back / row['engine_median_ms'], abs=0.1)
     assert row['saturated_percent'] == pytest.approx(100 * row['saturated_fps'] / row['engine_fps'], abs=0.1)
     assert 0 <= row['saturated_lost'] < row['saturated_frames']
     assert 'bypass:=true' in report['passthrough_node']
@@ -117,13 +120,15 @@ def test_each_round_is_judged_against_its_own_engine_timing() -> None:
     def timing(ms: float) -> restore_bench.Timing:
         return restore_bench.Timing.of([ms / 1e3] * 5)
 
-    rounds = [restore_bench.ros_round(timing(1.0), timing(1.0 + engine * 1.05), saturated=(0.9e3 / engine, 50, lost),
-                                      cpu=150.0, engine=timing(engine))
+    rounds = [restore_bench.ros_round((timing(1.0), timing(0.5)), timing(1.0 + engine * 1.05),
+                                      saturated=(0.9e3 / engine, 50, lost), cpu=150.0, engine=timing(engine))
               for engine, lost in ((20.0, 0), (30.0, 2), (25.0, 1))]
     assert [r['overhead_percent'] for r in rounds] == [5.0, 5.0, 5.0]
+    assert [r['overhead_back_to_back_percent'] for r in rounds] == [7.5, 6.7, 7.0]  # + 0.5 ms of 20, 30, 25 ms
     assert [r['saturated_percent'] for r in rounds] == [90.0, 90.0, 90.0]
     row = restore_bench.ros_row(640, 480, rounds, rss=200.0)
     assert row['engine_median_ms'] == 25.0 and row['end_to_end_ms'] == pytest.approx(27.25)
     assert row['overhead_percent'] == 5.0 and row['saturated_percent'] == 90.0
     assert row['saturated_frames'] == 150 and row['saturated_lost'] == 3 and len(row['rounds']) == 3
-    assert restore_bench.ros_round(timing(1.0), timing(30.0), (30.0, 10, 0), 100.0, None)['overhead_percent'] is None
+    assert restore_bench.ros_round((timing(1.0), timing(1.0)), timing(30.0), (30.0, 10, 0), 100.0,
+                                   None)['overhead_percent'] is None
