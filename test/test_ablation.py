@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from qdr_train.cli import main
+from qdr_train.engine.ablation import format_summary, target_verdict
 from qdr_train.data.datasets import data_root
 
 TINY = ["train.iters=3", "data.crop=32", "data.batch=4", "quant.calib_batches=2", "train.progress=false",
@@ -49,3 +50,18 @@ def test_a_failed_run_is_reported_and_the_others_are_still_tabled(
     assert "1 run(s) failed" in err and "derain/qat_out seed 0: IsADirectoryError" in err
     rows = json.loads((tmp_path / "derain" / "ablation.json").read_text())["rows"]
     assert "ptq" in rows and "qat_out" not in rows
+
+
+def test_the_summary_says_whether_qdr_meets_its_targets() -> None:
+    def summary(**recovery: float) -> dict:
+        return {"variants": {name: {"gain_recovery": value, "complete": True} for name, value in recovery.items()}}
+
+    led = target_verdict(summary(ptq=0.96, qat_out=0.991, qdr=0.988))
+    assert led == ("Targets: QDR's mean gain recovery >= 98%: 98.80%, met. QDR ahead of every baseline on the mean: "
+                   "NOT met (qat_out 99.10% at or above QDR).")
+    unmet = target_verdict(summary(ptq=0.96, qdr=0.97))
+    assert unmet is not None and unmet.endswith("97.00%, NOT met. QDR ahead of every baseline on the mean: met.")
+    assert target_verdict(summary(ptq=0.96)) is None
+    alone = target_verdict(summary(qdr=0.99))
+    assert alone is not None and alone.endswith("on the mean: no baseline in this table.")
+    assert "Targets:" not in format_summary({"tasks": [], "variants": {}, "best": None})

@@ -82,6 +82,7 @@ def test_gain_summary_averages_tasks_in_points() -> None:
 
     g = gain_summary({'denoise': kinds(0.1, 0.30, 0.29), 'derain': kinds(0.2, 0.25, 0.27)})
     assert g['int8_minus_degraded'] == pytest.approx((19 + 7) / 2)
+    assert g['clean_minus_degraded'] == pytest.approx((40 + 30) / 2)
     assert g['int8_minus_fp32'] == pytest.approx((-1 + 2) / 2)
     assert g['max_int8_fp32_gap'] == pytest.approx(2.0)
 

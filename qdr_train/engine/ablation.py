@@ -42,6 +42,7 @@ VARIANTS = {
 METRICS = ("psnr", "ssim", "psnr_ratio", "gain_recovery")
 UNDISTILLED = ("ptq", "qat")  # variants whose result no distill.* setting can change
 LEARNED_WEIGHTS = ("qdr",)  # the only variants whose result the distill.lmr* settings can change
+RECOVERY_TARGET = 0.98  # QDR's mean gain recovery over tasks must reach this, and lead every other variant
 RUN_PLACE_KEYS = ("device", "threads", "progress", "log_every", "save_every", "val_every")  # never change a result
 
 
@@ -315,4 +316,22 @@ def format_summary(summary: dict[str, Any]) -> str:
                      f" | {best}{100 * v['gain_recovery']:.2f}%{best} | {100 * v['psnr_ratio']:.2f}% | {diff} |")
     lines += ["", "Paired column: per seed, the mean over tasks of (variant - QDR) gain recovery; mean ± standard "
               "error over seeds. Positive: the variant keeps more of the FP32 gain than QDR."]
+    verdict = target_verdict(summary)
+    if verdict:
+        lines += ["", verdict]
     return "\n".join(lines) + "\n"
+
+
+def target_verdict(summary: dict[str, Any]) -> str | None:
+    """Say whether QDR meets its two targets in this table (None when the table has no complete QDR row)."""
+    variants = summary["variants"]
+    qdr = variants.get("qdr")
+    if qdr is None or not qdr["complete"]:
+        return None
+    recovery = qdr["gain_recovery"]
+    baselines = {name: v["gain_recovery"] for name, v in variants.items() if name != "qdr" and v["complete"]}
+    ahead = [f"{name} {100 * value:.2f}%" for name, value in baselines.items() if value >= recovery]
+    lead = ("no baseline in this table" if not baselines else
+            f"NOT met ({', '.join(ahead)} at or above QDR)" if ahead else "met")
+    return (f"Targets: QDR's mean gain recovery >= {100 * RECOVERY_TARGET:.0f}%: {100 * recovery:.2f}%, "
+            f"{'met' if recovery >= RECOVERY_TARGET else 'NOT met'}. QDR ahead of every baseline on the mean: {lead}.")

@@ -263,11 +263,15 @@ def gain_summary(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, f
 
     All in mAP points. The target reads "averaged over tasks ... INT8 within 1 mAP of FP32", so the
     mean gap is the target's number; the largest per-task gap is reported beside it as the stricter view.
+    ``clean_minus_degraded`` is what a restoration that gave the detector back the clean image would
+    gain: where it is below the target, the degradation levels, not the model, rule the target out.
     """
     gains = [100 * (k['int8']['map50_95'] - k['degraded']['map50_95']) for k in results.values()]
     diffs = [100 * (k['int8']['map50_95'] - k['fp32']['map50_95']) for k in results.values()]
+    headroom = [100 * (k['clean']['map50_95'] - k['degraded']['map50_95']) for k in results.values()]
     nan = float('nan')
     return {'int8_minus_degraded': float(np.nanmean(gains)) if gains else nan,
+            'clean_minus_degraded': float(np.nanmean(headroom)) if headroom else nan,
             'int8_minus_fp32': float(np.nanmean(diffs)) if diffs else nan,
             'max_int8_fp32_gap': float(np.nanmax(np.abs(diffs))) if diffs else nan}
 
@@ -275,8 +279,9 @@ def gain_summary(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, f
 def format_gain(results: dict[str, dict[str, dict[str, float]]]) -> str:
     g = gain_summary(results)
     return (f"Mean over tasks, INT8-restored minus degraded: {g['int8_minus_degraded']:+.1f} mAP50-95 points "
-            f"(target +16.3); INT8 minus FP32-restored: {g['int8_minus_fp32']:+.1f} points (target within 1; "
-            f"largest per-task |INT8 - FP32|: {g['max_int8_fp32_gap']:.1f}).")
+            f"(target +16.3; the clean images score {g['clean_minus_degraded']:+.1f} over degraded); INT8 minus "
+            f"FP32-restored: {g['int8_minus_fp32']:+.1f} points (target within 1; largest per-task "
+            f"|INT8 - FP32|: {g['max_int8_fp32_gap']:.1f}).")
 
 
 def plot(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], path: Path) -> None:
