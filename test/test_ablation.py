@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from qdr_train.cli import main
-from qdr_train.engine.ablation import format_summary, target_verdict
 from qdr_train.data.datasets import data_root
+from qdr_train.engine.ablation import format_summary, target_verdict
 
 TINY = ["train.iters=3", "data.crop=32", "data.batch=4", "quant.calib_batches=2", "train.progress=false",
         "train.val_every=1000", "train.save_every=1000", "data.val_images=1", "data.val_crop=64"]
