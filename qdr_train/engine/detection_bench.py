@@ -266,14 +266,18 @@ def gain_summary(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, f
     ``clean_minus_degraded`` is what a restoration that gave the detector back the clean image would
     gain: where it is below the target, the degradation levels, not the model, rule the target out.
     """
-    gains = [100 * (k['int8']['map50_95'] - k['degraded']['map50_95']) for k in results.values()]
-    diffs = [100 * (k['int8']['map50_95'] - k['fp32']['map50_95']) for k in results.values()]
-    headroom = [100 * (k['clean']['map50_95'] - k['degraded']['map50_95']) for k in results.values()]
-    nan = float('nan')
-    return {'int8_minus_degraded': float(np.nanmean(gains)) if gains else nan,
-            'clean_minus_degraded': float(np.nanmean(headroom)) if headroom else nan,
-            'int8_minus_fp32': float(np.nanmean(diffs)) if diffs else nan,
-            'max_int8_fp32_gap': float(np.nanmax(np.abs(diffs))) if diffs else nan}
+    if not results:
+        return dict.fromkeys(('int8_minus_degraded', 'clean_minus_degraded', 'int8_minus_fp32', 'max_int8_fp32_gap'),
+                             float('nan'))
+
+    def points(a: str, b: str) -> np.ndarray:
+        return np.array([100 * (k[a]['map50_95'] - k[b]['map50_95']) for k in results.values()])
+
+    gaps = points('int8', 'fp32')
+    return {'int8_minus_degraded': float(np.nanmean(points('int8', 'degraded'))),
+            'clean_minus_degraded': float(np.nanmean(points('clean', 'degraded'))),
+            'int8_minus_fp32': float(np.nanmean(gaps)),
+            'max_int8_fp32_gap': float(np.nanmax(np.abs(gaps)))}
 
 
 def format_gain(results: dict[str, dict[str, dict[str, float]]]) -> str:
