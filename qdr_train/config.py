@@ -13,7 +13,9 @@ from typing import Any
 import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-TASKS = ("denoise", "derain", "lowlight", "dehaze")
+TASKS = ("denoise", "derain", "lowlight", "dehaze")   # the specialists, one condition each
+AUTO = "auto"                                          # one blind model for every condition of data.mixture
+CONDITIONS = TASKS + ("night", "rain_haze", "clean")   # what evaluation (and the auto mixture) can synthesise
 LMR_FORMS = ("magnitude", "bounded", "gradient", "aligned")
 
 
@@ -102,17 +104,17 @@ def load_config(task: str | None = None, config_file: str | Path | None = None,
     extra = parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {})
     file_cfg = _read_yaml(Path(config_file)) if config_file else {}
     task = task or extra.get("task") or file_cfg.get("task") or cfg["task"]
-    if task not in cfg["degradation"]:
-        known = ", ".join(k for k in cfg["degradation"] if k != "nuisance")
-        raise ConfigError(f"unknown task '{task}'; known: {known}")
+    if task not in CONDITIONS + (AUTO,):
+        raise ConfigError(f"unknown task '{task}'; known: {', '.join(CONDITIONS + (AUTO,))}")
     task_file = CONFIG_DIR / f"{task}.yaml"
     if task_file.exists():
         cfg = merge(cfg, _read_yaml(task_file))
     cfg = merge(cfg, file_cfg)
     cfg = merge(cfg, extra)
     cfg["task"] = task
-    if task not in cfg["levels"]:
+    if task != AUTO and task not in cfg["levels"]:
         raise ConfigError(f"task '{task}' has no evaluation level under 'levels'")
+    _check_mixture(cfg["data"])
     if cfg["data"]["crop"] % 8:
         raise ConfigError(f"data.crop={cfg['data']['crop']} must be a multiple of the model stride 8")
     if cfg["distill"]["lmr"] not in LMR_FORMS:
@@ -120,6 +122,17 @@ def load_config(task: str | None = None, config_file: str | Path | None = None,
     if not 0.0 <= cfg["train"]["ema"] < 1.0:
         raise ConfigError(f"train.ema={cfg['train']['ema']} must be in [0, 1): a decay such as 0.999, or 0 for none")
     return cfg
+
+
+def _check_mixture(data: dict[str, Any]) -> None:
+    mixture = data["mixture"]
+    if any(v < 0 for v in mixture.values()) or sum(mixture.values()) <= 0:
+        raise ConfigError(f"data.mixture={mixture}: shares must be >= 0 and not all zero")
+    if not 0.0 <= data["jpeg_prob"] <= 1.0:
+        raise ConfigError(f"data.jpeg_prob={data['jpeg_prob']} must be a probability in [0, 1]")
+    low, high = data["jpeg_quality"]
+    if not 1 <= low <= high <= 100:
+        raise ConfigError(f"data.jpeg_quality={data['jpeg_quality']} must be [low, high] within 1..100")
 
 
 def save_config(cfg: dict[str, Any], path: str | Path) -> None:

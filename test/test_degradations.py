@@ -7,9 +7,11 @@ import torch
 
 from qdr_train.config import load_config
 from qdr_train.data.datasets import data_root, list_images, read_rgb, to_tensor
-from qdr_train.data.degradations import DEGRADATIONS, degrade, sample_params, synthesize
+from qdr_train.data.datasets import TrainBatches, jpeg
+from qdr_train.data.degradations import (CONDITION_LABELS, DEGRADATIONS, LABELS, degrade, label_vector,
+                                         level_params, sample_params, synthesize)
 
-TASKS = sorted(DEGRADATIONS)
+TASKS = sorted(set(DEGRADATIONS) - {"clean"})
 CFG = load_config("denoise")
 
 
@@ -74,3 +76,58 @@ def test_unknown_task_and_bad_severity_are_errors(clean: torch.Tensor) -> None:
         degrade(clean, "fog", {}, gen)
     with pytest.raises(ValueError, match="severity"):
         sample_params("denoise", CFG["degradation"], 1, gen, severity=1.5)
+
+
+def test_clean_is_the_frame_itself(clean: torch.Tensor) -> None:
+    assert torch.equal(synthesize(clean, "clean", CFG["levels"], 0, "img"), clean)
+
+
+def test_night_is_lowlight_then_sensor_noise(clean: torch.Tensor) -> None:
+    """Same exposure as lowlight, plus noise of the documented sigma 15 (measured on a flat grey)."""
+    flat = torch.full((1, 3, 256, 256), 0.8)
+    night = synthesize(flat, "night", CFG["levels"], 0, "flat")
+    dark = synthesize(flat, "lowlight", CFG["levels"], 0, "flat")
+    assert abs(float(night.mean() - dark.mean())) < 2 / 255
+    extra = float(night.std() ** 2 - dark.std() ** 2) ** 0.5 * 255
+    assert abs(extra - 15.0) < 1.0, extra
+    assert CFG["levels"]["night"]["sigma"] == 15.0
+
+
+def test_rain_haze_is_haze_then_rain(clean: torch.Tensor) -> None:
+    """With the same generator the haze is the same (drawn first); the rain only adds light on top."""
+    both = degrade(clean, "rain_haze", level_params("rain_haze", CFG["levels"]), torch.Generator().manual_seed(5))
+    haze = degrade(clean, "dehaze", level_params("dehaze", CFG["levels"]), torch.Generator().manual_seed(5))
+    assert float(both.mean()) > float(haze.mean()) + 1 / 255
+    assert float((both - haze).min()) >= -1 / 255
+
+
+def test_labels_of_every_condition() -> None:
+    assert set(CONDITION_LABELS) == set(DEGRADATIONS)
+    assert label_vector("night").tolist() == [float(n in ("lowlight", "noise")) for n in LABELS]
+    assert label_vector("clean").tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_mixture_batches_clean_crops_are_untouched_and_labelled(clean: torch.Tensor) -> None:
+    """auto batches: clean crops are exactly their target (never JPEG'd), degraded ones carry their labels."""
+    class Crops:
+        def batch(self, n: int, gen: torch.Generator) -> torch.Tensor:
+            return clean[..., :64, :64].repeat(n, 1, 1, 1)
+
+    mixture = {"clean": 0.5, "night": 0.25, "rain_haze": 0.25}
+    batches = TrainBatches(Crops(), "auto", CFG["degradation"], 32, seed=0, mixture=mixture, jpeg_prob=1.0)
+    lq, gt, labels = batches(0, torch.device("cpu"))
+    assert torch.equal(batches(0, torch.device("cpu"))[0], lq)
+    is_clean = labels[:, LABELS.index("clean")] == 1
+    assert 4 < int(is_clean.sum()) < 28
+    assert torch.equal(lq[is_clean], gt[is_clean])
+    assert all(float((a - b).abs().max()) > 0 for a, b in zip(lq[~is_clean], gt[~is_clean]))
+    night = labels[:, LABELS.index("lowlight")] == 1
+    assert torch.equal(labels[night, LABELS.index("noise")], torch.ones(int(night.sum())))
+    assert float(lq[night].mean()) < float(gt[night].mean()) - 0.2
+
+
+def test_jpeg_nuisance_changes_pixels_more_at_low_quality(clean: torch.Tensor) -> None:
+    x = clean[..., :64, :64].repeat(2, 1, 1, 1)
+    out = jpeg(x, torch.tensor([30.0, 95.0]))
+    errors = (out - x).abs().mean((1, 2, 3))
+    assert float(errors[0]) > float(errors[1]) > 0

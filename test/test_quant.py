@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -137,6 +138,65 @@ def test_checker_rejects_float_convs_and_broken_rules(int8_onnx: Path, tmp_path:
     assert any("zero point" in v for v in report.violations)
 
 
+def _shut_gate_int8(model_cfg: dict[str, object]) -> nn.Module:
+    """A calibrated INT8 model whose tail would change every pixel, but whose gate is shut everywhere."""
+    torch.manual_seed(0)
+    model = build_model(model_cfg)
+    nn.init.normal_(model.tail.conv.weight, std=0.5)
+    nn.init.normal_(model.gate_logit.conv.weight, std=0.01)
+    nn.init.constant_(model.gate_logit.conv.bias, -10.0)
+    return calibrate(prepare_qat(model), [torch.rand(2, 3, 32, 32)], progress=False)
+
+
+def _every_8bit_value() -> np.ndarray:
+    """(1, 3, 16, 16) float input holding each of the 256 camera values once per channel."""
+    values = np.arange(256, dtype=np.float32).reshape(16, 16) / 255
+    return np.stack([values, values.T, values[::-1]])[None].copy()
+
+
+def test_shut_gate_passes_every_8bit_value_exactly_through_int8(tmp_path: Path) -> None:
+    """Exact skip: a clean frame comes back bit for bit from the INT8 file and its CPU twin (rule 5 holds).
+
+    The old graph added the INT8-quantized input, which moved about half of the 256 values.
+    """
+    auto = {**TINY, "exact_skip": True, "condition_head": True}
+    x = _every_8bit_value()
+    changed = {}
+    for name, cfg in (("exact", auto), ("quantized", TINY)):
+        path = export_onnx(_shut_gate_int8(cfg), tmp_path / name / "efm_int8.onnx", {"model": cfg})
+        cpu = to_cpu_variant(path, tmp_path / name / "efm_int8_cpu.onnx")
+        for file, on_cpu in ((path, False), (cpu, True)):
+            report = check_int8(file, cpu=on_cpu)
+            assert report.ok and report.skip == name, report.summary()
+            out = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+            changed[name, on_cpu] = int(np.count_nonzero(np.rint(out * 255) != np.rint(x * 255)))
+    assert changed["exact", False] == changed["exact", True] == 0
+    assert changed["quantized", False] > 0.3 * x.size
+
+
+def test_condition_model_exports_restored_condition_and_gate(tmp_path: Path) -> None:
+    model = _shut_gate_int8({**TINY, "exact_skip": True, "condition_head": True})
+    path = export_onnx(model, tmp_path / "efm_int8.onnx", {"model": {"exact_skip": True}})
+    proto = onnx.load(str(path))
+    assert [o.name for o in proto.graph.output] == ["restored", "condition", "gate"]
+    labels = json.loads({p.key: p.value for p in proto.metadata_props}["condition_labels"])
+    assert labels == ["clean", "noise", "rain", "lowlight", "haze"]
+    restored, condition, gate = ort.InferenceSession(str(path)).run(None, {"image": _every_8bit_value()})
+    with torch.no_grad():
+        y, feats = model(torch.from_numpy(_every_8bit_value()), return_features=True)
+    assert condition.shape == (1, 5) and gate.shape == (1, 1, 8, 8)
+    np.testing.assert_allclose(condition, torch.sigmoid(feats["condition"]).numpy(), atol=1e-5)
+    assert float(gate.max()) < 1e-3  # shut everywhere
+
+    def skip_through_int8(graph: onnx.GraphProto) -> None:
+        add = next(n for n in graph.node if n.output[0] == "restored")
+        q = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "image")
+        dq = next(n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0])
+        add.input[:] = [dq.output[0] if i == "image" else i for i in add.input]
+    report = check_int8(_edit(path, tmp_path / "quantized_skip.onnx", skip_through_int8))
+    assert report.skip == "quantized" and any("exact_skip" in v for v in report.violations)
+
+
 def test_lmr_weights_stay_positive_and_bounded() -> None:
     """A distillation term that jumps 50000x (a quantization-noise burst) is down-weighted, never to zero."""
     lmr = LearnableMagnitudeReweighting(2, momentum=0.9, s_max=3.0)
@@ -237,7 +297,7 @@ def test_tiny_qdr_run_losses_fall_and_lmr_stays_positive(tmp_path: Path) -> None
         trainer.model.eval()
         trainer.stage.objective.eval()
         with torch.no_grad():
-            logs = [trainer.stage.objective(trainer.model, lq, gt)[1] for lq, gt in held_out]
+            logs = [trainer.stage.objective(trainer.model, lq, gt, labels)[1] for lq, gt, labels in held_out]
         trainer.model.train()
         trainer.stage.objective.train()
         return {key: float(np.mean([log[key] for log in logs])) for key in logs[0]}

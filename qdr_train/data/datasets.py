@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from qdr_train.data.degradations import degrade, sample_params
+from qdr_train.data.degradations import degrade, label_vector, sample_params
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -79,9 +79,31 @@ class CropSampler:
         return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(255.0)
 
 
+def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """Round-trip each image of ``x`` (N, 3, H, W in [0, 1]) through JPEG at its ``quality`` (N,)."""
+    out = []
+    for img, q in zip(x, quality.tolist()):
+        rgb = (img.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(round(q))])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        out.append(torch.from_numpy(np.ascontiguousarray(decoded)).permute(2, 0, 1))
+    return torch.stack(out).float().div(255.0)
+
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
 @dataclass
 class TrainBatches:
-    """Degraded/clean training pairs for one task, reproducible per (seed, step, rank)."""
+    """Degraded/clean training pairs and their condition labels, reproducible per (seed, step, rank).
+
+    A specialist task degrades every crop with its own model. ``auto`` draws each crop's condition
+    from ``mixture`` (proportions of clean and degraded conditions); a degraded crop is then
+    JPEG-compressed with probability ``jpeg_prob`` (a nuisance of real camera streams, never a
+    label); clean crops are never recompressed, so their target is exactly their input.
+    """
 
     sampler: CropSampler
     task: str
@@ -89,18 +111,49 @@ class TrainBatches:
     batch_size: int
     seed: int
     rank: int = 0
+    mixture: dict[str, float] | None = None
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[float, float] = (50.0, 95.0)
 
-    def __call__(self, step: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, step: int, device: torch.device) -> Batch:
+        """(degraded, clean, labels): labels are (N, len(LABELS)) multi-hot over ``LABELS``."""
         gen = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 64 + self.rank)
         clean = self.sampler.batch(self.batch_size, gen)
-        params = sample_params(self.task, self.ranges, self.batch_size, gen)
-        return degrade(clean, self.task, params, gen).to(device), clean.to(device)
+        conditions = self.conditions(gen)
+        lq = clean.clone()
+        for condition in dict.fromkeys(conditions):
+            idx = torch.tensor([i for i, c in enumerate(conditions) if c == condition])
+            params = sample_params(condition, self.ranges, len(idx), gen)
+            lq[idx] = degrade(clean[idx], condition, params, gen)
+        if self.jpeg_prob > 0:
+            pick = (torch.rand(self.batch_size, generator=gen) < self.jpeg_prob).tolist()
+            quality = self.jpeg_quality[0] + torch.rand(self.batch_size, generator=gen) * (
+                self.jpeg_quality[1] - self.jpeg_quality[0])
+            idx = torch.tensor([i for i, c in enumerate(conditions) if c != "clean" and pick[i]], dtype=torch.long)
+            if len(idx):
+                lq[idx] = jpeg(lq[idx], quality[idx])
+        labels = torch.stack([label_vector(c) for c in conditions])
+        return lq.to(device), clean.to(device), labels.to(device)
+
+    def conditions(self, gen: torch.Generator) -> list[str]:
+        """Each crop's condition: the task itself, or drawn from the mixture's proportions."""
+        if self.mixture is None:
+            return [self.task] * self.batch_size
+        names = list(self.mixture)
+        weights = torch.tensor([float(self.mixture[n]) for n in names])
+        picks = torch.multinomial(weights, self.batch_size, replacement=True, generator=gen)
+        return [names[i] for i in picks.tolist()]
 
 
 def build_train_batches(cfg: dict[str, Any], rank: int = 0) -> TrainBatches:
-    root = data_root(cfg["data"]["root"])
-    sampler = CropSampler([root / f for f in cfg["data"]["train"]], cfg["data"]["crop"])
-    return TrainBatches(sampler, cfg["task"], cfg["degradation"], cfg["data"]["batch"], cfg["seed"], rank)
+    """The training batches of ``cfg``: its task, or the mixture of conditions when the task is ``auto``."""
+    d = cfg["data"]
+    root = data_root(d["root"])
+    sampler = CropSampler([root / f for f in d["train"]], d["crop"])
+    auto = cfg["task"] == "auto"
+    mixture = {k: v for k, v in d["mixture"].items() if v > 0} if auto else None
+    return TrainBatches(sampler, cfg["task"], cfg["degradation"], d["batch"], cfg["seed"], rank, mixture,
+                        d["jpeg_prob"] if auto else 0.0, tuple(d["jpeg_quality"]))
 
 
 def paired_folder(folder: str | Path) -> list[tuple[str, Path, Path]]:

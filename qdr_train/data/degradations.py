@@ -16,6 +16,15 @@ because a camera frame arrives as 8-bit. The models:
 - ``dehaze``: atmospheric scattering ``y = x t + A (1 - t)``, ``t = exp(-beta d)``, with a
   plausible depth ``d`` in [0, 1]: far at the top of the frame, near at the bottom, plus a
   smooth random field for scene structure.
+
+Compound conditions, because real ones come mixed (each reads the parameters of its parts):
+
+- ``night``: ``lowlight``, rounded to 8 bits, then Gaussian sensor noise of ``sigma`` 8-bit levels.
+- ``rain_haze``: ``dehaze``, then ``derain`` on the hazy frame (near streaks are not hazed).
+- ``clean``: the frame itself, so a blind model learns to leave clean frames alone.
+
+``LABELS`` are what a condition head predicts (several at once): ``CONDITION_LABELS`` maps each
+condition to its label set.
 """
 
 from __future__ import annotations
@@ -98,9 +107,43 @@ def dehaze(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
     return x * t + _on(x, p["airlight"]) * (1 - t)
 
 
+def night(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
+    dark = to_8bit(lowlight(x, p, gen))
+    return dark + (_on(x, p["sigma"]) / 255.0) * _randn(x, gen)
+
+
+def rain_haze(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
+    return derain(dehaze(x, p, gen), p, gen)
+
+
+def clean(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
+    return x
+
+
 DEGRADATIONS: dict[str, Callable[[torch.Tensor, Params, torch.Generator], torch.Tensor]] = {
     "denoise": denoise, "derain": derain, "lowlight": lowlight, "dehaze": dehaze,
+    "night": night, "rain_haze": rain_haze, "clean": clean,
 }
+# Conditions whose parameters are those of other conditions plus their own section (may be empty).
+COMPONENTS: dict[str, tuple[str, ...]] = {"night": ("lowlight", "night"), "rain_haze": ("dehaze", "derain")}
+LABELS = ("clean", "noise", "rain", "lowlight", "haze")
+CONDITION_LABELS: dict[str, tuple[str, ...]] = {
+    "clean": ("clean",), "denoise": ("noise",), "derain": ("rain",), "lowlight": ("lowlight",),
+    "dehaze": ("haze",), "night": ("lowlight", "noise"), "rain_haze": ("rain", "haze"),
+}
+
+
+def label_vector(condition: str) -> torch.Tensor:
+    """Multi-hot (len(LABELS),) float target of ``condition``."""
+    return torch.tensor([float(name in CONDITION_LABELS[condition]) for name in LABELS])
+
+
+def condition_ranges(condition: str, ranges: dict[str, Any]) -> dict[str, Any]:
+    """Training ranges of every parameter ``condition`` reads (its parts' sections merged)."""
+    merged: dict[str, Any] = {}
+    for part in COMPONENTS.get(condition, (condition,)):
+        merged.update(ranges.get(part) or {})
+    return merged
 
 
 def degrade(x: torch.Tensor, task: str, params: Params, gen: torch.Generator) -> torch.Tensor:
@@ -113,7 +156,7 @@ def degrade(x: torch.Tensor, task: str, params: Params, gen: torch.Generator) ->
 def sample_params(task: str, ranges: dict[str, Any], n: int, gen: torch.Generator,
                   severity: float | None = None) -> Params:
     """Per-sample parameters: uniform in each range, or at ``severity`` in [0, 1] if given."""
-    task_ranges = ranges[task]
+    task_ranges = condition_ranges(task, ranges)
     nuisance = set(ranges.get("nuisance", []))
     out: Params = {}
     for name, (lo, hi) in task_ranges.items():
@@ -129,7 +172,7 @@ def sample_params(task: str, ranges: dict[str, Any], n: int, gen: torch.Generato
 
 def level_params(task: str, levels: dict[str, Any], n: int = 1) -> Params:
     """Return the documented evaluation level of ``task`` as parameter tensors."""
-    return {k: torch.full((n,), float(v)) for k, v in levels[task].items()}
+    return {k: torch.full((n,), float(v)) for k, v in (levels[task] or {}).items()}
 
 
 def image_seed(task: str, seed: int, name: str) -> int:

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from qdr_ros.image_conversions import from_model_output, tensor_to_rgb_uint8, to_model_input
-from qdr_train.baselines import classical_baseline
+from qdr_train.baselines import BASELINES, classical_baseline
 from qdr_train.data.datasets import data_root, list_images, paired_folder, read_rgb, to_tensor
 from qdr_train.data.degradations import degrade, image_seed, sample_params, synthesize
 from qdr_train.engine.checkpoint import load_model
@@ -79,7 +79,7 @@ def evaluate(cfg: dict[str, Any], model_path: str | Path, clean_dir: str | Path 
             raise ValueError(f"{name}: input {lq.shape} and target {clean.shape} differ in size")
         row: dict[str, Any] = {"name": name, "input": image_metrics(lq, clean),
                                "output": image_metrics(restore(lq), clean)}
-        if baseline:
+        if baseline and task in BASELINES:
             row["baseline"] = image_metrics(classical_baseline(task, lq), clean)
         images.append(row)
     kinds = [k for k in KINDS if k in images[0]]

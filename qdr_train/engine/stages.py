@@ -31,26 +31,43 @@ from torch import nn
 
 from qdr_train.data.datasets import TrainBatches
 from qdr_train.engine.checkpoint import load_model
+from qdr_train.losses.auxiliary import AuxiliaryLoss
 from qdr_train.losses.distill import FeatureDistillLoss, OutputDistillLoss
 from qdr_train.losses.restoration import RestorationLoss
 from qdr_train.losses.weighting import (AlignedMagnitudeReweighting, BoundedMagnitudeReweighting, FixedWeights,
                                         GradientMagnitudeReweighting, LearnableMagnitudeReweighting)
-from qdr_train.models import build_model
+from qdr_train.models import build_model, resolved_model_config
 from qdr_train.quant import calibrate, prepare_qat
 
 CALIBRATION_STEP_OFFSET = 10_000_000
 
 
+AUX_KEYS = ("gate", "gate_threshold", "condition")
+
+
+def losses_of(cfg: dict[str, Any]) -> tuple[RestorationLoss, AuxiliaryLoss]:
+    """The reconstruction loss and the auxiliary (gate, condition) terms of ``cfg['loss']``."""
+    loss = cfg["loss"]
+    return (RestorationLoss(**{k: v for k, v in loss.items() if k not in AUX_KEYS}),
+            AuxiliaryLoss(**{k: loss[k] for k in AUX_KEYS}))
+
+
 class ReconstructionObjective(nn.Module):
-    """Plain supervised restoration: loss(model(lq), gt)."""
+    """Plain supervised restoration: loss(model(lq), gt), plus the auxiliary terms when they are on."""
 
-    def __init__(self, loss: RestorationLoss) -> None:
+    def __init__(self, loss: RestorationLoss, aux: AuxiliaryLoss) -> None:
         super().__init__()
-        self.loss = loss
+        self.loss, self.aux = loss, aux
 
-    def forward(self, model: nn.Module, lq: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        loss = self.loss(model(lq), gt)
-        return loss, {"rec": float(loss.detach())}
+    def forward(self, model: nn.Module, lq: torch.Tensor, gt: torch.Tensor,
+                labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        y, feats = model(lq, return_features=True)
+        loss = self.loss(y, gt)
+        logs = {"rec": float(loss.detach())}
+        if self.aux.active:
+            extra, aux_logs = self.aux(feats, lq, gt, labels)
+            loss, logs = loss + extra, {**logs, **aux_logs}
+        return loss, logs
 
 
 class DistillObjective(nn.Module):
@@ -61,10 +78,10 @@ class DistillObjective(nn.Module):
     """
 
     def __init__(self, teacher: nn.Module, rec: RestorationLoss, targets: tuple[str, ...],
-                 weighting: nn.Module) -> None:
+                 weighting: nn.Module, aux: AuxiliaryLoss) -> None:
         super().__init__()
         self.teacher = teacher.eval().requires_grad_(False)
-        self.rec, self.targets, self.weighting = rec, targets, weighting
+        self.rec, self.targets, self.weighting, self.aux = rec, targets, weighting, aux
         self.output_loss, self.feature_loss = OutputDistillLoss(), FeatureDistillLoss()
 
     def train(self, mode: bool = True) -> "DistillObjective":
@@ -72,7 +89,8 @@ class DistillObjective(nn.Module):
         self.teacher.eval()
         return self
 
-    def forward(self, model: nn.Module, lq: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, model: nn.Module, lq: torch.Tensor, gt: torch.Tensor,
+                labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         y, feats = model(lq, return_features=True)
         with torch.no_grad():
             ty, tfeats = self.teacher(lq, return_features=True)
@@ -81,7 +99,11 @@ class DistillObjective(nn.Module):
         names = ["rec"] + [f"kd_{t}" for t in self.targets]
         logs = {name: float(term.detach()) for name, term in zip(names, terms)}
         logs.update({f"w_{name}": w for name, w in zip(names, self.weighting.current())})
-        return self.weighting(terms, feats["bottleneck"]), logs
+        loss = self.weighting(terms, feats["bottleneck"])
+        if self.aux.active:
+            extra, aux_logs = self.aux(feats, lq, gt, labels)
+            loss, logs = loss + extra, {**logs, **aux_logs}
+        return loss, logs
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Only the learnable weighting is state; the teacher is reloaded from its file."""
@@ -89,6 +111,25 @@ class DistillObjective(nn.Module):
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
         return super().load_state_dict(state, strict=False, assign=assign)
+
+
+def warm_start(cfg: dict[str, Any]) -> nn.Module:
+    """The model of ``init``: as it is when its architecture is the configured one, else the configured
+    model with every weight the two share (a specialist starting ``auto``: new heads start fresh).
+    """
+    source, info = load_model(cfg["init"])
+    if resolved_model_config(info["model"]) == resolved_model_config(cfg["model"]):
+        return source
+    model = build_model(cfg["model"])
+    own = model.state_dict()
+    shared = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    if not shared:
+        raise ValueError(f"init {cfg['init']} shares no weights with model {cfg['model']}")
+    model.load_state_dict(shared, strict=False)
+    fresh = sorted(set(own) - set(shared))
+    print(f"init: {len(shared)} tensors from {cfg['init']}; {len(fresh)} start fresh ({', '.join(fresh[:6])}"
+          f"{', ...' if len(fresh) > 6 else ''})")
+    return model
 
 
 @dataclass
@@ -99,11 +140,10 @@ class Stage:
 
 def _fp32(cfg: dict[str, Any], device: torch.device, batches: TrainBatches) -> Stage:
     if cfg["init"]:
-        model, info = load_model(cfg["init"])
-        cfg["model"] = info["model"]
+        model = warm_start(cfg)
     else:
         model = build_model(cfg["model"])
-    return Stage(model.to(device), ReconstructionObjective(RestorationLoss(**cfg["loss"])).to(device))
+    return Stage(model.to(device), ReconstructionObjective(*losses_of(cfg)).to(device))
 
 
 def _teacher_and_student(cfg: dict[str, Any], device: torch.device,
@@ -128,9 +168,9 @@ def _quantized(targets: tuple[str, ...], learnable: bool = False,
                qdr: bool = False) -> Callable[[dict[str, Any], torch.device, TrainBatches], Stage]:
     def build(cfg: dict[str, Any], device: torch.device, batches: TrainBatches) -> Stage:
         teacher, student = _teacher_and_student(cfg, device, batches)
-        rec = RestorationLoss(**cfg["loss"])
+        rec, aux = losses_of(cfg)
         if not targets:
-            return Stage(student, ReconstructionObjective(rec).to(device))
+            return Stage(student, ReconstructionObjective(rec, aux).to(device))
         d = cfg["distill"]
         places = targets + ("output",) if qdr and d["qdr_output"] else targets
         n = 1 + len(places)
@@ -145,7 +185,7 @@ def _quantized(targets: tuple[str, ...], learnable: bool = False,
             weighting = GradientMagnitudeReweighting(n, d["lmr_alpha"], d["lmr_rate"], d["lmr_floor"])
         else:
             weighting = LearnableMagnitudeReweighting(n, d["lmr_momentum"], d["lmr_s_max"])
-        return Stage(student, DistillObjective(teacher, rec, places, weighting).to(device))
+        return Stage(student, DistillObjective(teacher, rec, places, weighting, aux).to(device))
     return build
 
 

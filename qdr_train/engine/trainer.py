@@ -24,7 +24,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from qdr_train.config import save_config
+from qdr_train.config import AUTO, save_config
 from qdr_train.data.datasets import build_train_batches, data_root, list_images, read_rgb, to_tensor
 from qdr_train.data.degradations import synthesize
 from qdr_train.engine.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, atomic_save, cpu_state, safe_load,
@@ -32,6 +32,9 @@ from qdr_train.engine.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, ato
 from qdr_train.engine.stages import Stage, build_stage
 from qdr_train.metrics import psnr_torch
 from qdr_train.models import resolved_model_config
+
+
+PSNR_CAP = 99.0  # dB: an unchanged clean frame scores this, not infinity
 
 
 def pick_device(name: str) -> torch.device:
@@ -155,8 +158,8 @@ class Trainer:
         started = time.time()
         try:
             while self.step < t["iters"] and not self._stop:
-                lq, gt = self.batches(self.step, self.device)
-                loss, logs = self.stage.objective(self.net, lq, gt)
+                lq, gt, labels = self.batches(self.step, self.device)
+                loss, logs = self.stage.objective(self.net, lq, gt, labels)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.cfg["optim"]["grad_clip"]:
@@ -197,6 +200,13 @@ class Trainer:
         dist.destroy_process_group()
         self.distributed = False
 
+    def val_condition(self, index: int) -> str:
+        """The condition of monitoring image ``index``: the task, or for ``auto`` each mixture condition in turn."""
+        if self.cfg["task"] != AUTO:
+            return self.cfg["task"]
+        names = [k for k, v in self.cfg["data"]["mixture"].items() if v > 0]
+        return names[index % len(names)]
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """PSNR of input and output on the centre crops of the monitoring images; saves a PNG grid."""
@@ -206,21 +216,29 @@ class Trainer:
         files = list_images(data_root(d["root"]) / d["val"])[: d["val_images"]]
         model = self.shipped
         model.eval()
-        rows, psnr_in, psnr_out = [], [], []
-        for path in files:
+        rows, psnr_in, psnr_out, clean_out = [], [], [], []
+        for index, path in enumerate(files):
             img = read_rgb(path)
             h, w = img.shape[:2]
             y, x = (h - c) // 2, (w - c) // 2
             gt = to_tensor(img[y:y + c, x:x + c])
-            lq = synthesize(gt, self.cfg["task"], self.cfg["levels"], self.cfg["seed"], path.name)
+            condition = self.val_condition(index)
+            lq = synthesize(gt, condition, self.cfg["levels"], self.cfg["seed"], path.name)
             out = model(lq.to(self.device)).clamp(0, 1).cpu()
-            psnr_in.append(float(psnr_torch(lq, gt)))
-            psnr_out.append(float(psnr_torch(torch.round(out * 255) / 255, gt)))
+            score = min(float(psnr_torch(torch.round(out * 255) / 255, gt)), PSNR_CAP)
+            if condition == "clean":
+                clean_out.append(score)
+            else:
+                psnr_in.append(float(psnr_torch(lq, gt)))
+                psnr_out.append(score)
             rows.append(torch.cat([lq, out, gt], dim=3)[0])
         model.train()
         grid = (torch.cat(rows[:3], dim=1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         cv2.imwrite(str(self.run_dir / f"val_{self.step:06d}.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-        return {"val_psnr_input": float(np.mean(psnr_in)), "val_psnr": float(np.mean(psnr_out))}
+        logs = {"val_psnr_input": float(np.mean(psnr_in)), "val_psnr": float(np.mean(psnr_out))} if psnr_in else {}
+        if clean_out:
+            logs["val_psnr_clean"] = float(np.mean(clean_out))
+        return logs
 
 
 def _comparable(key: str, value: Any) -> Any:

@@ -7,6 +7,11 @@ Rules checked (TensorRT 10 "explicit quantization"; ONNX Runtime fuses the same 
    one scale per output channel.
 4. No conv runs in float: each Conv/ConvTranspose reads a DequantizeLinear activation and a
    DequantizeLinear weight, and its output feeds only QuantizeLinear nodes.
+5. Exact skip (models exported with ``exact_skip``, as their metadata says): the final residual Add
+   reads the graph input itself, not a Q/DQ copy of it. The INT8 input grid has ~122 levels for
+   256 camera values; a skip through it shifts half of all pixel values even where the gate is
+   shut. The Add has no Q/DQ, so TensorRT runs that one layer in FP16/FP32 while rule 4 keeps
+   every conv in INT8.
 ``cpu=True`` checks the CPU twin instead: activations uint8 with zero point 128 (the same grid).
 """
 
@@ -14,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import json
 
 import numpy as np
 import onnx
@@ -27,6 +34,7 @@ class CheckReport:
     path: str
     convs: int = 0
     quantize_nodes: int = 0
+    skip: str = "none"
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -35,7 +43,7 @@ class CheckReport:
 
     def summary(self) -> str:
         head = (f"{self.path}: {'OK' if self.ok else 'FAILED'} - {self.convs} convs, "
-                f"{self.quantize_nodes} Q/DQ nodes, {len(self.violations)} violations")
+                f"{self.quantize_nodes} Q/DQ nodes, {self.skip} skip, {len(self.violations)} violations")
         return "\n".join([head, *(f"  - {v}" for v in self.violations)])
 
 
@@ -110,4 +118,32 @@ def check_int8(path: str | Path, cpu: bool = False) -> CheckReport:
             bad(f"{node.name}: output must feed only QuantizeLinear (found {[c.op_type for c in outs]})")
     if report.convs == 0:
         bad("no Conv nodes found: is this the restoration model?")
+    report.skip = skip_kind(graph, producer)
+    if _exports_exact_skip(model) and report.skip != "exact":
+        bad(f"the model was trained with exact_skip but its output Add reads a {report.skip} input; "
+            "re-export it with qdr_train.export.onnx")
     return report
+
+
+def skip_kind(graph: onnx.GraphProto, producer: dict[str, onnx.NodeProto]) -> str:
+    """How the first output's residual Add reads the graph input: ``exact``, ``quantized`` or ``none``."""
+    image = graph.input[0].name
+    add = producer.get(graph.output[0].name)
+    if add is None or add.op_type != "Add":
+        return "none"
+    for name in add.input:
+        if name == image:
+            return "exact"
+        dq = producer.get(name)
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear" and q.input[0] == image:
+            return "quantized"
+    return "none"
+
+
+def _exports_exact_skip(model: onnx.ModelProto) -> bool:
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        return bool(json.loads(meta.get("model", "{}")).get("exact_skip", False))
+    except (ValueError, AttributeError):
+        return False

@@ -1,4 +1,9 @@
-"""Write the EFM (FP32 or fake-quantized) as ONNX with dynamic height and width."""
+"""Write the EFM (FP32 or fake-quantized) as ONNX with dynamic height and width.
+
+A model with a condition head is written with three outputs: ``restored`` (N, 3, H, W),
+``condition`` (N, L) per-label probabilities (label names in the metadata key
+``condition_labels``) and ``gate`` (N, 1, H/2, W/2), the LDG map; other models with one.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,26 @@ from torch import nn
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "restored"
+CONDITION_NAME = "condition"
+GATE_NAME = "gate"
 OPSET = 17
+
+
+class _ThreeOutputs(nn.Module):
+    """Restored image, condition probabilities and gate map of a model with a condition head."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y, feats = self.model(x, return_features=True)
+        return y, torch.sigmoid(feats["condition"]), feats["gate"]
+
+
+def has_condition_head(model: nn.Module) -> bool:
+    """True for a model whose features include condition logits (exported with three outputs)."""
+    return getattr(model, "condition", None) is not None
 
 
 def export_onnx(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None,
@@ -30,19 +54,24 @@ def export_onnx(model: nn.Module, path: str | Path, metadata: dict[str, Any] | N
     model = model.eval()
     device = next(model.parameters()).device
     dummy = torch.rand(1, 3, *size, device=device)
+    image_axes = {0: "batch", 2: "height", 3: "width"}
+    outputs, axes = [OUTPUT_NAME], {INPUT_NAME: image_axes, OUTPUT_NAME: image_axes}
+    graph: nn.Module = model
+    metadata = dict(metadata or {})
+    if has_condition_head(model):
+        graph = _ThreeOutputs(model).eval()
+        outputs += [CONDITION_NAME, GATE_NAME]
+        axes.update({CONDITION_NAME: {0: "batch"}, GATE_NAME: {0: "batch", 2: "gate_height", 3: "gate_width"}})
+        metadata["condition_labels"] = list(model.labels)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         model(dummy)  # refresh per-channel weight scales from the final weights
-        torch.onnx.export(
-            model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                          OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}},
-        )
+        torch.onnx.export(graph, (dummy,), str(path), dynamo=False, opset_version=OPSET,
+                          input_names=[INPUT_NAME], output_names=outputs, dynamic_axes=axes)
     proto = onnx.load(str(path))
     fold_weight_quantization(proto.graph)
-    for key, value in (metadata or {}).items():
+    for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key = key
         entry.value = value if isinstance(value, str) else json.dumps(value)

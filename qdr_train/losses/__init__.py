@@ -1,1 +1,2 @@
-"""Losses: pixel reconstruction (restoration.py) and feature distillation (distill.py)."""
+"""Losses: pixel reconstruction (restoration.py), feature distillation (distill.py), gate and condition
+supervision (auxiliary.py)."""

@@ -14,6 +14,15 @@ block, so ``T(g * d1) = g * T(d1)`` block-wise: ``g`` is exactly how much of its
 applies at each place. Where the frame is clean ``g -> 0`` and pixels pass through unchanged;
 where degradation is strong ``g -> 1``. The gate is also a cheap diagnostic: it is a map of
 where the net found degradation.
+
+``exact_skip``: the residual adds the input ``x`` itself, not its INT8-quantized copy. The INT8
+input grid has ~122 levels for 256 camera values, so a quantized skip shifts about half of all
+pixel values even where the gate is shut. The final Add then has no Q/DQ of its own (TensorRT
+runs it in FP16/FP32; every conv stays INT8), and a gate below half an INT8 step of its
+quantizer makes the correction exactly zero: a clean 8-bit frame comes back bit for bit.
+
+``condition_head``: what the camera sees, as one logit per label of ``LABELS`` (several at once:
+night is lowlight and noise), from the globally pooled bottleneck through two 1x1 convs.
 """
 
 from __future__ import annotations
@@ -23,8 +32,11 @@ from torch import nn
 
 import torch.nn.functional as F
 
+from qdr_train.data.degradations import LABELS
 from qdr_train.models.blocks import ConvAct, GlobalContext, QuantPoint, ResBlock, Up
 from qdr_train.models.registry import register
+
+CONDITION_HIDDEN = 32
 
 
 @register
@@ -38,8 +50,11 @@ class EFM(nn.Module):
 
     stride = 8
 
+    labels = LABELS
+
     def __init__(self, widths: tuple[int, int, int] | list[int] = (16, 32, 64), num_blocks: int = 2,
-                 global_context: bool = False, head_relu: bool = True) -> None:
+                 global_context: bool = False, head_relu: bool = True, exact_skip: bool = False,
+                 condition_head: bool = False) -> None:
         super().__init__()
         c1, c2, c3 = widths
         self.q_in = QuantPoint()
@@ -58,6 +73,10 @@ class EFM(nn.Module):
         self.gate = QuantPoint()
         self.gated = QuantPoint()
         self.tail = ConvAct(c1, 12, kernel=1, act=False, bias=False)
+        self.exact_skip = exact_skip
+        self.condition = (nn.Sequential(QuantPoint(), ConvAct(c3, CONDITION_HIDDEN, kernel=1),
+                                        ConvAct(CONDITION_HIDDEN, len(LABELS), kernel=1, act=False))
+                          if condition_head else None)
         self._init_correction_path()
 
     def _init_correction_path(self) -> None:
@@ -82,7 +101,8 @@ class EFM(nn.Module):
 
         ``bottleneck`` is the 1/8-resolution output of the residual blocks (the DFD target);
         ``decoder`` holds the decoder features at 1/4 and 1/2 resolution (never distilled by QDR,
-        kept for the decoder-distillation baseline); ``gate`` is the LDG map.
+        kept for the decoder-distillation baseline); ``gate`` is the LDG map at 1/2 resolution;
+        ``condition`` (with the condition head) the (N, len(LABELS)) logits.
         """
         h, w = x.shape[-2:]
         if h % self.stride or w % self.stride:
@@ -94,5 +114,8 @@ class EFM(nn.Module):
         d2 = self.dec2(self.skip2(self.up2(b) + e2))
         d1 = self.dec1(self.skip1(self.up1(d2) + e1))
         g = self.gate(torch.sigmoid(self.gate_logit(d1)))
-        y = xq + F.pixel_shuffle(self.tail(self.gated(g * d1)), 2)
-        return y, {"bottleneck": b, "decoder": torch.cat([d2.flatten(1), d1.flatten(1)], 1), "gate": g}
+        y = (x if self.exact_skip else xq) + F.pixel_shuffle(self.tail(self.gated(g * d1)), 2)
+        feats = {"bottleneck": b, "decoder": torch.cat([d2.flatten(1), d1.flatten(1)], 1), "gate": g}
+        if self.condition is not None:
+            feats["condition"] = self.condition(F.adaptive_avg_pool2d(b, 1)).flatten(1)
+        return y, feats

@@ -1,0 +1,79 @@
+"""Find evaluation images whose scene appears in the training photos (crops, resamples, recompressions).
+
+ORB features of every training photo go into one pool; each evaluation image's features are
+matched against the whole pool (nearest neighbour with Lowe's ratio test), the training photos
+that collect enough votes are verified pairwise with a RANSAC homography, and a pair with enough
+inliers is a leak. A homography models exactly the edits that leak a scene (crop, scale, small
+shift) and recompression does not move corners, while two different photos of similar texture do
+not agree on one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FEATURES = 500
+RATIO = 0.8
+MIN_VOTES = 12
+MIN_INLIERS = 15
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """One evaluation image found inside one training image."""
+
+    eval_name: str
+    train_name: str
+    inliers: int
+
+
+def orb_features(image: np.ndarray) -> tuple[list[cv2.KeyPoint], np.ndarray | None]:
+    """ORB keypoints and descriptors of an RGB or grey uint8 image."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    return cv2.ORB_create(nfeatures=FEATURES).detectAndCompute(gray, None)
+
+
+def _inliers(a: tuple[list[cv2.KeyPoint], np.ndarray], b: tuple[list[cv2.KeyPoint], np.ndarray]) -> int:
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    good = [m for m, n in (p for p in matcher.knnMatch(a[1], b[1], k=2) if len(p) == 2)
+            if m.distance < RATIO * n.distance]
+    if len(good) < 4:
+        return 0
+    src = np.float32([a[0][m.queryIdx].pt for m in good])
+    dst = np.float32([b[0][m.trainIdx].pt for m in good])
+    _, mask = cv2.findHomography(src, dst, cv2.RANSAC, 5.0)
+    return 0 if mask is None else int(mask.sum())
+
+
+def find_overlaps(eval_images: dict[str, np.ndarray], train_images: dict[str, np.ndarray]) -> list[Overlap]:
+    """Every (evaluation, training) pair where the evaluation scene appears in the training image."""
+    train = {name: orb_features(img) for name, img in train_images.items()}
+    train = {name: f for name, f in train.items() if f[1] is not None and len(f[1]) >= 4}
+    names = list(train)
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    matcher.add([train[n][1] for n in names])
+    found = []
+    for eval_name, image in eval_images.items():
+        query = orb_features(image)
+        if query[1] is None:
+            continue
+        votes = np.zeros(len(names), int)
+        for pair in matcher.knnMatch(query[1], k=2):
+            if len(pair) == 2 and pair[0].distance < RATIO * pair[1].distance:
+                votes[pair[0].imgIdx] += 1
+        for index in np.flatnonzero(votes >= MIN_VOTES):
+            inliers = _inliers(query, train[names[index]])
+            if inliers >= MIN_INLIERS:
+                found.append(Overlap(eval_name, names[index], inliers))
+    return found
+
+
+def read_folder(folder: str | Path) -> dict[str, np.ndarray]:
+    """Every image of ``folder`` as RGB uint8, keyed by ``<folder name>/<file name>``."""
+    from qdr_train.data.datasets import list_images, read_rgb
+    folder = Path(folder)
+    return {f"{folder.name}/{p.name}": read_rgb(p) for p in list_images(folder)}

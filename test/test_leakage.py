@@ -1,0 +1,49 @@
+"""No evaluation image (Kodak24) is a crop or resample of a training photo, and the check can see one."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from qdr_train.config import load_config
+from qdr_train.data.datasets import data_root
+from qdr_train.data.leakage import find_overlaps, read_folder
+
+CFG = load_config("auto")
+ROOT = data_root(CFG["data"]["root"])
+
+pytestmark = pytest.mark.skipif(not (ROOT / CFG["data"]["val"]).is_dir(), reason=f"no data under {ROOT}")
+
+
+def leaked_copy(image: np.ndarray, crop: float, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """What a leak looks like: a ``crop`` fraction of the frame, resampled by ``scale``, saved as JPEG 75."""
+    h, w = image.shape[:2]
+    ch, cw = int(h * crop), int(w * crop)
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    resized = cv2.resize(image[y:y + ch, x:x + cw], None, fx=scale, fy=scale,
+                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    ok, buf = cv2.imencode(".jpg", resized[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 75])
+    assert ok
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+
+
+@pytest.mark.slow
+def test_no_evaluation_scene_in_the_training_photos() -> None:
+    train: dict[str, np.ndarray] = {}
+    for folder in CFG["data"]["train"]:
+        train.update(read_folder(ROOT / folder))
+    evaluation = read_folder(ROOT / CFG["data"]["val"])
+    rng = np.random.default_rng()
+    names = sorted(evaluation)
+    controls = {}
+    for crop, scale in ((0.6, 0.5), (rng.uniform(0.6, 0.9), rng.uniform(0.5, 1.5))):
+        source = names[int(rng.integers(len(names)))]
+        copy = leaked_copy(evaluation[source], crop, scale, rng)
+        controls[f"control/{source}@{crop:.2f}x{scale:.2f}"] = (source, copy)
+    train.update({name: image for name, (_, image) in controls.items()})
+    found = {(o.eval_name, o.train_name) for o in find_overlaps(evaluation, train)}
+    for name, (source, _) in controls.items():
+        assert (source, name) in found, f"the check missed a planted leak: {name}"
+    real = sorted(pair for pair in found if not pair[1].startswith("control/"))
+    assert not real, f"evaluation scenes found in the training photos: {real}"
