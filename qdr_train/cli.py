@@ -34,6 +34,22 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _real_lowlight(args: argparse.Namespace) -> int:
+    from qdr_train.data.datasets import data_root
+    from qdr_train.engine.evaluator import load_restorer, write_json
+    from qdr_train.engine.real_lowlight import score_real_lowlight
+    folder = args.folder or data_root() / "lowlight_real" / "DICM"
+    report = score_real_lowlight(load_restorer(args.model, args.threads), folder, args.mosaic)
+    report["model"] = str(args.model)
+    print(json.dumps(report["summary"], indent=2))
+    if args.mosaic:
+        print(f"wrote {args.mosaic}")
+    if args.json:
+        write_json(report, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from qdr_train.engine.checkpoint import safe_load
     from qdr_train.export.onnx import export_model_file
@@ -131,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="write the full report (per image and mean) here")
     with_config(ev)
     ev.set_defaults(func=_eval)
+
+    rl = sub.add_parser("real-lowlight", help="brightening and extra clipping on real dark photos (DICM, no reference)")
+    rl.add_argument("--model", required=True, help="model file (.pt) or ONNX file")
+    rl.add_argument("--folder", help="dark photos (default: <data>/lowlight_real/DICM)")
+    rl.add_argument("--mosaic", help="write an input | output mosaic here, e.g. out/dicm_auto.jpg")
+    rl.add_argument("--json", help="write the per-image numbers and the summary here")
+    rl.add_argument("--threads", type=int, default=0)
+    rl.set_defaults(func=_real_lowlight)
 
     ex = sub.add_parser("export", help="write ONNX (FP32, or INT8 Q/DQ + CPU twin for a quantized model)")
     ex.add_argument("--model", required=True, help="qdr model file or checkpoint (.pt)")

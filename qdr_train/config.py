@@ -16,7 +16,13 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 TASKS = ("denoise", "derain", "lowlight", "dehaze")   # the specialists, one condition each
 AUTO = "auto"                                          # one blind model for every condition of data.mixture
 CONDITIONS = TASKS + ("night", "rain_haze", "clean")   # what evaluation (and the auto mixture) can synthesise
+AUTO_EVAL = TASKS + ("night", "rain_haze")            # the six degraded conditions auto is scored on
 LMR_FORMS = ("magnitude", "bounded", "gradient", "aligned")
+
+
+def eval_tasks(task: str) -> tuple[str, ...]:
+    """The conditions a model trained for ``task`` is scored on: its own, or auto's six."""
+    return AUTO_EVAL if task == AUTO else (task,)
 
 
 class ConfigError(ValueError):

@@ -8,7 +8,8 @@ so a variant is run once per seed and the table reports the mean and spread over
 (task, seed, variant) is an independent job: ``jobs`` of them run in parallel processes (on one
 GPU, several small runs keep it busier than one), and each job leaves ``result.json`` in its
 folder, so an interrupted ablation reruns only what is missing and ``report_only`` tables what
-is there.
+is there. An ``auto`` run is trained once and scored on each of its six conditions; each
+condition gets its own table (``auto/<condition>``) and the summary is the mean over the six.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from qdr_train.config import CONFIG_DIR, TASKS, load_config
+from qdr_train.config import AUTO, CONFIG_DIR, TASKS, eval_tasks, load_config
 from qdr_train.data.datasets import data_root
 from qdr_train.engine.evaluator import evaluate, write_json
 from qdr_train.engine.trainer import Trainer
@@ -69,22 +70,25 @@ def _relevant(settings: dict[str, Any], variant: str) -> dict[str, Any]:
 
 
 def _reference(task: str, teacher: Path, out: Path, overrides: list[str], limit: int,
-               threads: int) -> dict[str, Any]:
-    """Input and FP32 scores of one task (cached in ``out/fp32/result.json``)."""
+               threads: int) -> dict[str, dict[str, Any]]:
+    """Input and FP32 scores per scored condition of one task (cached in ``out/fp32/result.json``)."""
     path = out / "fp32" / "result.json"
     cfg = load_config(task, CONFIG_DIR / "int8.yaml", overrides)
-    settings = {"teacher_sha256": file_sha256(teacher), "data": cfg["data"], "level": cfg["levels"][task],
-                "limit": limit}
+    levels = {t: cfg["levels"][t] for t in eval_tasks(task)}
+    settings = {"teacher_sha256": file_sha256(teacher), "data": cfg["data"], "levels": levels, "limit": limit}
     if _same_settings(path, settings):
-        return json.loads(path.read_text())
+        return json.loads(path.read_text())["conditions"]
     clean = data_root(cfg["data"]["root"]) / cfg["data"]["val"]
     export_model_file(teacher, out / "fp32")
-    report = evaluate(cfg, out / "fp32" / "efm_fp32.onnx", clean_dir=clean, limit=limit, baseline=False,
-                      threads=threads, progress=False)
-    result = {"settings": settings, "input": _scores(report, "input"), "fp32": _scores(report, "output"),
-              "images": len(report["images"]), "data": cfg["data"]["val"], "level": cfg["levels"][task]}
-    write_json(result, path)
-    return result
+    conditions = {}
+    for condition in eval_tasks(task):
+        report = evaluate({**cfg, "task": condition}, out / "fp32" / "efm_fp32.onnx", clean_dir=clean, limit=limit,
+                          baseline=False, threads=threads, progress=False)
+        conditions[condition] = {"input": _scores(report, "input"), "fp32": _scores(report, "output"),
+                                 "images": len(report["images"]), "data": cfg["data"]["val"],
+                                 "level": cfg["levels"][condition]}
+    write_json({"settings": settings, "conditions": conditions}, path)
+    return conditions
 
 
 class AblationError(RuntimeError):
@@ -141,9 +145,12 @@ def run_variant(job: Job) -> dict[str, Any]:
         raise RuntimeError(f"{job} stopped at step {trainer.step} of {cfg['train']['iters']}; not scored")
     onnx_path = export_model_file(run / "model.pt", job.folder / job.variant, cfg)[0]
     clean = data_root(cfg["data"]["root"]) / cfg["data"]["val"]
-    report = evaluate(cfg, onnx_path, clean_dir=clean, limit=job.limit, baseline=False, threads=job.threads,
-                      progress=False)
-    result = {"settings": job.settings, **_scores(report, "output"), "iters": cfg["train"]["iters"],
+    scores = {}
+    for condition in eval_tasks(job.task):
+        report = evaluate({**cfg, "task": condition}, onnx_path, clean_dir=clean, limit=job.limit, baseline=False,
+                          threads=job.threads, progress=False)
+        scores[condition] = _scores(report, "output")
+    result = {"settings": job.settings, "scores": scores, "iters": cfg["train"]["iters"],
               "device": str(trainer.device), "onnx": str(onnx_path)}
     write_json(result, job.folder / job.variant / "result.json")
     return result
@@ -158,7 +165,7 @@ def run_ablation(tasks: list[str], out: str | Path, overrides: list[str] | None 
     ``teacher`` defaults to ``models/<task>/efm_fp32.pt``.
     """
     variants = variants or list(VARIANTS)
-    for kind, given, known in (("task", tasks, TASKS), ("variant", variants, VARIANTS)):
+    for kind, given, known in (("task", tasks, TASKS + (AUTO,)), ("variant", variants, VARIANTS)):
         unknown = [v for v in given if v not in known]
         if unknown:
             raise ValueError(f"unknown {kind}(s) {', '.join(unknown)}; known: {' '.join(known)} (key=value "
@@ -179,11 +186,13 @@ def run_ablation(tasks: list[str], out: str | Path, overrides: list[str] | None 
         failed = _run_jobs([j for j in every if not j.done()], jobs)
     results = []
     for task in tasks:
-        result = collect(task, out / task, references[task], seeds, variants)
-        write_json(result, out / task / "ablation.json")
-        (out / task / "ablation.md").write_text(format_ablation(result))
-        results.append(result)
-    if len(tasks) > 1:
+        for condition, reference in references[task].items():
+            name = task if condition == task else f"{task}/{condition}"
+            result = collect(name, out / task, reference, seeds, variants, condition)
+            write_json(result, out / name / "ablation.json")
+            (out / name / "ablation.md").write_text(format_ablation(result))
+            results.append(result)
+    if len(results) > 1:
         summary = summarize(results)
         write_json(summary, out / "summary.json")
         (out / "summary.md").write_text(format_summary(summary))
@@ -219,8 +228,12 @@ def _run_jobs(todo: list[Job], jobs: int) -> list[str]:
 
 
 def collect(task: str, folder: Path, reference: dict[str, Any], seeds: list[int],
-            variants: list[str]) -> dict[str, Any]:
-    """Per-variant mean and spread over the seeds that have a result (missing seeds are listed)."""
+            variants: list[str], condition: str | None = None) -> dict[str, Any]:
+    """Per-variant mean and spread over the seeds that have a result (missing seeds are listed).
+
+    ``condition`` picks the scores of one scored condition (auto runs hold six); default ``task``.
+    """
+    condition = condition or task
     p_in, p_fp = reference["input"]["psnr"], reference["fp32"]["psnr"]
     rows: dict[str, Any] = {"input": reference["input"], "fp32": reference["fp32"]}
     for variant in variants:
@@ -228,7 +241,8 @@ def collect(task: str, folder: Path, reference: dict[str, Any], seeds: list[int]
         for seed in seeds:
             path = folder / f"seed{seed}" / variant / "result.json"
             if path.is_file():
-                r = json.loads(path.read_text())
+                stored = json.loads(path.read_text())
+                r = {**stored, **stored["scores"][condition]}
                 per_seed[seed] = {"psnr": r["psnr"], "ssim": r["ssim"], "psnr_ratio": r["psnr"] / p_fp,
                                   "gain_recovery": (r["psnr"] - p_in) / (p_fp - p_in), "iters": r["iters"],
                                   "device": r.get("device", "")}
