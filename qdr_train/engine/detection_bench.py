@@ -13,6 +13,11 @@ Ground truth: YOLO-format labels of ``detection/coco8``, ``coco8-human`` and ``c
 people detector (classes Normal/Fall) is scored on ``person`` boxes only. Unlabelled photo sets
 (``clean/Kodak24``) get pseudo labels: the detector's own boxes (score >= 0.5) on the clean image,
 so there "clean" is 1.0 by construction and the other rows measure agreement with it.
+
+``--restorer auto`` restores every task with ``models/auto/`` instead of ``models/<task>/``; the
+``clean`` task (the clean image as input) then shows what the blind model costs on clean frames.
+Real adverse-weather sets (``--real-sets``, folders with VOC or YOLO labels, default DAWN_fog) are
+scored raw and restored by the INT8 models of ``--real-models`` (``real_detection``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 MAX_DETS = 100
 KINDS = ('clean', 'degraded', 'fp32', 'int8')
 TASKS = ('denoise', 'derain', 'lowlight', 'dehaze')
+CONDITIONS = TASKS + ('night', 'rain_haze', 'clean')
+REAL_SETS = ('detection/DAWN_fog',)
+REAL_MODELS = ('auto', 'dehaze', 'denoise')
 LABELLED_SETS = ('detection/coco8', 'detection/coco8-human', 'detection/coco8-pose')
 PSEUDO_SETS = ('clean/Kodak24',)
 PSEUDO_CONF = 0.5
@@ -320,7 +328,13 @@ def default_data_root() -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``qdr-bench detection``."""
-    parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS)
+    parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=CONDITIONS)
+    parser.add_argument('--restorer', default='',
+                        help='model folder under --models that restores every task (e.g. auto); default: <task>')
+    parser.add_argument('--real-sets', nargs='*', default=list(REAL_SETS),
+                        help='real adverse-weather folders under --data with VOC/YOLO labels (no clean row)')
+    parser.add_argument('--real-models', nargs='*', default=list(REAL_MODELS),
+                        help='model folders whose INT8 file restores the real sets (default %(default)s)')
     parser.add_argument('--data', type=Path, default=None,
                         help='shared data root (default $QDR_DATA or ../shared/data)')
     parser.add_argument('--models', type=Path, default=REPO_ROOT / 'models',
@@ -339,6 +353,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-progress', action='store_true')
 
 
+def bench_real_sets(args: argparse.Namespace, data: Path, scorer: Scorer, coco: dict[int, str],
+                    classes: str) -> list[str]:
+    """Score each ``--real-sets`` folder raw and restored by each ``--real-models`` INT8 file; report lines."""
+    from qdr_train.engine.evaluator import load_restorer
+    from qdr_train.engine.real_detection import bench_real_set, format_real_table, load_folder_set
+
+    restorers = {}
+    for name in args.real_models:
+        path = args.models / name / 'efm_int8.onnx'
+        if path.is_file():
+            restorers[f'{name} INT8'] = load_restorer(path, args.threads)
+        else:
+            print(f'qdr-bench detection: skipping real-set model {name}: missing {path}')
+    lines: list[str] = []
+    for folder in args.real_sets:
+        samples = load_folder_set(data / folder, coco, set(scorer.mapping.values()), args.limit)
+        results = bench_real_set(samples, scorer, restorers, not args.no_progress)
+        slug = Path(folder).name.lower()
+        (args.out / f'map_{slug}.json').write_text(json.dumps(results, indent=2))
+        boxes = sum(len(s.truth.classes) for s in samples)
+        lines += [format_real_table(f'{folder} (REAL weather, {len(samples)} images, {boxes} labelled boxes; '
+                                    f'scored: {classes}; restored at native size)', results), '']
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; write map_*.json, report.md and map.png under ``--out``; print the tables."""
     from qdr_train.data.datasets import list_images, read_rgb
@@ -353,7 +392,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     restorers: dict[str, dict[str, Callable]] = {}
     for task in args.tasks:
-        files = {kind: args.models / task / f'efm_{kind}.onnx' for kind in ('fp32', 'int8')}
+        files = {kind: args.models / (args.restorer or task) / f'efm_{kind}.onnx' for kind in ('fp32', 'int8')}
         missing = [str(p) for p in files.values() if not p.is_file()]
         if missing:
             print(f'qdr-bench detection: skipping {task}: missing {", ".join(missing)}')
@@ -388,6 +427,7 @@ def run(args: argparse.Namespace) -> int:
         (args.out / f'map_{key}.json').write_text(json.dumps(_json_safe(results), indent=2))
         all_results[title] = results
         report += [format_table(title, results), '', format_gain(results), '']
+    report += bench_real_sets(args, data, scorer, coco, classes)
     (args.out / 'report.md').write_text('\n'.join(report))
     plot(all_results, args.out / 'map.png')
     print('\n'.join(report))
