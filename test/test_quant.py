@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -201,7 +202,7 @@ def test_lmr_weights_stay_positive_and_bounded() -> None:
     """A distillation term that jumps 50000x (a quantization-noise burst) is down-weighted, never to zero."""
     lmr = LearnableMagnitudeReweighting(2, momentum=0.9, s_max=3.0)
     opt = torch.optim.SGD(lmr.parameters(), lr=0.5)
-    history = []
+    history, pulls = [], []
     for step in range(300):
         distill = torch.tensor(1e-4 if step < 150 else 5.0, requires_grad=True)
         total = lmr([torch.tensor(0.03, requires_grad=True), distill])
@@ -209,10 +210,12 @@ def test_lmr_weights_stay_positive_and_bounded() -> None:
         total.backward()
         opt.step()
         history.append(lmr.current())
-        assert all(w > 0 for w in history[-1])
-        assert float(torch.exp(-lmr.s.detach().clamp(-3, 3)).min()) >= float(torch.exp(torch.tensor(-3.0)))
+        pulls.append(float(distill.grad) * float(lmr.magnitude[1]))  # the weight the network sees, vs balanced
     assert history[-1][1] < history[149][1] / 1000
     assert history[-1][1] * 5.0 > 0.01
+    floor = math.exp(-3.0)
+    assert min(pulls) >= floor * (1 - 1e-5)  # never below exp(-s_max) of balanced ...
+    assert min(pulls) < 1.5 * floor  # ... and the burst did drive it down to that floor
 
 
 def test_gradient_lmr_equalises_pulls_and_keeps_every_weight_above_its_floor() -> None:
@@ -308,8 +311,12 @@ def test_tiny_qdr_run_losses_fall_and_lmr_stays_positive(tmp_path: Path) -> None
     assert after["kd_bottleneck"] < 0.7 * before["kd_bottleneck"], (before, after)
     assert after["rec"] < before["rec"], (before, after)
     rows = [line.split(",") for line in (run / "log.csv").read_text().splitlines()[1:]]
-    weights = [float(v) for _, key, v in rows if key.startswith("w_")]
-    assert weights and min(weights) > 0
+    weights: dict[str, list[float]] = {}
+    for _, key, v in rows:
+        if key.startswith("w_"):
+            weights.setdefault(key, []).append(float(v))
+    assert set(weights) == {"w_rec", "w_kd_bottleneck", "w_kd_output"}
+    assert any(abs(w[-1] / w[0] - 1) > 0.01 for w in weights.values()), weights  # the weights were learned
     model, info = load_model(run / "model.pt")
     assert info["quantized"] and info["stage"] == "qdr"
 
