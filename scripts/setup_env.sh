@@ -7,12 +7,15 @@
 #   QDR_PYTHON       interpreter used to create the venv (default: python3 on PATH)
 #   QDR_VENV         venv location (default: <repo>/.venv)
 #   QDR_MIN_FREE_GB  free disk space required before installing (default: 7 for a new venv, 2 otherwise)
+#   QDR_LAUNCH_WHEELS  folder with the ROS 2 launch stack wheels and install.sh
+#                      (default: <repo>/../shared/wheels/ros2-launch; skipped with a message when absent)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${QDR_PYTHON:-python3}"
 VENV="${QDR_VENV:-$ROOT/.venv}"
 STAMP="$VENV/.qdr-setup-stamp"
+LAUNCH_WHEELS="${QDR_LAUNCH_WHEELS:-$ROOT/../shared/wheels/ros2-launch}"
 
 die() {
     printf 'setup: ERROR: %s\n' "$1" >&2
@@ -25,7 +28,26 @@ die() {
 filter_pip() { grep -v "^WARNING: Location 'file:///opt/pypi" || true; }
 
 inputs_hash() {
-    (cd "$ROOT" && cat requirements/*.txt constraints.txt setup.py setup.cfg package.xml) | sha256sum | cut -d' ' -f1
+    {
+        (cd "$ROOT" && cat requirements/*.txt constraints.txt setup.py setup.cfg package.xml)
+        [[ -f "$LAUNCH_WHEELS/install.sh" ]] && ls "$LAUNCH_WHEELS"
+    } | sha256sum | cut -d' ' -f1
+}
+
+# ros2 launch, launch_ros and the ros2 CLI are not on the package index; a robot has them from its
+# distribution, dev and CI machines from the shared wheel folder (test_launch.py runs ros2 launch).
+install_launch_stack() {
+    if [[ ! -f "$LAUNCH_WHEELS/install.sh" ]]; then
+        echo "setup: $LAUNCH_WHEELS/install.sh not found; skipping the ROS 2 launch stack (ros2 launch tests will skip)"
+        return 0
+    fi
+    echo "setup: installing the ROS 2 launch stack from $LAUNCH_WHEELS"
+    local rc
+    set +e
+    PIP_CONSTRAINT="$ROOT/constraints.txt" bash "$LAUNCH_WHEELS/install.sh" "$VENV/bin/python" 2>&1 | filter_pip
+    rc="${PIPESTATUS[0]}"
+    set -e
+    (( rc == 0 )) || die "$LAUNCH_WHEELS/install.sh failed (exit $rc); see the output above."
 }
 
 check_python() {
@@ -128,6 +150,7 @@ main() {
     pip_install --no-deps -r "$ROOT/requirements/no-deps.txt"
     echo "setup: installing this repo in editable mode"
     pip_install --no-deps --no-build-isolation -e "$ROOT"
+    install_launch_stack
     (cd / && "$VENV/bin/python" -c 'import qdr_ros, qdr_train') ||
         die "the editable install did not make qdr_ros and qdr_train importable."
     echo "$hash" >"$STAMP"

@@ -24,7 +24,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from qdr_ros.detect_node import DetectNode, to_detection_array
+from qdr_ros.detect_node import DetectNode, to_detection_array, to_label_info
 from qdr_ros.detection import Detection, default_model_path, to_bgr8
 from qdr_ros.base_node import StartupError
 
@@ -92,7 +92,7 @@ def test_people_found_on_bus_photo_with_header_kept(graph: dict[str, Any], encod
                lambda: graph['pub'].publish(msg), f'the annotated {encoding} frame')
     people = graph['found'][stamp]
     assert len(people) >= 3, people
-    assert all(d.name in ('Normal', 'Fall') and 0.25 <= d.score <= 1 for d in people)
+    assert all(d.name == 'person' and d.class_id in (0, 1) and 0.25 <= d.score <= 1 for d in people)
     assert all(0 <= d.xyxy[0] < d.xyxy[2] <= rgb.shape[1] and 0 <= d.xyxy[1] < d.xyxy[3] <= rgb.shape[0]
                for d in people)
     out = graph['annotated'][stamp]
@@ -128,6 +128,27 @@ def test_runtime_parameters_are_validated(graph: dict[str, Any]) -> None:
     assert node.set_parameters([Parameter('classes', value=[0]), Parameter('conf', value=0.3)])[0].successful
     assert list(node.get_parameter('classes').value) == [0]
     assert node.set_parameters([Parameter('classes', Parameter.Type.INTEGER_ARRAY, [])])[0].successful
+
+
+def test_max_det_takes_effect_at_runtime(graph: dict[str, Any]) -> None:
+    node, rgb = graph['node'], bus_rgb()
+    assert node.set_parameters([Parameter('max_det', value=1)])[0].successful
+    try:
+        msg = image_msg(rgb, 'rgb8', 400)
+        spin_until(graph, lambda: 400 in graph['found'], lambda: graph['pub'].publish(msg), 'a frame with max_det 1')
+        assert len(graph['found'][400]) == 1  # the bus photo has at least 3 people (test above)
+    finally:
+        assert node.set_parameters([Parameter('max_det', value=300)])[0].successful
+
+
+def test_label_info_names_every_class() -> None:
+    """Built against stand-ins with vision_msgs' LabelInfo/VisionClass field names."""
+    header = Header(frame_id='cam')
+    info = to_label_info(header, {1: 'person', 0: 'person'}, 0.25,
+                         (lambda: SimpleNamespace(header=None, class_map=[], threshold=0.0),
+                          lambda class_id, class_name: SimpleNamespace(class_id=class_id, class_name=class_name)))
+    assert info.header is header and info.threshold == 0.25
+    assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, 'person'), (1, 'person')]
 
 
 def test_bad_start_parameters_stop_with_a_clear_message(tmp_path: Path) -> None:

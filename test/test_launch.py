@@ -18,7 +18,8 @@ from qdr_ros import params
 
 LAUNCH = Path('launch') / 'restore.launch.py'
 REQUIRED_ARGUMENTS = {'model', 'backend', 'threads', 'bypass', 'input_topic', 'output_topic', 'params_file',
-                      'namespace', 'use_detector', 'use_rviz'}
+                      'namespace', 'camera', 'use_detector', 'use_rviz', 'detector_model', 'detector_params_file',
+                      'use_sim_time', 'log_level', 'respawn'}
 
 
 def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
@@ -33,6 +34,19 @@ def tree(repo_root: Path) -> ast.Module:
     return ast.parse(path.read_text())
 
 
+def _declared(tree: ast.Module) -> dict[str, dict[str, object]]:
+    """Launch argument name -> its keywords (literals, or the source text of names and calls)."""
+    return {ast.literal_eval(call.args[0]): {kw.arg: _literal(kw.value) for kw in call.keywords}
+            for call in _calls(tree, 'DeclareLaunchArgument')}
+
+
+def _literal(node: ast.AST) -> object:
+    try:
+        return ast.literal_eval(node)
+    except ValueError:  # names and calls: BOOLEAN, KEEP + [...], os.path.join(...)
+        return ast.unparse(node)
+
+
 def test_declared_arguments(tree: ast.Module) -> None:
     names = [ast.literal_eval(call.args[0]) for call in _calls(tree, 'DeclareLaunchArgument')]
     assert len(names) == len(set(names)), names
@@ -41,25 +55,27 @@ def test_declared_arguments(tree: ast.Module) -> None:
                        and getattr(node.targets[0], 'id', None) == 'PARAMETER_ARGUMENTS')
     assert set(overridable) <= set(names) and set(overridable) <= set(params.DEFAULTS), \
         'parameter arguments must be named like the node parameters'
-    defaults = {ast.literal_eval(call.args[0]): ast.literal_eval(kw.value)
-                for call in _calls(tree, 'DeclareLaunchArgument')
-                for kw in call.keywords if kw.arg == 'default_value' and isinstance(kw.value, ast.Constant)}
-    assert defaults['input_topic'] == '/camera/image_raw'
-    assert defaults['output_topic'] == '/camera/image_restored'
-    assert defaults['use_detector'] == defaults['use_rviz'] == 'false'
+    declared = _declared(tree)
+    # Relative topics, so that namespace:= and camera:= move them.
+    assert declared['input_topic']['default_value'] == 'image_raw'
+    assert declared['output_topic']['default_value'] == 'image_restored'
+    assert declared['camera']['default_value'] == 'camera'
+    for name in ('use_detector', 'use_rviz', 'use_sim_time', 'respawn'):
+        assert declared[name]['default_value'] == 'false' and declared[name]['choices'] == 'BOOLEAN', name
+    for name in ('backend', 'large_frames', 'log_level', 'bypass'):
+        assert 'choices' in declared[name], f'{name} has a fixed set of values: declare choices'
 
 
-def test_nodes_remappings_and_conditions(tree: ast.Module, repo_root: Path) -> None:
+def test_nodes_and_remappings(tree: ast.Module, repo_root: Path) -> None:
     executables = {ast.literal_eval(kw.value) for call in _calls(tree, 'Node') for kw in call.keywords
                    if kw.arg == 'executable'}
     assert executables == {'restore_node', 'detect_node', 'rviz2'}
-    conditions = {ast.literal_eval(c.args[0].args[0]) for c in _calls(tree, 'IfCondition')}
-    assert conditions == {'use_detector', 'use_rviz'}
     remapped = {ast.literal_eval(t.elts[0]) for t in ast.walk(tree) if isinstance(t, ast.Tuple) and len(t.elts) == 2
                 and isinstance(t.elts[0], ast.Constant) and isinstance(t.elts[0].value, str)}
     assert {'image', 'image/compressed', 'camera_info', 'image_restored', 'image_restored/camera_info'} <= remapped
     text = (repo_root / LAUNCH).read_text()
-    assert "get_package_share_directory('qdr_ros')" in text and "'qdr.rviz'" in text and "'restore.yaml'" in text
+    assert "get_package_share_directory('qdr_ros')" in text and "'qdr.rviz'" in text
+    assert "'restore.yaml'" in text and "'detect.yaml'" in text
 
 
 def test_launch_description_builds_where_launch_ros_exists(repo_root: Path) -> None:

@@ -8,14 +8,31 @@ import subprocess
 import sys
 
 from catkin_pkg.package import parse_package
+import pytest
 
 # ament_pep257's default ignores: missing docstrings are allowed, D203/D212/D404 clash with pep257.
 PEP257_IGNORES = 'D100,D101,D102,D103,D104,D105,D106,D107,D203,D212,D404'
+# One rosdep key per runtime import (rosdistro rosdep/python.yaml for the python3-* keys); rviz2 is
+# optional (use_rviz:=true) so headless robots do not pull a GUI.
 EXEC_DEPENDS = {
-    'rclpy', 'sensor_msgs', 'std_msgs', 'std_srvs', 'diagnostic_msgs', 'visualization_msgs', 'vision_msgs',
-    'launch', 'launch_ros', 'rviz2', 'python3-numpy', 'python3-opencv', 'python3-yaml',
+    'rclpy', 'rcl_interfaces', 'builtin_interfaces', 'ament_index_python', 'sensor_msgs', 'std_msgs', 'std_srvs',
+    'diagnostic_msgs', 'vision_msgs', 'launch', 'launch_ros',
+    'python3-numpy', 'python3-opencv', 'python3-yaml', 'python3-psutil', 'python3-onnxruntime-pip',
+    'python3-rosbags-pip', 'python3-ultralytics-pip',
 }
 TEST_DEPENDS = {'ament_copyright', 'ament_flake8', 'ament_pep257', 'python3-pytest'}
+# Command-line and benchmark tools inside qdr_ros: they may use the training install (torch, qdr_train,
+# matplotlib, tqdm); the nodes and everything they import must not.
+TOOLS = ('bench', 'demo', 'soak', 'restore_bench', 'smoke_node')
+# Imports the runtime code guards with a clear message when absent, and why none is a runtime requirement.
+OPTIONAL_IMPORTS = {
+    'onnx': 'faster uint8-I/O session and the ONNX checker; no rosdep key, numpy/ORT fallback without it',
+    'google': 'protobuf, only together with onnx',
+    'tensorrt': 'TensorRT backend: JetPack on the Jetson, not on any package index here',
+    'cuda': 'cuda-python for the TensorRT backend, with JetPack',
+    'vision_msgs': 'Detection2DArray/LabelInfo: a ROS 2 distribution has it, no PyPI wheel',
+    'skimage': "camera_source's bundled sample photos (training install); folders, videos and bags work without",
+}
 
 
 def _existing(root: Path, *names: str) -> list[str]:
@@ -53,8 +70,28 @@ def test_package_xml(repo_root: Path) -> None:
     package.validate()
     assert package.name == 'qdr_ros'
     assert package.get_build_type() == 'ament_python'
-    assert EXEC_DEPENDS <= {dep.name for dep in package.exec_depends}
+    assert {dep.name for dep in package.exec_depends} == EXEC_DEPENDS
     assert TEST_DEPENDS <= {dep.name for dep in package.test_depends}
+    license_text = (repo_root / 'LICENSE').read_text()
+    assert package.licenses[0] == 'Apache-2.0' and 'Apache License' in license_text and 'Version 2.0' in license_text
+
+
+def test_runtime_imports_are_runtime_requirements(repo_root: Path) -> None:
+    """Deptry: every third-party import of the runtime code is in requirements/runtime.txt (or the extra).
+
+    requirements/detect-ultralytics.txt is the optional ultralytics detector; ros-rmw-fastrtps-cpp is
+    loaded by rclpy, never imported; torchvision is what ultralytics needs beside torch.
+    """
+    if not (repo_root / 'requirements' / 'runtime.txt').is_file():
+        pytest.skip('no requirements/runtime.txt (colcon test copy without requirements/)')
+    ignores = ','.join(OPTIONAL_IMPORTS)
+    exclude = 'qdr_ros/(' + '|'.join(TOOLS) + r')\.py'
+    result = _run(repo_root, 'deptry', 'qdr_ros', '--no-ansi', '-kf', 'qdr_ros', '-kf', 'qdr_train',
+                  '--requirements-files', 'requirements/runtime.txt,requirements/detect-ultralytics.txt',
+                  '--extend-exclude', exclude,
+                  '--per-rule-ignores', f'DEP001={ignores.replace(",", "|")},DEP003={ignores.replace(",", "|")},'
+                  'DEP002=ros-rmw-fastrtps-cpp|torchvision')
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_setup_py_matches_package_xml(repo_root: Path) -> None:

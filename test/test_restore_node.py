@@ -155,7 +155,7 @@ class Probe:
                     values = {kv.key: kv.value for kv in status.values}
                     if values.get('input_topic') == input_topic and done(values):
                         found.append({**values, 'level': status.level[0], 'message': status.message,
-                                      'name': status.name})
+                                      'name': status.name, 'hardware_id': status.hardware_id})
                         return True
             return False
         self.spin_until(check, every=every, period=period, what=f'diagnostics of the node on {input_topic}')
@@ -359,7 +359,7 @@ def test_bypass_by_service_and_parameter(probe: Probe, models: dict[str, Path]) 
 def test_diagnostics_report_real_numbers(probe: Probe, models: dict[str, Path]) -> None:
     probe.exchange(make_image(np.full((32, 32, 3), 7, np.uint8), 'rgb8'))
     status = probe.latest_status(f'{NS}/image', lambda v: float(v.get('output_rate_hz', 0)) > 0)
-    assert status['name'] == 'restore_node: restoration'
+    assert status['name'] == '/restore_node: restoration' and status['hardware_id'] == 'qdr_cam'
     assert 0 < float(status['inference_ms_p50']) <= float(status['inference_ms_p95'])
     assert 0 < float(status['delay_ms_p50']) <= float(status['delay_ms_p95']) < 60_000
     assert int(status['frames_out']) >= 1 and int(status['frames_in']) >= int(status['frames_out'])

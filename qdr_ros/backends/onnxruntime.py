@@ -9,16 +9,21 @@ dev CPU, INT8 640x480, 2 threads: spinning saved ~2% of engine latency with the 
 and the camera driver need: through restore_node the saturated rate rose from 26-29 to 31-35 FPS
 with the node at ~150 instead of ~180% CPU, and with other processes on the cores inference
 itself got 1.7x faster (54 vs 92 ms median).
+
+The uint8-I/O twin session (``uint8_io``) needs the ``onnx`` package to build its graph. ``onnx``
+has no rosdep key and is not in requirements/runtime.txt, so without it the backend converts
+frames in numpy (``Backend._infer_uint8``, ~1 ms more per 640x480 frame) and says so in ``reason``;
+a frame that needs stride padding takes that numpy path in either case.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from qdr_ros.backends.base import Backend, check_output
@@ -106,8 +111,15 @@ class OnnxRuntimeBackend(Backend):
         self.session = ort.InferenceSession(self.model_path, options, providers=wanted)
         self.providers = self.session.get_providers()
         # Same model and settings with uint8 camera-frame I/O (see uint8_io); the node's path for 8-bit RGB/BGR.
-        self._uint8_session = ort.InferenceSession(with_uint8_io(onnx.load(self.model_path)).SerializeToString(),
-                                                   options, providers=wanted)
+        self._uint8_session: ort.InferenceSession | None = None
+        if importlib.util.find_spec("onnx") is not None:
+            import onnx
+
+            self._uint8_session = ort.InferenceSession(
+                with_uint8_io(onnx.load(self.model_path)).SerializeToString(), options, providers=wanted)
+        else:
+            notes.append("onnx is not installed: 8-bit frames are converted in numpy (pip install onnx for the "
+                         "faster uint8-I/O session)")
         first_wanted = wanted[0] if isinstance(wanted[0], str) else wanted[0][0]
         if self.providers[0] != first_wanted:
             notes.append(f"ONNX Runtime could not start {first_wanted} (see its log above); "
@@ -132,7 +144,7 @@ class OnnxRuntimeBackend(Backend):
         frame is never copied between the session and the caller's message buffer.
         """
         height, width = image.shape[:2]
-        if out is None or height % self.stride or width % self.stride:
+        if out is None or self._uint8_session is None or height % self.stride or width % self.stride:
             return super().restore_uint8(image, bgr, out)
         check_output(out, height, width)
         binding = self._uint8_session.io_binding()
@@ -143,7 +155,9 @@ class OnnxRuntimeBackend(Backend):
         return out
 
     def _infer_uint8(self, batch: np.ndarray, bgr: bool) -> np.ndarray:
-        """Run the uint8-I/O twin session: conversions happen on ONNX Runtime's threads."""
+        """Run the uint8-I/O twin session: conversions happen on ONNX Runtime's threads (numpy without onnx)."""
+        if self._uint8_session is None:
+            return super()._infer_uint8(batch, bgr)
         order = BGR_ORDER if bgr else RGB_ORDER
         return self._uint8_session.run([RESTORED], {IMAGE: np.ascontiguousarray(batch), CHANNELS: order})[0]
 

@@ -12,13 +12,19 @@ inference itself; as graph operators ONNX Runtime runs the same steps on its int
 both. QuantizeLinear saturates to [0, 255] and rounds half to even, i.e. exactly the clamp, scale
 and ``np.rint`` of ``image_conversions.from_model_output``; DequantizeLinear multiplies by
 float32(1/255) where the numpy path divides by 255, so a pixel can differ by one level.
+
+``onnx`` is imported only when a wrapper is built: it has no rosdep key, so the runtime install
+(requirements/runtime.txt) leaves it out and the ONNX Runtime backend then converts in numpy.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+if TYPE_CHECKING:
+    import onnx
 
 IMAGE = "image_u8"
 CHANNELS = "channels"
@@ -30,6 +36,9 @@ _PREFIX = "uint8_io_"
 
 def with_uint8_io(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of ``model`` (one float (N, 3, H, W) input and output) with uint8 (N, H, W, 3) I/O."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
     graph = model.graph
     if len(graph.input) != 1 or len(graph.output) != 1:
         raise ValueError(f"expected one input and one output, got {len(graph.input)} and {len(graph.output)}")
