@@ -209,11 +209,24 @@ def to_model_input(view: np.ndarray, encoding: str, out: np.ndarray | None = Non
 
 def pad_to_stride(image: np.ndarray, stride: int = DEFAULT_STRIDE) -> np.ndarray:
     """``image`` (HxWxC) itself when H and W are multiples of ``stride``, else a copy padded like ``to_model_input``."""
-    height, width = image.shape[:2]
-    hp, wp = padded_size(height, width, stride)
-    if (hp, wp) == (height, width):
-        return image
-    return image[_pad_index(height, hp)[:, None], _pad_index(width, wp)[None, :]]
+    return pad_to(image, *padded_size(image.shape[0], image.shape[1], stride))
+
+
+def pad_to(array: np.ndarray, height: int, width: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """``array`` itself when its ``axes`` already have ``height`` x ``width``, else a copy padded by reflection.
+
+    The margin is filled as in ``to_model_input`` (reflection, edge replication for size 1); used
+    for HxWxC frames (``axes`` (0, 1)) and NCHW tensors (``axes`` (2, 3)) alike.
+    """
+    if axes[1] != axes[0] + 1:
+        raise ValueError(f"pad_to needs two adjacent axes, got {axes}")
+    rows, cols = array.shape[axes[0]], array.shape[axes[1]]
+    if (rows, cols) == (height, width):
+        return array
+    index: list[Any] = [slice(None)] * array.ndim
+    index[axes[0]] = _pad_index(rows, height).reshape(-1, 1)
+    index[axes[1]] = _pad_index(cols, width).reshape(1, -1)
+    return array[tuple(index)]
 
 
 class InputBuffer:

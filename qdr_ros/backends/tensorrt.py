@@ -143,9 +143,8 @@ class TensorRTBackend(Backend):
             self._buffers[name] = (ptr, nbytes)
         return ptr
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Copy in, ``execute_async_v3`` on the backend's stream, copy out, synchronize."""
-        self.check_input(x)
         cudart = self._cudart
         _cuda(cudart, cudart.cudaSetDevice(self.device_id), "cudaSetDevice")
         host_in = np.ascontiguousarray(x, dtype=self._in_dtype)
@@ -166,7 +165,7 @@ class TensorRTBackend(Backend):
         _cuda(cudart, cudart.cudaMemcpyAsync(host_out.ctypes.data, d_out, host_out.nbytes, to_host, self._stream),
               "copy from GPU")
         _cuda(cudart, cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
-        return host_out.astype(np.float32, copy=False)
+        return {self._output: host_out.astype(np.float32, copy=False)}
 
     def close(self) -> None:
         """Free GPU buffers and the stream (also done at garbage collection)."""
