@@ -331,15 +331,19 @@ def decode_compressed(data: Any, fmt: str = "", max_pixels: int = DEFAULT_MAX_PI
     return image, "bgr8"
 
 
-def downscale_to_fit(view: np.ndarray, max_pixels: int) -> tuple[np.ndarray, float]:
-    """Shrink an HxWxC frame (area interpolation) so H*W <= ``max_pixels``; returns the image and the scale.
+def downscale_to_fit(view: np.ndarray, max_pixels: int,
+                     max_hw: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
+    """Shrink an HxWxC frame (area interpolation) so H*W <= ``max_pixels`` and H, W <= ``max_hw``.
 
-    Frames that already fit come back unchanged with scale 1.0.
+    Returns the image and the scale; frames that already fit come back unchanged with scale 1.0.
+    ``max_hw`` is the largest frame an engine accepts (``Backend.max_hw``, None = any).
     """
     height, width = view.shape[:2]
-    if height * width <= max_pixels:
+    scale = math.sqrt(max_pixels / (height * width)) if height * width > max_pixels else 1.0
+    if max_hw is not None:
+        scale = min(scale, max_hw[0] / height, max_hw[1] / width)
+    if scale >= 1.0:
         return view, 1.0
-    scale = math.sqrt(max_pixels / (height * width))
     new_w, new_h = max(1, int(width * scale)), max(1, int(height * scale))
     src = np.ascontiguousarray(view, dtype=view.dtype.newbyteorder("="))
     small = cv2.resize(src, (new_w, new_h), interpolation=cv2.INTER_AREA)

@@ -12,7 +12,7 @@ import hashlib
 import importlib.util
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +224,20 @@ def _read_onnx_with_onnxruntime(path: Path) -> tuple[list[Any], list[Any], dict[
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     precision = metadata.get("precision", "unknown").strip('"')
     return describe(session.get_inputs()), describe(session.get_outputs()), metadata, precision
+
+
+def describe_engine(info: ModelInfo, metadata: dict[str, str],
+                    outputs: list[tuple[str, str, tuple[Any, ...]]]) -> ModelInfo:
+    """Complete an engine file's ``ModelInfo`` with its outputs (read from TensorRT) and the ONNX metadata it came from.
+
+    ``metadata`` is what ``tensorrt_build`` saved beside the engine (empty for an engine built elsewhere:
+    then stride 8 and no condition labels).
+    """
+    _check_outputs(info.path, outputs)
+    stride, task, config = _metadata_fields(info.path, metadata)
+    return replace(info, output_name=OUTPUT_NAME, output_names=tuple(o[0] for o in outputs), stride=stride,
+                   precision=metadata.get("precision", info.precision).strip('"'), task=task, config=config,
+                   metadata=metadata, condition_labels=_condition_labels(info.path, metadata, outputs))
 
 
 def validate_model_file(path: str | os.PathLike[str], parser: str = "auto") -> ModelInfo:

@@ -43,6 +43,8 @@ class Backend(ABC):
 
     ``reason`` records why this backend, device and file were chosen; it is never empty, so a
     fallback (for example TensorRT missing -> ONNX Runtime on CPU) is always visible in logs.
+    ``fallback`` is set only when ``backend:=auto`` found TensorRT but it failed (build, load or
+    first inference): then it says why, and diagnostics show it.
     """
 
     name: str
@@ -52,6 +54,7 @@ class Backend(ABC):
     providers: list[str]
     info: ModelInfo
     reason: str = ""
+    fallback: str = ""
     min_hw: tuple[int, int] = (1, 1)
     max_hw: tuple[int, int] | None = None
 
@@ -69,11 +72,14 @@ class Backend(ABC):
         return max(hp, self.min_hw[0]), max(wp, self.min_hw[1])
 
     def fit_scale(self, height: int, width: int) -> float:
-        """Scale (<= 1) that brings a frame within ``max_hw`` once padded; 1.0 when it already fits."""
+        """Scale (<= 1) that brings a frame within ``max_hw``; 1.0 when it already fits.
+
+        ``max_hw`` is a multiple of the stride, so the frame shrunk to ``int(height * scale)`` x
+        ``int(width * scale)`` still fits once padded to the stride.
+        """
         if self.max_hw is None:
             return 1.0
-        hp, wp = padded_size(height, width, self.stride)
-        return min(1.0, self.max_hw[0] / hp, self.max_hw[1] / wp)
+        return min(1.0, self.max_hw[0] / height, self.max_hw[1] / width)
 
     def infer_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Run a batch (H and W multiples of ``stride``, within ``max_hw``); all outputs, cropped to H x W."""
@@ -161,6 +167,7 @@ class Backend(ABC):
             "outputs": list(self.info.output_names) or [OUTPUT_NAME],
             "condition_labels": list(self.info.condition_labels),
             "reason": self.reason,
+            "fallback": self.fallback,
         }
 
     def check_input(self, x: np.ndarray) -> None:
