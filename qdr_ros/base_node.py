@@ -10,7 +10,7 @@ import array
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Generic, TypeVar
 
 import numpy as np
 import rclpy
@@ -26,6 +26,7 @@ from qdr_ros.params import ParamSpec
 
 LITTLE_ENDIAN = sys.byteorder == 'little'
 LOG_THROTTLE_S = 5.0
+T = TypeVar('T')
 
 
 class StartupError(RuntimeError):
@@ -40,15 +41,15 @@ class Job:
     view: np.ndarray | None
 
 
-class Mailbox:
-    """One slot holding the newest frame; ``put`` overwrites (and reports) a frame nobody took yet."""
+class Mailbox(Generic[T]):
+    """One slot holding the newest item (a frame, a model request); ``put`` overwrites (and reports) an untaken one."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._item: Job | None = None
+        self._item: T | None = None
         self._closed = False
 
-    def put(self, item: Job) -> bool:
+    def put(self, item: T) -> bool:
         """Store ``item``; True when it replaced a frame the worker had not taken (a drop)."""
         with self._cond:
             overwrote = self._item is not None
@@ -56,7 +57,7 @@ class Mailbox:
             self._cond.notify()
             return overwrote
 
-    def take(self) -> Job | None:
+    def take(self) -> T | None:
         """Wait for the next frame; None once closed."""
         with self._cond:
             while self._item is None and not self._closed:
@@ -70,19 +71,19 @@ class Mailbox:
             self._cond.notify_all()
 
 
-class FrameWorker:
-    """The newest-frame mailbox and the one thread that drains it: ``handle(job)`` runs there, in order."""
+class FrameWorker(Generic[T]):
+    """The newest-item mailbox and the one thread that drains it: ``handle(item)`` runs there, in order."""
 
-    def __init__(self, handle: Callable[[Job], None], name: str) -> None:
-        self._mailbox = Mailbox()
+    def __init__(self, handle: Callable[[T], None], name: str) -> None:
+        self._mailbox: Mailbox[T] = Mailbox()
         self._handle = handle
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def put(self, job: Job) -> bool:
-        """Hand over the newest frame; True when it replaced one the worker had not taken (a drop)."""
+    def put(self, job: T) -> bool:
+        """Hand over the newest item; True when it replaced one the worker had not taken (a drop)."""
         return self._mailbox.put(job)
 
     def close(self) -> None:

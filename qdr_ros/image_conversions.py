@@ -209,11 +209,24 @@ def to_model_input(view: np.ndarray, encoding: str, out: np.ndarray | None = Non
 
 def pad_to_stride(image: np.ndarray, stride: int = DEFAULT_STRIDE) -> np.ndarray:
     """``image`` (HxWxC) itself when H and W are multiples of ``stride``, else a copy padded like ``to_model_input``."""
-    height, width = image.shape[:2]
-    hp, wp = padded_size(height, width, stride)
-    if (hp, wp) == (height, width):
-        return image
-    return image[_pad_index(height, hp)[:, None], _pad_index(width, wp)[None, :]]
+    return pad_to(image, *padded_size(image.shape[0], image.shape[1], stride))
+
+
+def pad_to(array: np.ndarray, height: int, width: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """``array`` itself when its ``axes`` already have ``height`` x ``width``, else a copy padded by reflection.
+
+    The margin is filled as in ``to_model_input`` (reflection, edge replication for size 1); used
+    for HxWxC frames (``axes`` (0, 1)) and NCHW tensors (``axes`` (2, 3)) alike.
+    """
+    if axes[1] != axes[0] + 1:
+        raise ValueError(f"pad_to needs two adjacent axes, got {axes}")
+    rows, cols = array.shape[axes[0]], array.shape[axes[1]]
+    if (rows, cols) == (height, width):
+        return array
+    index: list[Any] = [slice(None)] * array.ndim
+    index[axes[0]] = _pad_index(rows, height).reshape(-1, 1)
+    index[axes[1]] = _pad_index(cols, width).reshape(1, -1)
+    return array[tuple(index)]
 
 
 class InputBuffer:
@@ -318,15 +331,19 @@ def decode_compressed(data: Any, fmt: str = "", max_pixels: int = DEFAULT_MAX_PI
     return image, "bgr8"
 
 
-def downscale_to_fit(view: np.ndarray, max_pixels: int) -> tuple[np.ndarray, float]:
-    """Shrink an HxWxC frame (area interpolation) so H*W <= ``max_pixels``; returns the image and the scale.
+def downscale_to_fit(view: np.ndarray, max_pixels: int,
+                     max_hw: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
+    """Shrink an HxWxC frame (area interpolation) so H*W <= ``max_pixels`` and H, W <= ``max_hw``.
 
-    Frames that already fit come back unchanged with scale 1.0.
+    Returns the image and the scale; frames that already fit come back unchanged with scale 1.0.
+    ``max_hw`` is the largest frame an engine accepts (``Backend.max_hw``, None = any).
     """
     height, width = view.shape[:2]
-    if height * width <= max_pixels:
+    scale = math.sqrt(max_pixels / (height * width)) if height * width > max_pixels else 1.0
+    if max_hw is not None:
+        scale = min(scale, max_hw[0] / height, max_hw[1] / width)
+    if scale >= 1.0:
         return view, 1.0
-    scale = math.sqrt(max_pixels / (height * width))
     new_w, new_h = max(1, int(width * scale)), max(1, int(height * scale))
     src = np.ascontiguousarray(view, dtype=view.dtype.newbyteorder("="))
     small = cv2.resize(src, (new_w, new_h), interpolation=cv2.INTER_AREA)

@@ -12,12 +12,17 @@ import hashlib
 import importlib.util
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "restored"
+CONDITION_NAME = "condition"
+GATE_NAME = "gate"
+# Optional outputs of an "auto" restoration model: per-image degradation probabilities and a per-pixel gate.
+EXTRA_OUTPUTS = (CONDITION_NAME, GATE_NAME)
+CONDITION_LABELS_KEY = "condition_labels"
 DEFAULT_STRIDE = 8
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan")
@@ -39,6 +44,7 @@ class ModelInfo:
     size_bytes: int
     input_name: str | None = None
     output_name: str | None = None
+    output_names: tuple[str, ...] = ()
     input_shape: tuple[int | str | None, ...] | None = None
     output_shape: tuple[int | str | None, ...] | None = None
     input_dtype: str | None = None
@@ -48,6 +54,7 @@ class ModelInfo:
     task: str | None = None
     config: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    condition_labels: tuple[str, ...] = ()
 
     @property
     def input_rank(self) -> int | None:
@@ -95,21 +102,73 @@ def _metadata_fields(path: Path, metadata: dict[str, str]) -> tuple[int, str | N
     return stride, task.strip('"') if task else None, config
 
 
-def _check_io(path: Path, kind: str, items: list[tuple[str, str, tuple[Any, ...]]], name: str) -> None:
-    what = f"model {path} {kind}"
-    if len(items) != 1:
-        raise ModelError(f"{what}s are {[i[0] for i in items]}; a qdr model has exactly one {kind} {name!r}. "
-                         "Export it with qdr_train.export.onnx.export_onnx")
-    got_name, dtype, shape = items[0]
-    if got_name != name:
-        raise ModelError(f"{what} is named {got_name!r}, expected {name!r}; "
-                         "re-export with qdr_train.export.onnx.export_onnx (input 'image', output 'restored')")
+def _check_tensor(what: str, name: str, dtype: str, shape: tuple[Any, ...], rank: int, layout: str) -> None:
     if dtype != _FLOAT:
         raise ModelError(f"{what} {name!r} has type {dtype}, expected float32 (FP32 I/O, INT8 only inside the graph)")
-    if len(shape) != 4:
-        raise ModelError(f"{what} {name!r} has rank {len(shape)} {shape}, expected 4 (N, 3, H, W)")
-    if kind == "input" and isinstance(shape[1], int) and shape[1] != 3:
+    if len(shape) != rank:
+        raise ModelError(f"{what} {name!r} has rank {len(shape)} {shape}, expected {rank} {layout}")
+
+
+def _check_input(path: Path, items: list[tuple[str, str, tuple[Any, ...]]]) -> None:
+    what = f"model {path} input"
+    if len(items) != 1:
+        raise ModelError(f"{what}s are {[i[0] for i in items]}; a qdr model has exactly one input {INPUT_NAME!r}. "
+                         "Export it with qdr_train.export.onnx.export_onnx")
+    name, dtype, shape = items[0]
+    if name != INPUT_NAME:
+        raise ModelError(f"{what} is named {name!r}, expected {INPUT_NAME!r}; "
+                         "re-export with qdr_train.export.onnx.export_onnx (input 'image', output 'restored')")
+    _check_tensor(what, name, dtype, shape, 4, "(N, 3, H, W)")
+    if isinstance(shape[1], int) and shape[1] != 3:
         raise ModelError(f"{what} {name!r} has {shape[1]} channels, expected 3 (RGB)")
+
+
+def _check_outputs(path: Path, items: list[tuple[str, str, tuple[Any, ...]]]) -> None:
+    """``restored`` (N, 3, H, W), optionally ``condition`` (N, L) and ``gate`` (N, 1, H, W); nothing else."""
+    what = f"model {path} output"
+    names = [i[0] for i in items]
+    allowed = (OUTPUT_NAME, *EXTRA_OUTPUTS)
+    if OUTPUT_NAME not in names or len(set(names)) != len(names) or not set(names) <= set(allowed):
+        expected = f"{OUTPUT_NAME!r}, optionally also {' and '.join(map(repr, EXTRA_OUTPUTS))}"
+        raise ModelError(f"{what}s are {names}; a qdr model has the outputs {expected}. "
+                         "Re-export it with qdr_train.export.onnx.export_onnx (input 'image', output 'restored')")
+    for name, dtype, shape in items:
+        if name == CONDITION_NAME:
+            _check_tensor(what, name, dtype, shape, 2, "(N, number of condition labels)")
+        elif name == GATE_NAME:
+            _check_tensor(what, name, dtype, shape, 4, "(N, 1, H, W)")
+            if isinstance(shape[1], int) and shape[1] != 1:
+                raise ModelError(f"{what} {name!r} has {shape[1]} channels, expected 1 (one gate value per pixel)")
+        else:
+            _check_tensor(what, name, dtype, shape, 4, "(N, 3, H, W)")
+
+
+def _condition_labels(path: Path, metadata: dict[str, str],
+                      outputs: list[tuple[str, str, tuple[Any, ...]]]) -> tuple[str, ...]:
+    """Return the names of the ``condition`` entries, from the JSON list in metadata ``condition_labels``."""
+    shapes = {name: shape for name, _, shape in outputs}
+    raw = metadata.get(CONDITION_LABELS_KEY)
+    if CONDITION_NAME not in shapes:
+        if raw is not None:
+            raise ModelError(f"model {path} lists {CONDITION_LABELS_KEY} but has no {CONDITION_NAME!r} output; "
+                             "re-export it with the condition head, or without the metadata key")
+        return ()
+    fix = (f'; re-export it with metadata {CONDITION_LABELS_KEY} = a JSON list of label strings, one per '
+           f'{CONDITION_NAME} entry, e.g. ["clean", "noise", "rain", "lowlight", "haze"]')
+    if raw is None:
+        raise ModelError(f"model {path} has a {CONDITION_NAME!r} output but no {CONDITION_LABELS_KEY} metadata{fix}")
+    try:
+        labels = json.loads(raw)
+    except ValueError as exc:
+        raise ModelError(f"model {path} has malformed {CONDITION_LABELS_KEY} metadata ({exc}){fix}") from exc
+    if not isinstance(labels, list) or not labels or not all(isinstance(v, str) and v for v in labels) \
+            or len(set(labels)) != len(labels):
+        raise ModelError(f"model {path} {CONDITION_LABELS_KEY} is {raw!r}, not a list of distinct names{fix}")
+    width = shapes[CONDITION_NAME][1]
+    if isinstance(width, int) and width != len(labels):
+        raise ModelError(f"model {path} {CONDITION_NAME!r} output has {width} entries but {CONDITION_LABELS_KEY} "
+                         f"names {len(labels)}{fix}")
+    return tuple(labels)
 
 
 def _read_onnx_with_onnx(path: Path) -> tuple[list[Any], list[Any], dict[str, str], str]:
@@ -167,6 +226,20 @@ def _read_onnx_with_onnxruntime(path: Path) -> tuple[list[Any], list[Any], dict[
     return describe(session.get_inputs()), describe(session.get_outputs()), metadata, precision
 
 
+def describe_engine(info: ModelInfo, metadata: dict[str, str],
+                    outputs: list[tuple[str, str, tuple[Any, ...]]]) -> ModelInfo:
+    """Complete an engine file's ``ModelInfo`` with its outputs (read from TensorRT) and the ONNX metadata it came from.
+
+    ``metadata`` is what ``tensorrt_build`` saved beside the engine (empty for an engine built elsewhere:
+    then stride 8 and no condition labels).
+    """
+    _check_outputs(info.path, outputs)
+    stride, task, config = _metadata_fields(info.path, metadata)
+    return replace(info, output_name=OUTPUT_NAME, output_names=tuple(o[0] for o in outputs), stride=stride,
+                   precision=metadata.get("precision", info.precision).strip('"'), task=task, config=config,
+                   metadata=metadata, condition_labels=_condition_labels(info.path, metadata, outputs))
+
+
 def validate_model_file(path: str | os.PathLike[str], parser: str = "auto") -> ModelInfo:
     """Check ``path`` is a usable qdr model and describe it; raise ``ModelError`` saying what to fix.
 
@@ -185,11 +258,13 @@ def validate_model_file(path: str | os.PathLike[str], parser: str = "auto") -> M
         parser = "onnx" if importlib.util.find_spec("onnx") else "onnxruntime"
     reader = _read_onnx_with_onnx if parser == "onnx" else _read_onnx_with_onnxruntime
     inputs, outputs, metadata, precision = reader(path)
-    _check_io(path, "input", inputs, INPUT_NAME)
-    _check_io(path, "output", outputs, OUTPUT_NAME)
+    _check_input(path, inputs)
+    _check_outputs(path, outputs)
     stride, task, config = _metadata_fields(path, metadata)
+    restored = next(o for o in outputs if o[0] == OUTPUT_NAME)
     return ModelInfo(path=path, format="onnx", sha256=sha, size_bytes=size,
-                     input_name=inputs[0][0], output_name=outputs[0][0],
-                     input_shape=inputs[0][2], output_shape=outputs[0][2],
+                     input_name=inputs[0][0], output_name=OUTPUT_NAME, output_names=tuple(o[0] for o in outputs),
+                     input_shape=inputs[0][2], output_shape=restored[2],
                      input_dtype="float32", output_dtype="float32", stride=stride, precision=precision,
-                     task=task, config=config, metadata=metadata)
+                     task=task, config=config, metadata=metadata,
+                     condition_labels=_condition_labels(path, metadata, outputs))

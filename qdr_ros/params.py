@@ -22,7 +22,8 @@ PACKAGE = 'qdr_ros'
 # The YAML key that matches the node under any namespace (a plain ``restore_node:`` key only matches
 # ``/restore_node``, so a namespaced launch would silently ignore the file).
 YAML_NODE_KEY = f'/**/{NODE_NAME}'
-BACKEND_KEYS = frozenset({'model', 'backend', 'threads', 'device_id', 'engine_cache_dir', 'prefer_cpu_variant'})
+BACKEND_KEYS = frozenset({'model', 'backend', 'threads', 'device_id', 'engine_cache_dir', 'prefer_cpu_variant',
+                          'dla_core', 'force_engine_rebuild'})
 RELIABILITIES = ('best_effort', 'reliable')
 LARGE_FRAME_POLICIES = ('reject', 'downscale')
 
@@ -56,13 +57,21 @@ class ParamSpec:
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('model', 'models/denoise/efm_int8.onnx',
               'Model file (.onnx, or TensorRT .engine/.plan); relative paths resolve against the installed '
-              'share/qdr_ros/, else the repository root. Changing it at runtime loads the new model first and '
-              'swaps only if it works.'),
+              'share/qdr_ros/, else the repository root. Changing it (or any backend option) at runtime loads '
+              'the new model in the background while the old one serves, and swaps only if it works.'),
     ParamSpec('backend', 'auto', 'Inference backend; auto prefers TensorRT on a CUDA GPU, else ONNX Runtime.',
               choices=('auto', 'onnxruntime', 'tensorrt')),
     ParamSpec('threads', 0, 'ONNX Runtime CPU threads; 0 = one per physical core.', min_value=0, max_value=256),
     ParamSpec('device_id', 0, 'CUDA device for TensorRT / ONNX Runtime GPU providers.', min_value=0, max_value=63),
-    ParamSpec('engine_cache_dir', '', 'Folder for built TensorRT engines; empty = next to the model or none.'),
+    ParamSpec('engine_cache_dir', '',
+              'Folder for the TensorRT engines built from .onnx models (<model>-<key>.engine, <engine>.json, timing '
+              'cache; the key covers model, TensorRT version, GPU, profile and options); empty = $QDR_ENGINE_CACHE, '
+              'else ~/.cache/qdr/engines. With ONNX Runtime GPU providers: their TensorRT engine cache '
+              '(empty = none).'),
+    ParamSpec('force_engine_rebuild', False,
+              'Build the TensorRT engine again even when the engine cache already holds one for this model.'),
+    ParamSpec('dla_core', -1, 'TensorRT: DLA core to build for and run on (Jetson AGX/NX; layers DLA cannot run '
+              'stay on the GPU); -1 = the GPU.', min_value=-1, max_value=7),
     ParamSpec('prefer_cpu_variant', True,
               'On CPU, run the *_cpu.onnx twin of the model when it exists (same outputs, faster on x86).'),
     ParamSpec('input_compressed', False,
@@ -85,7 +94,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('bypass', False, 'Pass frames through unchanged (same data and header); also the ~/set_bypass service.'),
     ParamSpec('process_without_subscribers', False,
               'Run inference even when nobody subscribes to image_restored (otherwise frames are skipped).'),
-    ParamSpec('warmup_width', 640, 'Width of the warm-up inference run at start-up and after a model swap.',
+    ParamSpec('warmup_width', 640, 'Width of the warm-up inference run at start-up and after a model swap (also '
+              'the size a TensorRT engine is tuned for; its profile covers every frame up to max_pixels, either way '
+              'round).',
               min_value=8, max_value=4096),
     ParamSpec('warmup_height', 480, 'Height of the warm-up inference run.', min_value=8, max_value=4096),
     ParamSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.', min_value=0.1, max_value=10.0,

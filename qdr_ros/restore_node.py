@@ -11,6 +11,13 @@ the frame into a one-slot mailbox (a newer frame overwrites an unprocessed one a
 dropped); one worker thread takes frames from it and runs inference, so no queue can grow and a
 slow model never blocks parameters, services or diagnostics. Inference happens on the worker
 only, so frames come out in order and at most one runs at a time.
+
+Model swaps: a runtime change of ``model`` or a backend option is checked cheaply in the parameter
+callback (the file must be a usable model), which then returns; a second thread (the loader,
+again a one-slot mailbox: the newest request wins) builds and warms the new backend (a TensorRT
+engine build can take minutes and logs its progress) while the old backend keeps serving, then
+swaps it in. A load that fails leaves the old backend serving, is logged, shows in diagnostics
+(``model_load``) and the parameters are set back to what is serving.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from qdr_ros.base_node import (LOG_THROTTLE_S, FrameWorker, ImageBuffer, Job, St
                                descriptor, image_msg, qos, run_node)
 from qdr_ros.backends import Backend, create_backend
 from qdr_ros.diagnostics import FrameStats, Snapshot, assess
+from qdr_ros.model_info import ModelError, validate_model_file
 from qdr_ros.image_conversions import (DEFAULT_MAX_PIXELS, FrameError, InputBuffer, alpha_channel, decode_compressed,
                                        downscale_to_fit, encoding_spec, from_model_output, image_view)
 
@@ -44,14 +52,20 @@ UINT8_RGB = ('rgb8', 'bgr8')
 
 
 def load_backend(values: dict[str, Any]) -> Backend:
-    """Validate, build and warm up the backend the parameters ask for; StartupError says what to fix."""
+    """Validate, build and warm up the backend the parameters ask for; StartupError says what to fix.
+
+    A TensorRT engine built from an ``.onnx`` model gets the profile of ``max_pixels`` (see
+    ``ShapeProfile.for_frames``), tuned for the warm-up size.
+    """
     path = params.resolve_model_path(values['model'])
     resolved = '' if str(path) == values['model'] else f' (resolved to {path})'
     try:
         backend = create_backend(path, values['backend'], threads=values['threads'],
                                  prefer_cpu_variant=values['prefer_cpu_variant'], device_id=values['device_id'],
-                                 engine_cache_dir=values['engine_cache_dir'] or None)
-        backend.warmup(values['warmup_height'], values['warmup_width'])
+                                 engine_cache_dir=values['engine_cache_dir'] or None,
+                                 warmup_hw=(values['warmup_height'], values['warmup_width']),
+                                 max_pixels=values['max_pixels'], dla_core=values['dla_core'],
+                                 force_rebuild=values['force_engine_rebuild'])
     except Exception as exc:  # ModelError, BackendUnavailable and ONNX Runtime's own untyped errors
         raise StartupError(f"cannot use model {values['model']!r}{resolved} with backend "
                            f"{values['backend']!r}: {exc}. Set model:=<exported .onnx/.engine> and/or "
@@ -64,7 +78,12 @@ class RestoreNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(params.NODE_NAME, **kwargs)
-        self._frames = FrameWorker(self._handle, 'restore_worker')
+        self._frames: FrameWorker[Job] = FrameWorker(self._handle, 'restore_worker')
+        self._loader: FrameWorker[tuple[int, dict[str, Any]]] = FrameWorker(self._load, 'model_loader')
+        self._load_requests = 0  # numbers the loader's requests; only the newest failure reverts parameters
+        self._load_status = 'ready'
+        self._failed_request = 0  # the number of a failed request whose parameters are still to be set back
+        self._reverting = threading.local()  # set while _revert_backend_parameters puts parameters back
         for spec in params.PARAMS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
         values = {name: self.get_parameter(name).value for name in params.DEFAULTS}
@@ -73,6 +92,7 @@ class RestoreNode(Node):
             raise StartupError('invalid parameters: ' + '; '.join(problems))
         self._values = values
         self._backend = load_backend(values)
+        self._serving_values = {k: values[k] for k in params.BACKEND_KEYS}
         self._log_backend('using')
         self._stats = FrameStats()
         self._frame_id = ''  # header.frame_id of the newest frame: the camera, for diagnostics
@@ -96,6 +116,7 @@ class RestoreNode(Node):
         self.create_timer(values['diagnostics_period'], self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._frames.start()
+        self._loader.start()
         self.get_logger().info(
             f"restoring {self._sub.topic_name} -> {self._pub.topic_name} (input QoS {values['input_reliability']} "
             f"depth {values['input_depth']}, output {values['output_reliability']} depth {values['output_depth']}, "
@@ -105,9 +126,12 @@ class RestoreNode(Node):
         b = self._backend
         self.get_logger().info(f'{verb} backend {b.name} on {b.device}, {b.precision} model {b.model_path} '
                                f'(sha256 {b.info.sha256[:12]}); why: {b.reason}')
+        if b.fallback:
+            self.get_logger().warning(f'backend auto fell back to {b.name}: {b.fallback}')
 
     def destroy_node(self) -> None:
-        """Stop the worker before the publishers go away."""
+        """Stop the loader and the worker before the publishers go away."""
+        self._loader.close()
         self._frames.close()
         super().destroy_node()
 
@@ -166,29 +190,69 @@ class RestoreNode(Node):
         return response
 
     def _on_set_parameters(self, changed: list[Parameter]) -> SetParametersResult:
-        """Validate a runtime change; a new model/backend is built and warmed up first, then swapped in."""
+        """Validate a runtime change; a new model/backend is loaded on the loader thread, then swapped in."""
         updates = {p.name: p.value for p in changed}
         reason = params.validate_update(updates)
         if reason:
             return SetParametersResult(successful=False, reason=reason)
         merged = {**self._values, **updates}
-        if any(k in updates for k in params.BACKEND_KEYS):  # setting model again re-reads the file
-            try:
-                backend = load_backend(merged)
-            except StartupError as exc:
-                self.get_logger().error(f'refused parameter change, still serving {self._backend.model_path}: {exc}')
-                return SetParametersResult(successful=False,
-                                           reason=f'{exc} (still serving {self._backend.model_path})')
-            self._backend = backend
-            self._log_backend('switched to')
+        if any(k in updates for k in params.BACKEND_KEYS) and not getattr(self._reverting, 'active', False):
+            serving = self._backend.model_path
+            if 'model' in updates:  # cheap: parse and check the file, so a wrong path is refused at once
+                try:
+                    validate_model_file(params.resolve_model_path(merged['model']))
+                except ModelError as exc:
+                    self.get_logger().error(f'refused parameter change, still serving {serving}: {exc}')
+                    return SetParametersResult(successful=False, reason=f'{exc} (still serving {serving})')
+            self._load_requests += 1
+            self._load_status = f"loading {merged['model']} with backend {merged['backend']}"
+            self._loader.put((self._load_requests, merged))
+            self.get_logger().info(f'{self._load_status} in the background; still serving {serving}')
         self._values = merged
         if 'bypass' in updates:
             self.get_logger().info(f"bypass {'on' if merged['bypass'] else 'off'}")
         return SetParametersResult(successful=True)
 
+    def _load(self, request: tuple[int, dict[str, Any]]) -> None:
+        """Loader thread: build and warm up the requested backend, then swap it in (or keep the old one)."""
+        number, values = request
+        try:
+            backend = load_backend(values)
+        except StartupError as exc:
+            if not self.context.ok():
+                return
+            serving = self._backend
+            self._load_status = f'failed: {exc}'
+            self.get_logger().error(f'model change failed, still serving {serving.model_path}: {exc}')
+            self._failed_request = number  # the executor sets the parameters back (see _revert_backend_parameters)
+            return
+        self._backend = backend
+        self._serving_values = {k: values[k] for k in params.BACKEND_KEYS}
+        self._load_status = 'ready'
+        self._log_backend('switched to')
+
+    def _revert_backend_parameters(self) -> None:
+        """After a failed load, set the backend parameters back to those of the backend that serves.
+
+        Runs on the executor (diagnostics timer), so the change that asked for the load has been
+        stored by then; a newer request that is still loading is left alone.
+        """
+        if not self._failed_request or self._failed_request != self._load_requests:
+            return
+        self._failed_request = 0
+        serving = self._serving_values
+        back = [Parameter(k, value=serving[k]) for k in sorted(params.BACKEND_KEYS)
+                if self.get_parameter(k).value != serving[k]]
+        self._reverting.active = True
+        try:
+            self.set_parameters(back)
+        finally:
+            self._reverting.active = False
+
     def _publish_diagnostics(self) -> None:
+        self._revert_backend_parameters()
         now = self._stats.snapshot()
-        facts = {**self._backend.describe(), 'bypass': self._values['bypass'],
+        facts = {**self._backend.describe(), 'model_load': self._load_status, 'bypass': self._values['bypass'],
                  'input_topic': self._sub.topic_name, 'output_topic': self._pub.topic_name}
         facts['model'] = facts.pop('model_path')
         report = assess(now, self._last_snapshot, self._values['input_timeout'], facts)
@@ -234,7 +298,7 @@ class RestoreNode(Node):
         self._publish(self._output_buffer.message(msg.header, restored, encoding), inference_ms)
 
     def _restore(self, backend: Backend, view: np.ndarray, encoding: str, max_pixels: int) -> tuple[np.ndarray, float]:
-        """Restore ``view``; frames above ``max_pixels`` are restored shrunk and resized back to the input size.
+        """Restore ``view``; frames above ``max_pixels`` or the engine's size are restored shrunk, then resized back.
 
         8-bit RGB/BGR frames go to the backend as they are (``Backend.restore_uint8``: the ONNX Runtime
         backend converts inside the graph and writes straight into the outgoing message's array);
@@ -242,7 +306,7 @@ class RestoreNode(Node):
         """
         height, width = view.shape[:2]
         alpha = alpha_channel(view, encoding)
-        small, scale = downscale_to_fit(view, max_pixels)
+        small, scale = downscale_to_fit(view, max_pixels, backend.max_hw)
         if encoding in UINT8_RGB:
             target = self._output_buffer.view(height, width, 3) if scale == 1.0 else None
             start = time.perf_counter()

@@ -94,7 +94,7 @@ def _check_int8(args: argparse.Namespace) -> int:
 
 def _build_engine(args: argparse.Namespace) -> int:
     from qdr_ros.backends.base import BackendUnavailable
-    from qdr_train.export.tensorrt import ShapeProfile, build_or_load_engine
+    from qdr_ros.backends.tensorrt_build import EngineBuildError, ShapeProfile, build_or_load_engine
 
     def hw(text: str) -> tuple[int, int]:
         h, w = text.lower().split("x")
@@ -102,7 +102,11 @@ def _build_engine(args: argparse.Namespace) -> int:
 
     profile = ShapeProfile(hw(args.min), hw(args.opt), hw(args.max))
     try:
-        engine = build_or_load_engine(args.onnx, args.cache_dir, profile, args.device, fp16=not args.no_fp16)
+        engine = build_or_load_engine(args.onnx, args.cache_dir, profile, args.device, fp16=not args.no_fp16,
+                                      dla_core=args.dla_core, force_rebuild=args.force)
+    except EngineBuildError as exc:
+        print(f"qdr-train build-engine: {exc}", file=sys.stderr)
+        return 1
     except BackendUnavailable as exc:
         print(f"qdr-train build-engine: {exc}\nThe INT8 ONNX is TensorRT-ready; on the robot run this command there, "
               f"or: trtexec --onnx={args.onnx} --int8 --fp16 --saveEngine=efm_int8.engine", file=sys.stderr)
@@ -193,8 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--min", default="64x64", help="smallest frame HxW of the profile")
     eng.add_argument("--opt", default="480x640", help="frame HxW TensorRT tunes for")
     eng.add_argument("--max", default="1080x1920", help="largest frame HxW of the profile")
-    eng.add_argument("--device", type=int, default=0, help="CUDA device id")
-    eng.add_argument("--no-fp16", action="store_true", help="keep layers that TensorRT runs in float at FP32")
+    eng.add_argument("--device", type=int, default=0, help="CUDA device id the engine is built on (and for)")
+    eng.add_argument("--dla-core", type=int, default=-1, help="build for this DLA core (Jetson); -1 = GPU")
+    eng.add_argument("--force", action="store_true", help="rebuild even when the cache holds the engine")
+    eng.add_argument("--no-fp16", action="store_true",
+                     help="keep float layers at FP32 (TensorRT without strong typing only; strongly typed "
+                     "networks take every precision from the model)")
     eng.set_defaults(func=_build_engine)
 
     info = sub.add_parser("info", help="parameters, MACs and ONNX Runtime FPS (FP32 and INT8) against the budget")

@@ -1,10 +1,12 @@
-"""Session-wide setup shared by every test: the ROS/ultralytics environment knobs."""
+"""Session-wide setup shared by every test: the ROS/ultralytics environment knobs and a 3-output model."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qdr_ros import ros_env
@@ -31,3 +33,51 @@ def ros_environment() -> dict[str, str]:
 def repo_root() -> Path:
     """Return the repository root (the directory holding package.xml)."""
     return REPO_ROOT
+
+
+AUTO_LABELS = ('clean', 'noise', 'rain', 'lowlight', 'haze')
+AUTO_WEIGHTS = np.array([[2.0, -1.0, 0.5, 0.0, 1.0], [0.0, 1.5, -0.5, 1.0, -2.0], [-1.0, 0.5, 1.0, -1.5, 0.5]],
+                        np.float32)
+
+
+def auto_model_reference(x: np.ndarray) -> dict[str, np.ndarray]:
+    """What the ``auto_model`` fixture's graph computes, in numpy: the three outputs of an "auto" model."""
+    logits = x.mean(axis=(2, 3)) @ AUTO_WEIGHTS
+    condition = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return {'restored': x * np.float32(0.8) + np.float32(0.1),
+            'condition': condition / condition.sum(axis=1, keepdims=True),
+            'gate': x.mean(axis=1, keepdims=True)}
+
+
+@pytest.fixture(scope='session')
+def auto_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-output "auto" restoration model (restored, condition, gate) built with onnx.helper.
+
+    restored = 0.8 x + 0.1; condition = softmax(mean over H, W of x @ AUTO_WEIGHTS) with the labels
+    ``AUTO_LABELS`` in the ONNX metadata; gate = the per-pixel mean over the channels.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nchw = ['n', 3, 'h', 'w']
+    nodes = [helper.make_node('Mul', ['image', 'scale'], ['scaled']),
+             helper.make_node('Add', ['scaled', 'offset'], ['restored']),
+             helper.make_node('ReduceMean', ['image'], ['pooled'], axes=[2, 3], keepdims=0),
+             helper.make_node('MatMul', ['pooled', 'weights'], ['logits']),
+             helper.make_node('Softmax', ['logits'], ['condition'], axis=1),
+             helper.make_node('ReduceMean', ['image'], ['gate'], axes=[1], keepdims=1)]
+    weights = [numpy_helper.from_array(np.array(0.8, np.float32), 'scale'),
+               numpy_helper.from_array(np.array(0.1, np.float32), 'offset'),
+               numpy_helper.from_array(AUTO_WEIGHTS, 'weights')]
+    graph = helper.make_graph(nodes, 'auto', [helper.make_tensor_value_info('image', TensorProto.FLOAT, nchw)],
+                              [helper.make_tensor_value_info('restored', TensorProto.FLOAT, nchw),
+                               helper.make_tensor_value_info('condition', TensorProto.FLOAT,
+                                                             ['n', len(AUTO_LABELS)]),
+                               helper.make_tensor_value_info('gate', TensorProto.FLOAT, ['n', 1, 'h', 'w'])],
+                              initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    for key, value in {'task': 'auto', 'stride': '8', 'condition_labels': json.dumps(list(AUTO_LABELS))}.items():
+        model.metadata_props.add(key=key, value=value)
+    path = tmp_path_factory.mktemp('auto') / 'auto_fp32.onnx'
+    onnx.save(model, str(path))
+    return path

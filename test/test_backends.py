@@ -15,10 +15,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from conftest import AUTO_LABELS, auto_model_reference
 from qdr_ros.backends import BackendUnavailable, create_backend
+from qdr_ros.backends.base import Backend
 from qdr_ros.backends.onnxruntime import OnnxRuntimeBackend, cpu_variant_of, physical_cores
 from qdr_ros.backends.tensorrt import tensorrt_unavailable_reason
-from qdr_ros.image_conversions import from_model_output, to_model_input
+from qdr_ros.image_conversions import from_model_output, pad_to, to_model_input
 from qdr_ros.model_info import ModelError, validate_model_file
 from qdr_train.export.cpu_variant import to_cpu_variant
 from qdr_train.export.onnx import export_onnx
@@ -74,6 +76,22 @@ def identity_model(path: Path, inputs: list[tuple[str, int, list]], outputs: lis
 F = TensorProto.FLOAT
 U8 = TensorProto.UINT8
 NCHW = ["n", 3, "h", "w"]
+
+
+def condition_model(path: Path, width: int, labels: str | None) -> Path:
+    """A model with ``restored`` and a ``condition`` output of ``width`` entries; ``labels`` is the metadata value."""
+    nodes = [helper.make_node("Identity", ["image"], ["restored"]),
+             helper.make_node("ReduceMean", ["image"], ["pooled"], axes=[2, 3], keepdims=0),
+             helper.make_node("MatMul", ["pooled", "w"], ["condition"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", F, NCHW)],
+                              [helper.make_tensor_value_info("restored", F, NCHW),
+                               helper.make_tensor_value_info("condition", F, ["n", width])],
+                              initializer=[helper.make_tensor("w", F, [3, width], [0.0] * 3 * width)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if labels is not None:
+        model.metadata_props.add(key="condition_labels", value=labels)
+    onnx.save(model, str(path))
+    return path
 
 
 def direct_run(path: Path, x: np.ndarray) -> np.ndarray:
@@ -236,8 +254,17 @@ def bad_models(tmp: Path) -> list[tuple[Path, str]]:
         (identity_model(tmp / "dtype.onnx", [("image", U8, NCHW)], [("restored", U8, NCHW)]), "float32"),
         (identity_model(tmp / "gray.onnx", [("image", F, ["n", 1, "h", "w"])], [("restored", F, NCHW)]),
          "3 (RGB)"),
-        (identity_model(tmp / "two.onnx", [("image", F, NCHW)], [("restored", F, NCHW), ("gate", F, NCHW)]),
-         "exactly one output"),
+        (identity_model(tmp / "two.onnx", [("image", F, NCHW)], [("restored", F, NCHW), ("mask", F, NCHW)]),
+         "optionally also 'condition' and 'gate'"),
+        (identity_model(tmp / "gate3.onnx", [("image", F, NCHW)], [("restored", F, NCHW), ("gate", F, NCHW)]),
+         "expected 1 (one gate value per pixel)"),
+        (condition_model(tmp / "nolabels.onnx", 5, None), "no condition_labels metadata"),
+        (condition_model(tmp / "fewlabels.onnx", 5, '["clean", "noise"]'),
+         "has 5 entries but condition_labels names 2"),
+        (condition_model(tmp / "badlabels.onnx", 2, '{"clean": 0}'), "not a list of distinct names"),
+        (condition_model(tmp / "twice.onnx", 2, '["rain", "rain"]'), "not a list of distinct names"),
+        (identity_model(tmp / "orphan.onnx", [("image", F, NCHW)], [("restored", F, NCHW)],
+                        {"condition_labels": '["clean"]'}), "has no 'condition' output"),
         (identity_model(tmp / "stride.onnx", [("image", F, NCHW)], [("restored", F, NCHW)], {"stride": "eight"}),
          "malformed metadata"),
         (identity_model(tmp / "stride0.onnx", [("image", F, NCHW)], [("restored", F, NCHW)], {"stride": "0"}),
@@ -276,11 +303,73 @@ def test_model_info_reads_metadata_written_as_json(tmp_path: Path) -> None:
     assert info.input_shape == ("n", 3, "h", "w")
 
 
+class NumpyPathBackend(OnnxRuntimeBackend):
+    """ONNX Runtime behind the base class's own uint8 path (numpy conversions around ``infer_outputs``).
+
+    That is the path the TensorRT backend takes, run here on a real engine.
+    """
+
+    restore_frame = Backend.restore_frame
+    _infer_uint8 = Backend._infer_uint8
+
+
+def test_three_output_model_is_described_with_its_labels(auto_model: Path) -> None:
+    for parser in ("onnx", "onnxruntime"):
+        info = validate_model_file(auto_model, parser)
+        assert info.output_names == ("restored", "condition", "gate") and info.output_name == "restored"
+        assert info.condition_labels == AUTO_LABELS and info.output_shape == ("n", 3, "h", "w")
+    backend = OnnxRuntimeBackend(auto_model)
+    facts = backend.describe()
+    assert facts["outputs"] == ["restored", "condition", "gate"] and facts["condition_labels"] == list(AUTO_LABELS)
+    shipped = validate_model_file(Path(__file__).resolve().parents[1] / "models/denoise/efm_int8.onnx")
+    assert shipped.output_names == ("restored",) and shipped.condition_labels == ()
+
+
+@pytest.mark.parametrize("cls", [OnnxRuntimeBackend, NumpyPathBackend])
+def test_three_output_model_passes_condition_and_gate_through(auto_model: Path, cls: type) -> None:
+    """Float path: all three outputs equal numpy's; uint8 path: the same outputs for the frame, gate cropped."""
+    backend = cls(auto_model)
+    x = np.random.default_rng(11).random((2, 3, 24, 40), dtype=np.float32)
+    outputs, expected = backend.infer_outputs(x), auto_model_reference(x)
+    assert set(outputs) == set(expected)
+    for name in expected:
+        np.testing.assert_allclose(outputs[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(backend.infer(x), expected["restored"], rtol=1e-5, atol=1e-6)
+    rng = np.random.default_rng(12)
+    for size in [(48, 64), (37, 53), (5, 3)]:
+        frame = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        for bgr, out in [(False, None), (True, None), (False, np.zeros_like(frame)), (True, np.zeros_like(frame))]:
+            result = backend.restore_frame(frame, bgr=bgr, out=out)
+            x, (h, w) = to_model_input(frame, "bgr8" if bgr else "rgb8", stride=backend.stride)
+            reference = auto_model_reference(x)
+            image = from_model_output(reference["restored"], h, w, "bgr8" if bgr else "rgb8")
+            assert result.image.shape == frame.shape and result.image.dtype == np.uint8
+            assert out is None or result.image is out
+            assert np.abs(result.image.astype(int) - image.astype(int)).max() <= 1
+            assert result.condition.shape == (len(AUTO_LABELS),) and result.condition.dtype == np.float32
+            np.testing.assert_allclose(result.condition, reference["condition"][0], atol=1e-5)
+            assert result.gate.shape == size and result.gate.dtype == np.float32
+            np.testing.assert_allclose(result.gate, reference["gate"][0, 0, :h, :w], atol=1e-5)
+            np.testing.assert_array_equal(backend.restore_uint8(frame, bgr=bgr), result.image)
+
+
+def test_one_output_models_restore_frames_without_extras(models: dict[str, Path]) -> None:
+    shipped = Path(__file__).resolve().parents[1] / "models/denoise/efm_int8.onnx"
+    frame = np.random.default_rng(13).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    for backend in (OnnxRuntimeBackend(shipped), NumpyPathBackend(models["tiny"])):
+        result = backend.restore_frame(frame, out=np.zeros_like(frame))
+        assert result.condition is None and result.gate is None
+        np.testing.assert_array_equal(result.image, backend.restore_uint8(frame))
+        assert set(backend.infer_outputs(np.zeros((1, 3, 8, 8), np.float32))) == {"restored"}
+
+
 @pytest.mark.tensorrt
 @pytest.mark.skipif(not HAS_TENSORRT, reason="TensorRT is not installed")
-def test_tensorrt_backend_on_gpu_matches_onnxruntime(models: dict[str, Path]) -> None:
-    backend = create_backend(models["int8"], backend="tensorrt")
+def test_tensorrt_backend_on_gpu_matches_onnxruntime(models: dict[str, Path], tmp_path: Path) -> None:
+    """64x48 is below the profile's 64-pixel minimum: the backend pads it up, as ORT gets it here, and crops."""
+    backend = create_backend(models["int8"], backend="tensorrt", engine_cache_dir=str(tmp_path))
     assert backend.name == "tensorrt" and backend.device == "cuda" and backend.precision == "int8"
+    assert backend.min_hw == (64, 64)
     x = np.random.default_rng(4).random((1, 3, 64, 48), dtype=np.float32)
-    reference = OnnxRuntimeBackend(models["int8"], prefer_cpu_variant=False).infer(x)
-    np.testing.assert_allclose(backend.infer(x), reference, rtol=0, atol=0.02)
+    reference = OnnxRuntimeBackend(models["int8"], prefer_cpu_variant=False).infer(pad_to(x, 64, 64, axes=(2, 3)))
+    np.testing.assert_allclose(backend.infer(x), reference[..., :48], rtol=0, atol=0.02)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from qdr_ros.image_conversions import (
     ENCODINGS, FrameError, InputBuffer, alpha_channel, decode_compressed, downscale_to_fit, from_model_output,
-    image_view, pad_to_stride, padded_size, rgb_uint8_to_tensor, tensor_to_rgb_uint8, to_model_input)
+    image_view, pad_to, pad_to_stride, padded_size, rgb_uint8_to_tensor, tensor_to_rgb_uint8, to_model_input)
 
 RNG = np.random.default_rng(0)
 
@@ -274,3 +274,15 @@ def test_pad_to_stride_pads_like_the_model_input(height: int, width: int, stride
     np.testing.assert_array_equal(x, y)
     if (height % stride, width % stride) == (0, 0):
         assert padded is frame
+
+
+def test_pad_to_pads_frames_and_nchw_tensors_alike() -> None:
+    """An NCHW tensor padded on axes (2, 3) equals the tensor of the HxWxC frame padded on (0, 1)."""
+    frame = np.random.default_rng(9).integers(0, 256, (5, 3, 3), dtype=np.uint8)
+    x, _ = to_model_input(frame, "rgb8", stride=1)
+    padded_frame = pad_to(frame, 16, 12)
+    assert padded_frame.shape == (16, 12, 3) and pad_to(frame, 5, 3) is frame
+    np.testing.assert_array_equal(pad_to(x, 16, 12, axes=(2, 3)), to_model_input(padded_frame, "rgb8", stride=1)[0])
+    np.testing.assert_array_equal(padded_frame[:5, :3], frame)
+    with pytest.raises(ValueError, match="adjacent"):
+        pad_to(x, 16, 12, axes=(1, 3))

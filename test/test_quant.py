@@ -16,6 +16,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from qdr_ros.backends.base import BackendUnavailable
+from qdr_ros.backends.tensorrt_build import ShapeProfile, build_or_load_engine, engine_cache_key
 from qdr_train.cli import main
 from qdr_train.config import CONFIG_DIR, load_config
 from qdr_train.data.datasets import data_root
@@ -25,7 +26,6 @@ from qdr_train.engine.trainer import Trainer
 from qdr_train.export.check import check_int8
 from qdr_train.export.cpu_variant import shuffle_before_dequant, to_cpu_variant
 from qdr_train.export.onnx import export_onnx
-from qdr_train.export.tensorrt import ShapeProfile, build_or_load_engine, engine_cache_key
 from qdr_train.losses.weighting import (AlignedMagnitudeReweighting, BoundedMagnitudeReweighting,
                                         GradientMagnitudeReweighting, LearnableMagnitudeReweighting)
 from qdr_train.models import build_model
@@ -330,6 +330,8 @@ def test_engine_cache_key_changes_with_everything_that_invalidates_an_engine() -
                    {"compute_capability": "9.0"}, {"profile": ShapeProfile(max_hw=(720, 1280))}):
         assert engine_cache_key(**{**base, **change}) != key, change
     assert engine_cache_key(**base, fp16=False) != key
+    assert engine_cache_key(**base, strongly_typed=True) != key
+    assert engine_cache_key(**base, dla_core=0) != key
 
 
 def test_engine_build_without_tensorrt_says_so(int8_onnx: Path, capsys: pytest.CaptureFixture[str],

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -32,6 +32,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 import torch
 import yaml
 
+from conftest import AUTO_LABELS
 from qdr_ros import params
 from qdr_ros.backends import create_backend
 from qdr_ros.diagnostics import ERROR, OK, WARN, FrameStats, assess
@@ -288,10 +289,18 @@ def test_bad_parameter_updates_are_rejected_with_a_reason(probe: Probe) -> None:
     assert probe.set_parameter('input_timeout', 3.0).successful
 
 
-def test_runtime_model_swap(probe: Probe, models: dict[str, Path]) -> None:
+def serving(probe: Probe, model: Path) -> dict[str, str]:
+    """Wait until diagnostics say ``model`` (or its CPU twin) serves: swaps happen on the loader thread."""
+    names = {str(model), str(model.with_name(f'{model.stem}_cpu{model.suffix}'))}
+    return probe.latest_status(f'{NS}/image', lambda v: v['model'] in names and v['model_load'] == 'ready')
+
+
+def test_runtime_model_swap(probe: Probe, models: dict[str, Path], auto_model: Path) -> None:
+    """Swaps load off the executor (the call returns, the old model serves meanwhile); bad files are refused."""
     pixels = np.random.default_rng(5).integers(0, 256, (24, 32, 3), dtype=np.uint8)
     try:
         assert probe.set_parameter('model', str(models['fp32'])).successful
+        serving(probe, models['fp32'])
         msg = make_image(pixels, 'rgb8')
         assert bytes(probe.exchange(msg).data) == offline(models['fp32'], msg)
 
@@ -300,8 +309,30 @@ def test_runtime_model_swap(probe: Probe, models: dict[str, Path]) -> None:
         assert 'corrupt.onnx' in result.reason and 'still serving' in result.reason
         msg = make_image(pixels, 'rgb8')
         assert bytes(probe.exchange(msg).data) == offline(models['fp32'], msg), 'the old model stopped serving'
+
+        assert probe.set_parameter('model', str(auto_model)).successful  # three outputs: restored, condition, gate
+        status = serving(probe, auto_model)
+        assert status['outputs'] == "['restored', 'condition', 'gate']"
+        assert status['condition_labels'] == str(list(AUTO_LABELS))
+        msg = make_image(pixels, 'bgr8')
+        out = np.frombuffer(bytes(probe.exchange(msg).data), np.uint8).astype(int)
+        assert np.abs(out - np.frombuffer(offline(auto_model, msg), np.uint8)).max() <= 1  # uint8 vs float path
     finally:
         assert probe.set_parameter('model', str(models['int8'])).successful
+        serving(probe, models['int8'])
+
+
+def test_a_model_change_that_fails_to_load_keeps_the_old_model(probe: Probe, models: dict[str, Path]) -> None:
+    """backend:=tensorrt cannot load here: accepted at once, fails on the loader, reported and set back."""
+    result = probe.set_parameter('backend', 'tensorrt')
+    assert result.successful, result.reason
+    status = probe.latest_status(f'{NS}/image', lambda v: v['model_load'].startswith('failed'))
+    assert 'TensorRT is not installed' in status['model_load'] and status['backend'] == 'onnxruntime'
+    request = GetParameters.Request(names=['backend'])
+    probe.spin_until(lambda: probe.call(GetParameters, '/restore_node/get_parameters', request).values[0]
+                     .string_value == 'auto', what='backend to be set back to auto')
+    msg = make_image(np.full((16, 24, 3), 40, np.uint8), 'rgb8')
+    assert bytes(probe.exchange(msg).data) == offline(models['int8'], msg)
 
 
 def test_large_frames_downscale_or_reject(probe: Probe, models: dict[str, Path]) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from qdr_ros.backends.base import Backend, check_output
+from qdr_ros.backends.base import Backend, Restoration, check_output
 from qdr_ros.backends.uint8_io import BGR_ORDER, CHANNELS, IMAGE, RESTORED, RGB_ORDER, with_uint8_io
 from qdr_ros.model_info import validate_model_file
 
@@ -129,37 +129,42 @@ class OnnxRuntimeBackend(Backend):
                      f"{self.precision} model {info.path.name}")
         self.reason = "; ".join(notes)
         self._input = self.session.get_inputs()[0].name
-        self._output = self.session.get_outputs()[0].name
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        self._extras = [name for name in self._outputs if name != self.info.output_name]
         LOG.info("onnxruntime backend: %s", self.reason)
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        """Restore a batch with ``session.run`` (ORT copies nothing it does not have to)."""
-        self.check_input(x)
-        return self.session.run([self._output], {self._input: x})[0]
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run a batch with ``session.run`` (ORT copies nothing it does not have to)."""
+        return dict(zip(self._outputs, self.session.run(self._outputs, {self._input: x})))
 
-    def restore_uint8(self, image: np.ndarray, bgr: bool = False, out: np.ndarray | None = None) -> np.ndarray:
-        """As ``Backend.restore_uint8``; a frame that needs no padding is written straight into ``out``.
+    def restore_frame(self, image: np.ndarray, bgr: bool = False, out: np.ndarray | None = None) -> Restoration:
+        """As ``Backend.restore_frame``; a frame that needs no padding is written straight into ``out``.
 
         ONNX Runtime writes its output tensor into ``out``'s memory (IO binding), so the restored
         frame is never copied between the session and the caller's message buffer.
         """
         height, width = image.shape[:2]
-        if out is None or self._uint8_session is None or height % self.stride or width % self.stride:
-            return super().restore_uint8(image, bgr, out)
+        if out is None or self._uint8_session is None or self.input_size(height, width) != (height, width):
+            return super().restore_frame(image, bgr, out)
         check_output(out, height, width)
         binding = self._uint8_session.io_binding()
         binding.bind_cpu_input(IMAGE, np.ascontiguousarray(image)[None])
         binding.bind_cpu_input(CHANNELS, BGR_ORDER if bgr else RGB_ORDER)
         binding.bind_output(RESTORED, "cpu", 0, np.uint8, (1, height, width, 3), out.ctypes.data)
+        for name in self._extras:
+            binding.bind_output(name, "cpu")
         self._uint8_session.run_with_iobinding(binding)
-        return out
+        extras = dict(zip(self._extras, (v.numpy() for v in binding.get_outputs()[1:])))
+        return self._restoration(out, extras, height, width)
 
-    def _infer_uint8(self, batch: np.ndarray, bgr: bool) -> np.ndarray:
+    def _infer_uint8(self, batch: np.ndarray, bgr: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Run the uint8-I/O twin session: conversions happen on ONNX Runtime's threads (numpy without onnx)."""
         if self._uint8_session is None:
             return super()._infer_uint8(batch, bgr)
         order = BGR_ORDER if bgr else RGB_ORDER
-        return self._uint8_session.run([RESTORED], {IMAGE: np.ascontiguousarray(batch), CHANNELS: order})[0]
+        restored, *extras = self._uint8_session.run([RESTORED, *self._extras],
+                                                    {IMAGE: np.ascontiguousarray(batch), CHANNELS: order})
+        return restored, dict(zip(self._extras, extras))
 
     def describe(self) -> dict[str, object]:
         """Return the base facts plus the ORT thread count and version."""

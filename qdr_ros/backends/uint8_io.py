@@ -9,8 +9,9 @@ inference itself; as graph operators ONNX Runtime runs the same steps on its int
       -> model -> QuantizeLinear(1/255, uint8) -> Gather(channels) -> Transpose -> (N, H, W, 3) uint8
 
 ``channels`` (int64[3]) is an input: [0, 1, 2] for rgb8, [2, 1, 0] for bgr8, so one session serves
-both. QuantizeLinear saturates to [0, 255] and rounds half to even, i.e. exactly the clamp, scale
-and ``np.rint`` of ``image_conversions.from_model_output``; DequantizeLinear multiplies by
+both. Other outputs of the model (an "auto" model's ``condition`` and ``gate``) stay as they are,
+float32 at the padded size. QuantizeLinear saturates to [0, 255] and rounds half to even, i.e.
+exactly the clamp, scale and ``np.rint`` of ``image_conversions.from_model_output``; DequantizeLinear multiplies by
 float32(1/255) where the numpy path divides by 255, so a pixel can differ by one level.
 
 ``onnx`` is imported only when a wrapper is built: it has no rosdep key, so the runtime install
@@ -26,6 +27,8 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx
 
+from qdr_ros.model_info import OUTPUT_NAME
+
 IMAGE = "image_u8"
 CHANNELS = "channels"
 RESTORED = "restored_u8"
@@ -35,19 +38,29 @@ _PREFIX = "uint8_io_"
 
 
 def with_uint8_io(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Return a copy of ``model`` (one float (N, 3, H, W) input and output) with uint8 (N, H, W, 3) I/O."""
+    """Return a copy of ``model`` with uint8 (N, H, W, 3) image I/O in place of its float (N, 3, H, W) ones.
+
+    The image output is the only output, or the one named ``restored``; any others are kept unchanged.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
-    if len(graph.input) != 1 or len(graph.output) != 1:
-        raise ValueError(f"expected one input and one output, got {len(graph.input)} and {len(graph.output)}")
+    names = [o.name for o in graph.output]
+    if len(graph.input) != 1 or not names or (len(names) > 1 and OUTPUT_NAME not in names):
+        raise ValueError(f"expected one input and the output {OUTPUT_NAME!r} (or a single output), got inputs "
+                         f"{[i.name for i in graph.input]} and outputs {names}")
     if graph.input[0].type.tensor_type.elem_type != TensorProto.FLOAT:
         raise ValueError(f"input {graph.input[0].name} is not float32")
     wrapped = onnx.ModelProto()
     wrapped.CopyFrom(model)
     g = wrapped.graph
-    x, y = g.input[0].name, g.output[0].name
+    x, y = g.input[0].name, names[0] if len(names) == 1 else OUTPUT_NAME
+    extras = []
+    for output in g.output:
+        if output.name != y:
+            extras.append(onnx.ValueInfoProto())
+            extras[-1].CopyFrom(output)
     p = _PREFIX
     g.initializer.extend([numpy_helper.from_array(np.array(1 / 255, np.float32), p + "scale"),
                           numpy_helper.from_array(np.array(0, np.uint8), p + "zero")])
@@ -64,6 +77,6 @@ def with_uint8_io(model: onnx.ModelProto) -> onnx.ModelProto:
     g.input.extend([helper.make_tensor_value_info(IMAGE, TensorProto.UINT8, ["N", "H", "W", 3]),
                     helper.make_tensor_value_info(CHANNELS, TensorProto.INT64, [3])])
     del g.output[:]
-    g.output.extend([helper.make_tensor_value_info(RESTORED, TensorProto.UINT8, ["N", "H", "W", 3])])
+    g.output.extend([helper.make_tensor_value_info(RESTORED, TensorProto.UINT8, ["N", "H", "W", 3]), *extras])
     onnx.checker.check_model(wrapped)
     return wrapped

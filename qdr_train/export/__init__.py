@@ -1,1 +1,1 @@
-"""Export: ONNX (FP32 and INT8 Q/DQ), the INT8 rule checker and the TensorRT engine builder."""
+"""Export: ONNX (FP32 and INT8 Q/DQ) and the INT8 rule checker (engines: qdr_ros.backends.tensorrt_build)."""
