@@ -21,7 +21,7 @@ LMR_FORMS = ("magnitude", "bounded", "gradient", "aligned")
 
 
 def eval_tasks(task: str) -> tuple[str, ...]:
-    """The conditions a model trained for ``task`` is scored on: its own, or auto's six."""
+    """Return the conditions a model trained for ``task`` is scored on: its own, or auto's six."""
     return AUTO_EVAL if task == AUTO else (task,)
 
 

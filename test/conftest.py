@@ -41,7 +41,7 @@ AUTO_WEIGHTS = np.array([[2.0, -1.0, 0.5, 0.0, 1.0], [0.0, 1.5, -0.5, 1.0, -2.0]
 
 
 def auto_model_reference(x: np.ndarray) -> dict[str, np.ndarray]:
-    """What the ``auto_model`` fixture's graph computes, in numpy: the three outputs of an "auto" model."""
+    """Compute in numpy what the ``auto_model`` fixture's graph computes: the three outputs of an "auto" model."""
     logits = x.mean(axis=(2, 3)) @ AUTO_WEIGHTS
     condition = np.exp(logits - logits.max(axis=1, keepdims=True))
     return {'restored': x * np.float32(0.8) + np.float32(0.1),
@@ -51,7 +51,7 @@ def auto_model_reference(x: np.ndarray) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope='session')
 def auto_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 3-output "auto" restoration model (restored, condition, gate) built with onnx.helper.
+    """Build a 3-output "auto" restoration model (restored, condition, gate) with onnx.helper.
 
     restored = 0.8 x + 0.1; condition = softmax(mean over H, W of x @ AUTO_WEIGHTS) with the labels
     ``AUTO_LABELS`` in the ONNX metadata; gate = the per-pixel mean over the channels.

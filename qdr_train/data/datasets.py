@@ -146,7 +146,7 @@ class TrainBatches:
 
 
 def build_train_batches(cfg: dict[str, Any], rank: int = 0) -> TrainBatches:
-    """The training batches of ``cfg``: its task, or the mixture of conditions when the task is ``auto``."""
+    """Build the training batches of ``cfg``: its task, or the mixture of conditions when the task is ``auto``."""
     d = cfg["data"]
     root = data_root(d["root"])
     sampler = CropSampler([root / f for f in d["train"]], d["crop"])

@@ -1,4 +1,4 @@
-"""Real low light without ground truth: does a model brighten dark frames without blowing them out?
+"""Real low light without ground truth: brightening dark frames without blowing them out.
 
 DICM holds under-exposed photos and no reference, so PSNR cannot be scored. Two numbers can: the
 brightening of the dark frames (mean of R, G, B after / before, on frames darker than

@@ -46,7 +46,7 @@ AUX_KEYS = ("gate", "gate_threshold", "condition")
 
 
 def losses_of(cfg: dict[str, Any]) -> tuple[RestorationLoss, AuxiliaryLoss]:
-    """The reconstruction loss and the auxiliary (gate, condition) terms of ``cfg['loss']``."""
+    """Build the reconstruction loss and the auxiliary (gate, condition) terms of ``cfg['loss']``."""
     loss = cfg["loss"]
     return (RestorationLoss(**{k: v for k, v in loss.items() if k not in AUX_KEYS}),
             AuxiliaryLoss(**{k: loss[k] for k in AUX_KEYS}))
@@ -114,8 +114,10 @@ class DistillObjective(nn.Module):
 
 
 def warm_start(cfg: dict[str, Any]) -> nn.Module:
-    """The model of ``init``: as it is when its architecture is the configured one, else the configured
-    model with every weight the two share (a specialist starting ``auto``: new heads start fresh).
+    """Build the model of ``init``, as it is or in the configured architecture.
+
+    When the architectures differ, the configured model gets every weight the two share and its
+    new parts (a condition head, say) start fresh.
     """
     source, info = load_model(cfg["init"])
     if resolved_model_config(info["model"]) == resolved_model_config(cfg["model"]):

@@ -201,7 +201,7 @@ class Trainer:
         self.distributed = False
 
     def val_condition(self, index: int) -> str:
-        """The condition of monitoring image ``index``: the task, or for ``auto`` each mixture condition in turn."""
+        """Return the condition of monitoring image ``index``: the task, or for ``auto`` each in turn."""
         if self.cfg["task"] != AUTO:
             return self.cfg["task"]
         names = [k for k, v in self.cfg["data"]["mixture"].items() if v > 0]

@@ -38,7 +38,7 @@ class _ThreeOutputs(nn.Module):
 
 
 def has_condition_head(model: nn.Module) -> bool:
-    """True for a model whose features include condition logits (exported with three outputs)."""
+    """Tell whether the model has condition logits (then it is exported with three outputs)."""
     return getattr(model, "condition", None) is not None
 
 

@@ -1,2 +1,1 @@
-"""Losses: pixel reconstruction (restoration.py), feature distillation (distill.py), gate and condition
-supervision (auxiliary.py)."""
+"""Losses: reconstruction, feature distillation and gate/condition supervision (auxiliary.py)."""
