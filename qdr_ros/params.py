@@ -103,6 +103,14 @@ PARAMS: tuple[ParamSpec, ...] = (
               read_only=True),
     ParamSpec('input_timeout', 2.0, 'Seconds without input after which diagnostics report WARN.',
               min_value=0.1, max_value=60.0),
+    ParamSpec('condition_time_constant', 0.3,
+              'Seconds (of frame stamps) over which the reported condition is smoothed; 0 = every frame alone.',
+              min_value=0.0, max_value=10.0),
+    ParamSpec('condition_hysteresis', 0.1,
+              'A condition label turns on above 0.5 + this and off below 0.5 - this (smoothed probability).',
+              min_value=0.0, max_value=0.45),
+    ParamSpec('publish_gate', False,
+              'Publish the gate map (where the model corrects the frame) as a mono8 image on "gate" for rviz.'),
 )
 
 SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMS}

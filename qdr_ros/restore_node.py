@@ -6,6 +6,15 @@ Topics (relative, rename them by remapping): subscribes ``image`` (``sensor_msgs
 newest camera_info with the restored frame's header) and ``/diagnostics``. Service
 ``~/set_bypass`` (``std_srvs/SetBool``) switches pass-through on and off.
 
+What the camera sees (models with a ``condition`` output, such as ``models/auto``): each restored
+frame's condition probabilities are steadied over frame stamps (``condition.ConditionTracker``) and
+published with the frame's header on ``condition`` (``vision_msgs/Classification``, with the label
+names on ``condition/labels``, ``vision_msgs/LabelInfo``, transient local) where vision_msgs is
+installed, and always in ``/diagnostics`` (status ``<node>: condition``: one key per label, the
+labels present, the share of the frame the gate opens, and the stamp of the frame they belong to).
+``publish_gate`` adds the gate map as a mono8 image on ``gate``. A model without a condition output
+publishes none of these.
+
 Threading: the executor only runs cheap callbacks. The image callback checks the header and puts
 the frame into a one-slot mailbox (a newer frame overwrites an unprocessed one and counts as
 dropped); one worker thread takes frames from it and runs inference, so no queue can grow and a
@@ -27,7 +36,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -35,20 +44,65 @@ import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 
+try:
+    from vision_msgs.msg import Classification, LabelInfo, ObjectHypothesis, VisionClass
+except ImportError:  # not among the PyPI ROS wheels; present on a ROS 2 distribution
+    Classification = LabelInfo = ObjectHypothesis = VisionClass = None
+
 from qdr_ros import params
+from qdr_ros.condition import Condition, ConditionTracker
 from qdr_ros.base_node import (LOG_THROTTLE_S, FrameWorker, ImageBuffer, Job, StartupError, delay_ms,
                                descriptor, image_msg, qos, run_node)
-from qdr_ros.backends import Backend, create_backend
+from qdr_ros.backends import Backend, Restoration, create_backend
 from qdr_ros.diagnostics import FrameStats, Snapshot, assess
-from qdr_ros.model_info import ModelError, validate_model_file
+from qdr_ros.model_info import (CONDITION_NAME as CONDITION, GATE_NAME as GATE, OUTPUT_NAME, ModelError,
+                                validate_model_file)
 from qdr_ros.image_conversions import (DEFAULT_MAX_PIXELS, FrameError, InputBuffer, alpha_channel, decode_compressed,
                                        downscale_to_fit, encoding_spec, from_model_output, image_view)
 
 
 UINT8_RGB = ('rgb8', 'bgr8')
+# In-process users (the demo): called on the worker for every restored frame with its header, the
+# backend's restoration (image, raw condition, gate) and the steadied condition (None without one).
+RestoreListener = Callable[[Header, Restoration, 'Condition | None'], None]
+
+
+def stamp_seconds(header: Header) -> float:
+    """A header's stamp in seconds (the clock the condition is smoothed over)."""
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+def to_classification(header: Header, condition: Condition, msgs: Any = None) -> Any:
+    """Build a ``vision_msgs/Classification``: every label with its smoothed probability; ``msgs`` is for tests."""
+    msg_type, hypothesis_type = msgs or (Classification, ObjectHypothesis)
+    out = msg_type()
+    out.header = header
+    out.results = [hypothesis_type(class_id=label, score=float(p)) for label, p in condition.probabilities.items()]
+    return out
+
+
+def to_label_info(header: Header, labels: tuple[str, ...], msgs: Any = None) -> Any:
+    """Build a ``vision_msgs/LabelInfo`` of the condition labels (present at probability >= 0.5)."""
+    info_type, class_type = msgs or (LabelInfo, VisionClass)
+    info = info_type()
+    info.header = header
+    info.class_map = [class_type(class_id=i, class_name=label) for i, label in enumerate(labels)]
+    info.threshold = 0.5
+    return info
+
+
+def condition_values(condition: Condition, header: Header) -> list[tuple[str, str]]:
+    """The key/value pairs of the condition status: one per label, what is present, gate share, frame stamp."""
+    values = [(label, f'{p:.3f}') for label, p in condition.probabilities.items()]
+    values += [('present', ','.join(condition.present)),
+               ('gate_open', '' if condition.gate_open is None else f'{condition.gate_open:.3f}'),
+               ('frame_stamp', f'{header.stamp.sec}.{header.stamp.nanosec:09d}'), ('frame_id', header.frame_id)]
+    return values
 
 
 def load_backend(values: dict[str, Any]) -> Backend:
@@ -76,8 +130,10 @@ def load_backend(values: dict[str, Any]) -> Backend:
 class RestoreNode(Node):
     """Subscribe to frames, restore the newest one on a worker thread, publish it with the input's header."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, listener: RestoreListener | None = None, **kwargs: Any) -> None:
+        """Start the node; ``listener`` (in-process users such as the demo) sees every restored frame."""
         super().__init__(params.NODE_NAME, **kwargs)
+        self._listener = listener
         self._frames: FrameWorker[Job] = FrameWorker(self._handle, 'restore_worker')
         self._loader: FrameWorker[tuple[int, dict[str, Any]]] = FrameWorker(self._load, 'model_loader')
         self._load_requests = 0  # numbers the loader's requests; only the newest failure reverts parameters
@@ -106,6 +162,16 @@ class RestoreNode(Node):
         in_qos = qos(values['input_reliability'], values['input_depth'])
         self._pub = self.create_publisher(Image, 'image_restored', out_qos)
         self._info_pub = self.create_publisher(CameraInfo, 'image_restored/camera_info', out_qos)
+        self._gate_pub = self.create_publisher(Image, 'gate', out_qos)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._condition_pub = (self.create_publisher(Classification, 'condition', out_qos)
+                               if Classification is not None else None)
+        self._condition_labels_pub = (self.create_publisher(LabelInfo, 'condition/labels', latched)
+                                      if LabelInfo is not None else None)
+        self._tracker: ConditionTracker | None = None
+        self._condition: tuple[Condition, Header] | None = None  # newest steadied condition and its frame
+        self._use_condition_head(self._backend)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         if values['input_compressed']:
             self._sub = self.create_subscription(CompressedImage, 'image/compressed', self._on_compressed, in_qos)
@@ -121,6 +187,23 @@ class RestoreNode(Node):
             f"restoring {self._sub.topic_name} -> {self._pub.topic_name} (input QoS {values['input_reliability']} "
             f"depth {values['input_depth']}, output {values['output_reliability']} depth {values['output_depth']}, "
             f"frames above {values['max_pixels']} px: {values['large_frames']}, bypass {values['bypass']})")
+
+    def _use_condition_head(self, backend: Backend) -> None:
+        """Track (and announce) the conditions ``backend`` reports, or say once that it reports none."""
+        labels = backend.info.condition_labels
+        if not labels:
+            self._tracker, self._condition = None, None
+            self.get_logger().info(f'model {backend.model_path} has no condition output: no condition is published')
+            return
+        if self._tracker is None or self._tracker.labels != tuple(labels):
+            self._tracker = ConditionTracker(tuple(labels), self._values['condition_time_constant'],
+                                             self._values['condition_hysteresis'])
+        where = (f'{self._condition_pub.topic_name} (vision_msgs/Classification) and /diagnostics'
+                 if self._condition_pub is not None else '/diagnostics (vision_msgs not installed: no condition topic)')
+        self.get_logger().info(f"model reports conditions {', '.join(labels)} on {where}")
+        if self._condition_labels_pub is not None:
+            header = Header(stamp=self.get_clock().now().to_msg())
+            self._condition_labels_pub.publish(to_label_info(header, tuple(labels)))
 
     def _log_backend(self, verb: str) -> None:
         b = self._backend
@@ -209,6 +292,10 @@ class RestoreNode(Node):
             self._loader.put((self._load_requests, merged))
             self.get_logger().info(f'{self._load_status} in the background; still serving {serving}')
         self._values = merged
+        tracker = self._tracker
+        if tracker is not None:
+            tracker.time_constant_s = merged['condition_time_constant']
+            tracker.hysteresis = merged['condition_hysteresis']
         if 'bypass' in updates:
             self.get_logger().info(f"bypass {'on' if merged['bypass'] else 'off'}")
         return SetParametersResult(successful=True)
@@ -226,6 +313,7 @@ class RestoreNode(Node):
             self.get_logger().error(f'model change failed, still serving {serving.model_path}: {exc}')
             self._failed_request = number  # the executor sets the parameters back (see _revert_backend_parameters)
             return
+        self._use_condition_head(backend)
         self._backend = backend
         self._serving_values = {k: values[k] for k in params.BACKEND_KEYS}
         self._load_status = 'ready'
@@ -263,6 +351,13 @@ class RestoreNode(Node):
                                   message=report.message, hardware_id=self._frame_id,
                                   values=[KeyValue(key=k, value=v) for k, v in report.values])
         diagnostics = DiagnosticArray(status=[status])
+        newest = self._condition
+        if newest is not None:
+            condition, header = newest
+            diagnostics.status.append(DiagnosticStatus(
+                level=bytes([0]), name=f'{self.get_fully_qualified_name()}: condition',
+                message=f"sees {', '.join(condition.present)}", hardware_id=header.frame_id,
+                values=[KeyValue(key=k, value=v) for k, v in condition_values(condition, header)]))
         diagnostics.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(diagnostics)
 
@@ -294,10 +389,26 @@ class RestoreNode(Node):
         if values['bypass']:
             self._publish(image_msg(msg.header, view, encoding), None)
             return
-        restored, inference_ms = self._restore(backend, view, encoding, values['max_pixels'])
-        self._publish(self._output_buffer.message(msg.header, restored, encoding), inference_ms)
+        restoration, inference_ms = self._restore(backend, view, encoding, values['max_pixels'])
+        self._publish(self._output_buffer.message(msg.header, restoration.image, encoding), inference_ms)
+        self._report_condition(msg.header, restoration, values['publish_gate'])
 
-    def _restore(self, backend: Backend, view: np.ndarray, encoding: str, max_pixels: int) -> tuple[np.ndarray, float]:
+    def _report_condition(self, header: Header, restoration: Restoration, publish_gate: bool) -> None:
+        """Steady and publish what the model says about the frame (nothing for a model without a condition)."""
+        tracker, condition = self._tracker, None
+        if tracker is not None and restoration.condition is not None:
+            condition = tracker.update(restoration.condition, stamp_seconds(header), restoration.gate)
+            self._condition = (condition, header)
+            if self._condition_pub is not None:
+                self._condition_pub.publish(to_classification(header, condition))
+        if publish_gate and restoration.gate is not None and self._gate_pub.get_subscription_count() > 0:
+            gate = np.clip(np.rint(restoration.gate * 255), 0, 255).astype(np.uint8)
+            self._gate_pub.publish(image_msg(header, gate[..., None], 'mono8'))
+        if self._listener is not None:
+            self._listener(header, restoration, condition)
+
+    def _restore(self, backend: Backend, view: np.ndarray, encoding: str,
+                 max_pixels: int) -> tuple[Restoration, float]:
         """Restore ``view``; frames above ``max_pixels`` or the engine's size are restored shrunk, then resized back.
 
         8-bit RGB/BGR frames go to the backend as they are (``Backend.restore_uint8``: the ONNX Runtime
@@ -310,23 +421,29 @@ class RestoreNode(Node):
         if encoding in UINT8_RGB:
             target = self._output_buffer.view(height, width, 3) if scale == 1.0 else None
             start = time.perf_counter()
-            restored = backend.restore_uint8(small, bgr=encoding == 'bgr8', out=target)
+            result = backend.restore_frame(small, bgr=encoding == 'bgr8', out=target)
             inference_ms = (time.perf_counter() - start) * 1e3
+            restored, condition, gate = result.image, result.condition, result.gate
         else:
             if self._input_buffer.stride != backend.stride:
                 self._input_buffer = InputBuffer(backend.stride)
             x, (h, w) = self._input_buffer.convert(small, encoding)
             start = time.perf_counter()
-            y = backend.infer(x)
+            outputs = backend.infer_outputs(x)
             inference_ms = (time.perf_counter() - start) * 1e3
-            restored = from_model_output(y, h, w, encoding, alpha=alpha if scale == 1.0 else None)
+            restored = from_model_output(outputs[OUTPUT_NAME], h, w, encoding,
+                                         alpha=alpha if scale == 1.0 else None)
+            condition = outputs[CONDITION][0] if CONDITION in outputs else None
+            gate = outputs[GATE][0, 0, :h, :w] if GATE in outputs else None
         if scale != 1.0:
             restored = cv2.resize(restored, (width, height), interpolation=cv2.INTER_LINEAR)
             restored = restored.reshape(height, width, -1)
             alpha_index = encoding_spec(encoding).alpha_index
             if alpha_index is not None:
                 restored[..., alpha_index] = alpha
-        return restored, inference_ms
+            if gate is not None:
+                gate = cv2.resize(gate, (width, height), interpolation=cv2.INTER_NEAREST)
+        return Restoration(restored, condition, gate), inference_ms
 
     def _publish(self, out: Image, inference_ms: float | None) -> None:
         """Publish a frame and the camera_info that matches its stamp (else the newest one)."""

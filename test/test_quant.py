@@ -185,7 +185,7 @@ def test_condition_model_exports_restored_condition_and_gate(tmp_path: Path) -> 
     restored, condition, gate = ort.InferenceSession(str(path)).run(None, {"image": _every_8bit_value()})
     with torch.no_grad():
         y, feats = model(torch.from_numpy(_every_8bit_value()), return_features=True)
-    assert condition.shape == (1, 5) and gate.shape == (1, 1, 8, 8)
+    assert condition.shape == (1, 5) and gate.shape == (1, 1, 16, 16)
     np.testing.assert_allclose(condition, torch.sigmoid(feats["condition"]).numpy(), atol=1e-5)
     assert float(gate.max()) < 1e-3  # shut everywhere
 

@@ -32,7 +32,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 import torch
 import yaml
 
-from conftest import AUTO_LABELS
+from conftest import AUTO_LABELS, auto_model_reference
 from qdr_ros import params
 from qdr_ros.backends import create_backend
 from qdr_ros.diagnostics import ERROR, OK, WARN, FrameStats, assess
@@ -160,6 +160,23 @@ class Probe:
                         return True
             return False
         self.spin_until(check, every=every, period=period, what=f'diagnostics of the node on {input_topic}')
+        return found[0]
+
+
+    def condition_status(self, done: Callable[[dict[str, str]], bool]) -> dict[str, str]:
+        """Wait for a restore_node "condition" status in /diagnostics that satisfies ``done``."""
+        found: list[dict[str, str]] = []
+        start = len(self.diagnostics)
+
+        def check() -> bool:
+            for array in reversed(self.diagnostics[start:]):
+                for status in array.status:
+                    values = {kv.key: kv.value for kv in status.values}
+                    if status.name.endswith(': condition') and done(values):
+                        found.append({**values, 'message': status.message, 'hardware_id': status.hardware_id})
+                        return True
+            return False
+        self.spin_until(check, what='the condition status in /diagnostics')
         return found[0]
 
 
@@ -317,6 +334,14 @@ def test_runtime_model_swap(probe: Probe, models: dict[str, Path], auto_model: P
         msg = make_image(pixels, 'bgr8')
         out = np.frombuffer(bytes(probe.exchange(msg).data), np.uint8).astype(int)
         assert np.abs(out - np.frombuffer(offline(auto_model, msg), np.uint8)).max() <= 1  # uint8 vs float path
+        stamp = f'{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}'
+        seen = probe.condition_status(lambda v: v['frame_stamp'] == stamp)
+        expected = auto_model_reference(to_model_input(pixels[..., ::-1], 'rgb8', stride=8)[0])['condition'][0]
+        for label, probability in zip(AUTO_LABELS, expected):  # the first frame of a new model: not smoothed yet
+            assert float(seen[label]) == pytest.approx(float(probability), abs=2e-3), (label, seen)
+        present = [label for label, p in zip(AUTO_LABELS, expected) if label != 'clean' and p >= 0.6] or ['clean']
+        assert seen['present'] == ','.join(present) and seen['hardware_id'] == 'qdr_cam'
+        assert 0.0 <= float(seen['gate_open']) <= 1.0
     finally:
         assert probe.set_parameter('model', str(models['int8'])).successful
         serving(probe, models['int8'])

@@ -2,7 +2,8 @@
 
 A model with a condition head is written with three outputs: ``restored`` (N, 3, H, W),
 ``condition`` (N, L) per-label probabilities (label names in the metadata key
-``condition_labels``) and ``gate`` (N, 1, H/2, W/2), the LDG map; other models with one.
+``condition_labels``) and ``gate`` (N, 1, H, W), the LDG map (computed at half resolution, each
+value repeated over its 2x2 block, so the backends crop it like the image); other models with one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
@@ -34,7 +36,8 @@ class _ThreeOutputs(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         y, feats = self.model(x, return_features=True)
-        return y, torch.sigmoid(feats["condition"]), feats["gate"]
+        gate = F.interpolate(feats["gate"], scale_factor=2.0, mode="nearest")
+        return y, torch.sigmoid(feats["condition"]), gate
 
 
 def has_condition_head(model: nn.Module) -> bool:
@@ -61,7 +64,7 @@ def export_onnx(model: nn.Module, path: str | Path, metadata: dict[str, Any] | N
     if has_condition_head(model):
         graph = _ThreeOutputs(model).eval()
         outputs += [CONDITION_NAME, GATE_NAME]
-        axes.update({CONDITION_NAME: {0: "batch"}, GATE_NAME: {0: "batch", 2: "gate_height", 3: "gate_width"}})
+        axes.update({CONDITION_NAME: {0: "batch"}, GATE_NAME: image_axes})
         metadata["condition_labels"] = list(model.labels)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
