@@ -73,7 +73,7 @@ RestoreListener = Callable[[Header, Restoration, 'Condition | None'], None]
 
 
 def stamp_seconds(header: Header) -> float:
-    """A header's stamp in seconds (the clock the condition is smoothed over)."""
+    """Return a header's stamp in seconds (the clock the condition is smoothed over)."""
     return header.stamp.sec + header.stamp.nanosec * 1e-9
 
 
@@ -97,7 +97,7 @@ def to_label_info(header: Header, labels: tuple[str, ...], msgs: Any = None) -> 
 
 
 def condition_values(condition: Condition, header: Header) -> list[tuple[str, str]]:
-    """The key/value pairs of the condition status: one per label, what is present, gate share, frame stamp."""
+    """List the condition status values: one per label, what is present, gate share, frame stamp."""
     values = [(label, f'{p:.3f}') for label, p in condition.probabilities.items()]
     values += [('present', ','.join(condition.present)),
                ('gate_open', '' if condition.gate_open is None else f'{condition.gate_open:.3f}'),

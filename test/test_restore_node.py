@@ -162,7 +162,6 @@ class Probe:
         self.spin_until(check, every=every, period=period, what=f'diagnostics of the node on {input_topic}')
         return found[0]
 
-
     def condition_status(self, done: Callable[[dict[str, str]], bool]) -> dict[str, str]:
         """Wait for a restore_node "condition" status in /diagnostics that satisfies ``done``."""
         found: list[dict[str, str]] = []
