@@ -34,6 +34,20 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _conditions(args: argparse.Namespace) -> int:
+    from qdr_train.data.datasets import data_root
+    from qdr_train.engine.condition_eval import evaluate_conditions, format_conditions
+    from qdr_train.engine.evaluator import write_json
+    cfg = load_config("auto", args.config, args.overrides)
+    clean = args.clean or data_root(cfg["data"]["root"]) / cfg["data"]["val"]
+    report = evaluate_conditions(cfg, args.model, clean, args.seeds, args.limit, args.threads)
+    print(format_conditions(report))
+    if args.json:
+        write_json(report, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _real_lowlight(args: argparse.Namespace) -> int:
     from qdr_train.data.datasets import data_root
     from qdr_train.engine.evaluator import load_restorer, write_json
@@ -151,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="write the full report (per image and mean) here")
     with_config(ev)
     ev.set_defaults(func=_eval)
+
+    co = sub.add_parser("conditions", help="recall of a model's condition output per label, every condition x seeds")
+    co.add_argument("--model", required=True, help="ONNX file with a condition output (e.g. models/auto/efm_int8.onnx)")
+    co.add_argument("--clean", help="clean images (default: data.val, Kodak24)")
+    co.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    co.add_argument("--limit", type=int, default=0)
+    co.add_argument("--threads", type=int, default=0)
+    co.add_argument("--json", help="write every frame's labels and the summary here")
+    with_config(co)
+    co.set_defaults(func=_conditions)
 
     rl = sub.add_parser("real-lowlight", help="brightening and extra clipping on real dark photos (DICM, no reference)")
     rl.add_argument("--model", required=True, help="model file (.pt) or ONNX file")

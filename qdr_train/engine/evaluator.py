@@ -1,8 +1,10 @@
 """Evaluate a checkpoint or an exported ONNX file the way the robot runs it.
 
-Every model goes through the node's own pre/post-processing (``qdr_ros.image_conversions``:
-uint8 frame -> padded float tensor -> restored uint8 frame); ONNX files run in the node's
-ONNX Runtime backend. So a reported PSNR is the deployed model's, rounding included.
+Every model goes through the node's own pre/post-processing: ONNX files run in the node's ONNX
+Runtime backend on its 8-bit path (``Backend.restore_uint8``, the CPU twin of an INT8 file, the
+conversions inside the graph), torch files through ``qdr_ros.image_conversions`` (uint8 frame ->
+padded float tensor -> restored uint8 frame). So a reported PSNR is the deployed model's, rounding
+included.
 """
 
 from __future__ import annotations
@@ -32,18 +34,13 @@ def load_restorer(path: str | Path, threads: int = 0) -> Restorer:
     if path.suffix == ".onnx":
         from qdr_ros.backends import create_backend
         backend = create_backend(path, "onnxruntime", threads=threads)
-        infer, stride = backend.infer, backend.stride
-    else:
-        model, _ = load_model(path)
-        stride = model.stride
-
-        def infer(x: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                return model(torch.from_numpy(x)).numpy()
+        return lambda rgb: backend.restore_uint8(np.ascontiguousarray(rgb))
+    model, _ = load_model(path)
 
     def restore(rgb: np.ndarray) -> np.ndarray:
-        x, (h, w) = to_model_input(rgb, "rgb8", stride=stride)
-        return from_model_output(infer(x), h, w, "rgb8")
+        x, (h, w) = to_model_input(rgb, "rgb8", stride=model.stride)
+        with torch.no_grad():
+            return from_model_output(model(torch.from_numpy(x)).numpy(), h, w, "rgb8")
 
     return restore
 
