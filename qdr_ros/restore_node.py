@@ -23,7 +23,6 @@ from collections import deque
 from typing import Any
 
 import cv2
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
@@ -32,10 +31,10 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool
 
 from qdr_ros import params
-from qdr_ros.base_node import (LOG_THROTTLE_S, FrameWorker, ImageBuffer, Job, StartupError, delay_ms,
-                               descriptor, image_msg, qos, run_node)
+from qdr_ros.base_node import (LOG_THROTTLE_S, DiagnosticsPublisher, FrameWorker, ImageBuffer, Job, StartupError,
+                               delay_ms, descriptor, image_msg, qos, run_node)
 from qdr_ros.backends import Backend, create_backend
-from qdr_ros.diagnostics import FrameStats, Snapshot, assess
+from qdr_ros.diagnostics import RESTORE, FrameStats, Health
 from qdr_ros.image_conversions import (DEFAULT_MAX_PIXELS, FrameError, InputBuffer, alpha_channel, decode_compressed,
                                        downscale_to_fit, encoding_spec, from_model_output, image_view)
 
@@ -75,8 +74,8 @@ class RestoreNode(Node):
         self._backend = load_backend(values)
         self._log_backend('using')
         self._stats = FrameStats()
+        self._health = Health(self._stats, RESTORE)
         self._frame_id = ''  # header.frame_id of the newest frame: the camera, for diagnostics
-        self._last_snapshot: Snapshot | None = None
         self._camera_infos: deque[CameraInfo] = deque(maxlen=8)  # guarded by _info_lock (worker reads it)
         self._info_lock = threading.Lock()
         self._input_buffer = InputBuffer(self._backend.stride)
@@ -86,7 +85,7 @@ class RestoreNode(Node):
         in_qos = qos(values['input_reliability'], values['input_depth'])
         self._pub = self.create_publisher(Image, 'image_restored', out_qos)
         self._info_pub = self.create_publisher(CameraInfo, 'image_restored/camera_info', out_qos)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diagnostics = DiagnosticsPublisher(self, 'restoration')
         if values['input_compressed']:
             self._sub = self.create_subscription(CompressedImage, 'image/compressed', self._on_compressed, in_qos)
         else:
@@ -149,8 +148,7 @@ class RestoreNode(Node):
 
     def _hand_over(self, job: Job) -> None:
         """Give the worker ``job`` and the GIL at once, not ~0.3 ms later when the executor next waits."""
-        if self._frames.put(job):
-            self._stats.dropped()
+        self._stats.offered(dropped=int(self._frames.put(job)))
         time.sleep(0)
 
     def _reject(self, exc: FrameError) -> None:
@@ -187,20 +185,12 @@ class RestoreNode(Node):
         return SetParametersResult(successful=True)
 
     def _publish_diagnostics(self) -> None:
-        now = self._stats.snapshot()
-        facts = {**self._backend.describe(), 'bypass': self._values['bypass'],
+        values = self._values
+        facts = {**self._backend.describe(), 'bypass': values['bypass'],
                  'input_topic': self._sub.topic_name, 'output_topic': self._pub.topic_name}
         facts['model'] = facts.pop('model_path')
-        report = assess(now, self._last_snapshot, self._values['input_timeout'], facts)
-        self._last_snapshot = now
-        # Full node name: two cameras' restore_nodes differ by namespace. hardware_id: the camera (its frame).
-        status = DiagnosticStatus(level=bytes([report.level]),
-                                  name=f'{self.get_fully_qualified_name()}: restoration',
-                                  message=report.message, hardware_id=self._frame_id,
-                                  values=[KeyValue(key=k, value=v) for k, v in report.values])
-        diagnostics = DiagnosticArray(status=[status])
-        diagnostics.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(diagnostics)
+        report = self._health.report(values['input_timeout'], values['drop_warn_ratio'], facts)
+        self._diagnostics.publish(report, self._frame_id)
 
     # --- worker thread ---
 
