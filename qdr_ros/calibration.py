@@ -41,7 +41,7 @@ class Calibration:
     p: tuple[float, ...]
 
     def scaled(self, width: int, height: int) -> Calibration:
-        """The calibration of the same camera for frames resized to ``width`` x ``height``.
+        """Return the calibration of the same camera for frames resized to ``width`` x ``height``.
 
         Resizing scales the focal lengths and principal point (rows 0 and 1 of K and P); distortion and
         rectification do not change. camera_source resizes with ``width``/``height``, so its frames need this.
@@ -64,7 +64,7 @@ def pinhole_guess(width: int, height: int) -> Calibration:
 
 
 def calibration_path(url: str) -> Path:
-    """The file of a ``camera_info_url``: a path or a ``file://`` URL (as camera_info_manager takes them)."""
+    """Return the file of a ``camera_info_url``: a path or a ``file://`` URL, as camera_info_manager takes them."""
     if '://' not in url:
         return Path(os.path.expanduser(url))
     parsed = urlparse(url)

@@ -87,7 +87,7 @@ def to_image(header: Header, rgb: np.ndarray, encoding: str) -> Image:
 
 
 def camera_info(header: Header, calibration: Calibration) -> CameraInfo:
-    """The ``sensor_msgs/CameraInfo`` of a frame: its header and the calibration at its size."""
+    """Build the ``sensor_msgs/CameraInfo`` of a frame: its header and the calibration at its size."""
     c = calibration
     return CameraInfo(header=header, width=c.width, height=c.height, distortion_model=c.distortion_model,
                       d=list(c.d), k=list(c.k), r=list(c.r), p=list(c.p))
@@ -160,7 +160,7 @@ class CameraSource(Node):
         return SetParametersResult(successful=True)
 
     def _calibration_for(self, width: int, height: int) -> Calibration:
-        """The calibration at the published size (the file's, scaled when frames are resized), made once per size."""
+        """Return the calibration at the published size (the file's, scaled when resized), made once per size."""
         calibration = self._calibrations.get((width, height))
         if calibration is None:
             if self._calibration is None:
