@@ -298,9 +298,9 @@ def test_node_publishes_reliable_frames_with_camera_info_and_diagnostics(folder:
 
 @pytest.mark.ros
 def test_slow_frames_at_a_high_rate_warn_of_missed_ticks(folder: Path) -> None:
-    """Degrading 640x480 frames takes far longer than 1/50 s: most ticks are missed, diagnostics say so."""
-    graph = Graph([Parameter('source', value=str(folder)), Parameter('rate', value=50.0),
-                   Parameter('width', value=640), Parameter('task', value='denoise')])
+    """Degrading 1280x960 frames takes far longer than 1/100 s: most ticks are missed, diagnostics say so."""
+    graph = Graph([Parameter('source', value=str(folder)), Parameter('rate', value=100.0),
+                   Parameter('width', value=1280), Parameter('task', value='denoise')])
     try:
         graph.spin_until(lambda: graph.status(lambda v: int(v['frames_out']) >= 3) is not None
                          and graph.status(lambda v: True)['level'] == 1, 'a WARN camera status', seconds=60)
@@ -308,7 +308,7 @@ def test_slow_frames_at_a_high_rate_warn_of_missed_ticks(folder: Path) -> None:
         graph.close()
     status = graph.status(lambda v: True)
     assert float(status['drop_ratio']) > 0.5 and 'above drop_warn_ratio 0.5' in status['message'], status
-    assert 'timer ticks missed' in status['message'] and int(status['dropped']) > int(status['frames_out'])
+    assert 'timer ticks missed' in status['message'] and int(status['dropped']) > 0
     assert graph.images and all(m.header.frame_id == 'camera_optical_frame' for m in graph.images)
 
 
