@@ -10,11 +10,12 @@ import array
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Sequence, TypeVar
 
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -22,6 +23,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from qdr_ros.diagnostics import Report
 from qdr_ros.params import ParamSpec
 
 LITTLE_ENDIAN = sys.byteorder == 'little'
@@ -115,6 +117,28 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
         desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min_value),
                                                         to_value=float(spec.max_value), step=0.0)]
     return desc
+
+
+class DiagnosticsPublisher:
+    """Publish a node's ``Report`` on /diagnostics as one status named ``<full node name>: <what>``.
+
+    The full name keeps two cameras' nodes apart (they differ by namespace); ``hardware_id`` is the
+    camera's frame id, the one thing that names the hardware behind the frames.
+    """
+
+    def __init__(self, node: Node, what: str) -> None:
+        self._node = node
+        self.name = f'{node.get_fully_qualified_name()}: {what}'
+        self._pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+
+    def publish(self, report: Report, hardware_id: str, extra: Sequence[DiagnosticStatus] = ()) -> None:
+        """Publish ``report`` as this node's status, followed by any ``extra`` statuses in the same array."""
+        status = DiagnosticStatus(level=bytes([report.level]), name=self.name, message=report.message,
+                                  hardware_id=hardware_id,
+                                  values=[KeyValue(key=k, value=v) for k, v in report.values])
+        diagnostics = DiagnosticArray(status=[status, *extra])
+        diagnostics.header.stamp = self._node.get_clock().now().to_msg()
+        self._pub.publish(diagnostics)
 
 
 def delay_ms(node: Node, stamp: Time) -> float | None:

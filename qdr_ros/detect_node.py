@@ -6,7 +6,8 @@ boxes drawn, same header, rgb8 or bgr8 as the input, else bgr8; for rviz) always
 ``vision_msgs`` is installed (it is on a ROS 2 distribution, not among the PyPI wheels),
 ``detections`` (``vision_msgs/Detection2DArray``, same header, ``class_id`` = the model's id) and
 ``detection_labels`` (``vision_msgs/LabelInfo``: id -> class name and the score threshold; transient
-local, so a late subscriber gets it). The default people detector's classes are named ``person``.
+local, so a late subscriber gets it) and ``/diagnostics`` (status ``<full node name>: detection``,
+``hardware_id`` = the frame id of the camera). The default people detector's classes are named ``person``.
 
 Threading as in restore_node: the executor callback only checks the header and puts the frame in a
 one-slot mailbox (the newest frame wins; an overwritten one counts as dropped); one worker thread
@@ -27,10 +28,10 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from qdr_ros.detection import DEVICE_PATTERN, Detection, DetectorError, annotate, create_detector
-from qdr_ros.diagnostics import FrameStats
+from qdr_ros.diagnostics import DETECT, FrameStats, Health
 from qdr_ros.image_conversions import FrameError, image_view
-from qdr_ros.params import ParamSpec
-from qdr_ros.base_node import (LOG_THROTTLE_S, FrameWorker, Job, StartupError, delay_ms,
+from qdr_ros.params import DIAGNOSTICS_PERIOD, DROP_WARN_RATIO, INPUT_TIMEOUT, ParamSpec
+from qdr_ros.base_node import (LOG_THROTTLE_S, DiagnosticsPublisher, FrameWorker, Job, StartupError, delay_ms,
                                descriptor, image_msg, qos, run_node)
 
 try:
@@ -59,6 +60,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               'Run the detector even when nobody subscribes to detections or image_detections.'),
     ParamSpec('stats_period', 10.0, 'Seconds between the log lines with rate, latency and drops.',
               min_value=0.5, max_value=3600.0, read_only=True),
+    DIAGNOSTICS_PERIOD,
+    INPUT_TIMEOUT,
+    DROP_WARN_RATIO,
 )
 SPECS = {spec.name: spec for spec in PARAMS}
 
@@ -125,6 +129,8 @@ class DetectNode(Node):
         except DetectorError as exc:
             raise StartupError(str(exc)) from exc
         self._stats = FrameStats()
+        self._health = Health(self._stats, DETECT)
+        self._frame_id = ''  # header.frame_id of the newest frame: the camera, for diagnostics
         self._last_report = self._stats.snapshot()
         self._last_count = 0
         in_qos = qos(values['input_reliability'], 1)
@@ -139,6 +145,8 @@ class DetectNode(Node):
         self._sub = self.create_subscription(Image, 'image', self._on_image, in_qos)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(values['stats_period'], self._log_stats)
+        self._diagnostics = DiagnosticsPublisher(self, 'detection')
+        self.create_timer(values['diagnostics_period'], self._publish_diagnostics)
         self._frames.start()
         outputs = self._image_pub.topic_name + (f' and {self._det_pub.topic_name} (vision_msgs/Detection2DArray)'
                                                 if self._det_pub else ' (vision_msgs not installed: no detections '
@@ -190,6 +198,7 @@ class DetectNode(Node):
 
     def _on_image(self, msg: Image) -> None:
         self._stats.frame_in()
+        self._frame_id = msg.header.frame_id
         if not self._wanted():
             self._stats.skipped()
             return
@@ -198,8 +207,7 @@ class DetectNode(Node):
         except FrameError as exc:
             self._reject(exc)
             return
-        if self._frames.put(Job(msg, view)):
-            self._stats.dropped()
+        self._stats.offered(dropped=int(self._frames.put(Job(msg, view))))
 
     def _reject(self, exc: FrameError) -> None:
         self._stats.rejected(exc.reason_code)
@@ -225,6 +233,14 @@ class DetectNode(Node):
         if 'conf' in updates:
             self._publish_labels()
         return SetParametersResult(successful=True)
+
+    def _publish_diagnostics(self) -> None:
+        values = self._values
+        facts = {'model': self._detector.model_path, 'device': self._detector.device,
+                 'input_topic': self._sub.topic_name, 'output_topic': self._image_pub.topic_name,
+                 'last_detections': self._last_count}
+        self._diagnostics.publish(self._health.report(values['input_timeout'], values['drop_warn_ratio'], facts),
+                                  self._frame_id)
 
     def _log_stats(self) -> None:
         now, before = self._stats.snapshot(), self._last_report

@@ -1,9 +1,11 @@
 """Frame readers for camera_source and the demo: image folders, video files, rosbag2 recordings, sample photos.
 
 Every source yields ``Frame`` records with HxWx3 uint8 RGB pixels and a stable name (file name,
-``frame000042``, or ``<topic>@<bag timestamp>``). ``Degrader`` applies the TRAINING degradations of
-``qdr_train.data.degradations`` to a frame, seeded per frame name, so a replayed folder is degraded
-exactly as the evaluation inputs are (torch is imported only when degrading).
+``frame000042``, or ``<topic>@<bag timestamp>``); frames of a rosbag2 also carry their recorded stamp.
+``Degrader`` applies the TRAINING degradations of ``qdr_train.data.degradations`` to a frame, seeded per
+frame name, so a replayed folder is degraded exactly as the evaluation inputs are. It is a development
+feature: qdr_train and torch are imported only when a Degrader is made, and the runtime install has
+neither (``TrainingInstallMissing`` says how to get them).
 
 No rclpy import here: rosbag2 files are read with the pure-Python ``rosbags`` package.
 """
@@ -11,6 +13,7 @@ No rclpy import here: rosbag2 files are read with the pure-Python ``rosbags`` pa
 from __future__ import annotations
 
 from dataclasses import dataclass
+import importlib
 import importlib.util
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -31,12 +34,17 @@ class SourceError(ValueError):
     """A source that cannot be opened or read; the message names the path and what to fix."""
 
 
+class TrainingInstallMissing(SourceError):
+    """Degrading frames needs qdr_train and torch, which only the training install has."""
+
+
 @dataclass(frozen=True)
 class Frame:
-    """One RGB frame and the name its degradation seed derives from."""
+    """One RGB frame, the name its degradation seed derives from, and its recorded stamp (rosbag2 only)."""
 
     name: str
     rgb: np.ndarray
+    stamp_ns: int | None = None
 
 
 def to_rgb8(view: np.ndarray, encoding: str) -> np.ndarray:
@@ -203,7 +211,8 @@ class BagSource(FrameSource):
                 else:
                     view = image_view(msg.data, msg.height, msg.width, msg.encoding, msg.step, msg.is_bigendian)
                     rgb = to_rgb8(view, msg.encoding)
-                yield Frame(f'{self.topic.strip("/").replace("/", "_")}@{timestamp}', rgb)
+                stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+                yield Frame(f'{self.topic.strip("/").replace("/", "_")}@{timestamp}', rgb, stamp or timestamp)
 
     def describe(self) -> str:
         return f'rosbag2 {self.path} topic {self.topic} ({self.msgtype}, {self.message_count} messages)'
@@ -244,8 +253,15 @@ class Degrader:
     """
 
     def __init__(self, task: str, severity: float | None = None, seed: int = 0) -> None:
-        from qdr_train.config import load_config
+        try:
+            from qdr_train.config import load_config
 
+            importlib.import_module('torch')  # needed per frame; fail here, at start-up, not on the first frame
+        except ImportError as exc:
+            raise TrainingInstallMissing(
+                f'task {task!r} degrades frames with the training code, and {exc}: task needs the training '
+                'install: pip install -r requirements/train.txt (a development feature; leave task empty to '
+                'publish the frames as they are)') from exc
         self.cfg = load_config(task)
         if severity is not None and not 0.0 <= severity <= 1.0:
             raise ValueError(f'severity must be in [0, 1], got {severity}')

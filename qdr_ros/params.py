@@ -54,6 +54,18 @@ class ParamSpec:
         return text
 
 
+# Diagnostics parameters every qdr node declares the same way (restore_node, detect_node; camera_source
+# has no input, so no input_timeout).
+DIAGNOSTICS_PERIOD = ParamSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.',
+                               min_value=0.1, max_value=10.0, read_only=True)
+INPUT_TIMEOUT = ParamSpec('input_timeout', 2.0, 'Seconds without input after which diagnostics report WARN.',
+                          min_value=0.1, max_value=60.0)
+DROP_WARN_RATIO = ParamSpec(
+    'drop_warn_ratio', 0.5,
+    'Diagnostics report WARN when more than this share of the frames of the last 5 s (at least one diagnostics '
+    'period) was dropped; dropping frames the node cannot keep up with (newest frame wins) is normal below it. '
+    '0 = warn on any drop, 1 = never.', min_value=0.0, max_value=1.0)
+
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('model', 'models/denoise/efm_int8.onnx',
               'Model file (.onnx, or TensorRT .engine/.plan); relative paths resolve against the installed '
@@ -99,10 +111,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               'round).',
               min_value=8, max_value=4096),
     ParamSpec('warmup_height', 480, 'Height of the warm-up inference run.', min_value=8, max_value=4096),
-    ParamSpec('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.', min_value=0.1, max_value=10.0,
-              read_only=True),
-    ParamSpec('input_timeout', 2.0, 'Seconds without input after which diagnostics report WARN.',
-              min_value=0.1, max_value=60.0),
+    DIAGNOSTICS_PERIOD,
+    INPUT_TIMEOUT,
+    DROP_WARN_RATIO,
     ParamSpec('condition_time_constant', 0.3,
               'Seconds (of frame stamps) over which the reported condition is smoothed; 0 = every frame alone.',
               min_value=0.0, max_value=10.0),

@@ -39,7 +39,7 @@ from collections import deque
 from typing import Any, Callable
 
 import cv2
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
@@ -56,10 +56,10 @@ except ImportError:  # not among the PyPI ROS wheels; present on a ROS 2 distrib
 
 from qdr_ros import params
 from qdr_ros.condition import Condition, ConditionTracker
-from qdr_ros.base_node import (LOG_THROTTLE_S, FrameWorker, ImageBuffer, Job, StartupError, delay_ms,
-                               descriptor, image_msg, qos, run_node)
+from qdr_ros.base_node import (LOG_THROTTLE_S, DiagnosticsPublisher, FrameWorker, ImageBuffer, Job, StartupError,
+                               delay_ms, descriptor, image_msg, qos, run_node)
 from qdr_ros.backends import Backend, Restoration, create_backend
-from qdr_ros.diagnostics import FrameStats, Snapshot, assess
+from qdr_ros.diagnostics import RESTORE, FrameStats, Health
 from qdr_ros.model_info import (CONDITION_NAME as CONDITION, GATE_NAME as GATE, OUTPUT_NAME, ModelError,
                                 validate_model_file)
 from qdr_ros.image_conversions import (DEFAULT_MAX_PIXELS, FrameError, InputBuffer, alpha_channel, decode_compressed,
@@ -151,8 +151,8 @@ class RestoreNode(Node):
         self._serving_values = {k: values[k] for k in params.BACKEND_KEYS}
         self._log_backend('using')
         self._stats = FrameStats()
+        self._health = Health(self._stats, RESTORE)
         self._frame_id = ''  # header.frame_id of the newest frame: the camera, for diagnostics
-        self._last_snapshot: Snapshot | None = None
         self._camera_infos: deque[CameraInfo] = deque(maxlen=8)  # guarded by _info_lock (worker reads it)
         self._info_lock = threading.Lock()
         self._input_buffer = InputBuffer(self._backend.stride)
@@ -172,7 +172,7 @@ class RestoreNode(Node):
         self._tracker: ConditionTracker | None = None
         self._condition: tuple[Condition, Header] | None = None  # newest steadied condition and its frame
         self._use_condition_head(self._backend)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diagnostics = DiagnosticsPublisher(self, 'restoration')
         if values['input_compressed']:
             self._sub = self.create_subscription(CompressedImage, 'image/compressed', self._on_compressed, in_qos)
         else:
@@ -256,8 +256,7 @@ class RestoreNode(Node):
 
     def _hand_over(self, job: Job) -> None:
         """Give the worker ``job`` and the GIL at once, not ~0.3 ms later when the executor next waits."""
-        if self._frames.put(job):
-            self._stats.dropped()
+        self._stats.offered(dropped=int(self._frames.put(job)))
         time.sleep(0)
 
     def _reject(self, exc: FrameError) -> None:
@@ -339,27 +338,20 @@ class RestoreNode(Node):
 
     def _publish_diagnostics(self) -> None:
         self._revert_backend_parameters()
-        now = self._stats.snapshot()
-        facts = {**self._backend.describe(), 'model_load': self._load_status, 'bypass': self._values['bypass'],
+        values = self._values
+        facts = {**self._backend.describe(), 'model_load': self._load_status, 'bypass': values['bypass'],
                  'input_topic': self._sub.topic_name, 'output_topic': self._pub.topic_name}
         facts['model'] = facts.pop('model_path')
-        report = assess(now, self._last_snapshot, self._values['input_timeout'], facts)
-        self._last_snapshot = now
-        # Full node name: two cameras' restore_nodes differ by namespace. hardware_id: the camera (its frame).
-        status = DiagnosticStatus(level=bytes([report.level]),
-                                  name=f'{self.get_fully_qualified_name()}: restoration',
-                                  message=report.message, hardware_id=self._frame_id,
-                                  values=[KeyValue(key=k, value=v) for k, v in report.values])
-        diagnostics = DiagnosticArray(status=[status])
+        report = self._health.report(values['input_timeout'], values['drop_warn_ratio'], facts)
+        extra = []
         newest = self._condition
         if newest is not None:
             condition, header = newest
-            diagnostics.status.append(DiagnosticStatus(
+            extra.append(DiagnosticStatus(
                 level=bytes([0]), name=f'{self.get_fully_qualified_name()}: condition',
                 message=f"sees {', '.join(condition.present)}", hardware_id=header.frame_id,
                 values=[KeyValue(key=k, value=v) for k, v in condition_values(condition, header)]))
-        diagnostics.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(diagnostics)
+        self._diagnostics.publish(report, self._frame_id, extra)
 
     # --- worker thread ---
 

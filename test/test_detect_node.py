@@ -21,6 +21,7 @@ from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -53,10 +54,13 @@ def graph() -> Iterator[dict[str, Any]]:
     annotated: dict[int, Image] = {}
     probe.create_subscription(Image, 'image_detections', lambda m: annotated.__setitem__(m.header.stamp.nanosec, m), 10)
     pub = probe.create_publisher(Image, 'image', qos_profile_sensor_data)
+    statuses: list[Any] = []
+    probe.create_subscription(DiagnosticArray, '/diagnostics', lambda m: statuses.extend(m.status), 10)
     executor = MultiThreadedExecutor(context=context)
     executor.add_node(node)
     executor.add_node(probe)
-    yield {'node': node, 'probe': probe, 'pub': pub, 'executor': executor, 'found': found, 'annotated': annotated}
+    yield {'node': node, 'probe': probe, 'pub': pub, 'executor': executor, 'found': found, 'annotated': annotated,
+           'statuses': statuses}
     executor.shutdown()
     node.destroy_node()
     probe.destroy_node()
@@ -103,6 +107,25 @@ def test_people_found_on_bus_photo_with_header_kept(graph: dict[str, Any], encod
     assert 0 < changed.mean() < 0.2  # boxes and labels drawn, the photo itself untouched
     x1, y1, x2, y2 = (int(round(v)) for v in people[0].xyxy)
     assert changed[y1:y2, x1:x2].any()
+
+
+def test_diagnostics_name_the_node_and_the_camera(graph: dict[str, Any]) -> None:
+    statuses = graph['statuses']
+    msg = image_msg(bus_rgb(), 'rgb8', 500)
+
+    def detected() -> dict[str, str] | None:
+        for status in reversed(statuses):
+            values = {kv.key: kv.value for kv in status.values}
+            if status.name == f'{NS}/detect_node: detection' and int(values['frames_out']) >= 1:
+                return {'hardware_id': status.hardware_id, 'level': status.level, **values}
+        return None
+    spin_until(graph, lambda: 500 in graph['found'] and detected() is not None, lambda: graph['pub'].publish(msg),
+               'a detection status after a frame')
+    status = detected()
+    assert status['hardware_id'] == 'bus_camera'
+    assert 0 < float(status['inference_ms_p50']) <= float(status['inference_ms_p95'])
+    assert status['input_topic'] == f'{NS}/image' and status['model'].endswith('best.pt')
+    assert 0.0 <= float(status['drop_ratio']) <= 1.0 and int(status['frames_in']) >= int(status['frames_out'])
 
 
 def test_bad_frames_are_dropped_and_counted(graph: dict[str, Any]) -> None:
@@ -199,3 +222,4 @@ def test_config_file_matches_the_declared_parameters(repo_root: Path) -> None:
     section = yaml.safe_load((repo_root / 'config' / 'detect.yaml').read_text())['/**/detect_node']['ros__parameters']
     expected = {spec.name: spec.default for spec in PARAMS if spec.name != 'classes'}  # YAML has no empty arrays
     assert section == expected
+    assert {'drop_warn_ratio', 'diagnostics_period', 'input_timeout'} <= set(section)

@@ -497,19 +497,19 @@ def test_diagnostics_levels() -> None:
     now = [100.0]
     stats = FrameStats(clock=lambda: now[0])
     first = stats.snapshot()
-    assert assess(first, None, 2.0, {}).level == OK
+    assert assess(first, None, 2.0, {}, 0.5).level == OK
     now[0] += 3.0
     idle = stats.snapshot()
-    assert assess(idle, first, 2.0, {}).level == WARN and 'no input' in assess(idle, first, 2.0, {}).message
+    assert assess(idle, first, 2.0, {}, 0.5).level == WARN and 'no input' in assess(idle, first, 2.0, {}, 0.5).message
     stats.frame_in()
     stats.rejected('bad_step')
     rejecting = stats.snapshot()
-    report = assess(rejecting, idle, 2.0, {'backend': 'onnxruntime'})
+    report = assess(rejecting, idle, 2.0, {'backend': 'onnxruntime'}, 0.5)
     assert report.level == WARN and 'bad_step' in report.message
     assert ('rejected.bad_step', '1') in report.values and ('backend', 'onnxruntime') in report.values
     stats.frame_in()
     stats.frame_out(inference_ms=4.0, delay_ms=9.0)
     calm = stats.snapshot()
-    assert assess(calm, rejecting, 2.0, {}).level == OK
+    assert assess(calm, rejecting, 2.0, {}, 0.5).level == OK
     stats.backend_error('RuntimeError: boom')
-    assert assess(stats.snapshot(), calm, 2.0, {}).level == ERROR
+    assert assess(stats.snapshot(), calm, 2.0, {}, 0.5).level == ERROR

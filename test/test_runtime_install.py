@@ -121,6 +121,26 @@ def test_runtime_venv_has_no_training_stack(runtime_python: Path, runtime_env: d
         assert result.returncode != 0 and 'ModuleNotFoundError' in result.stderr, (module, result.stderr)
 
 
+def test_camera_source_replays_without_and_degrades_only_with_the_training_stack(
+        runtime_python: Path, runtime_env: dict[str, str], tmp_path: Path) -> None:
+    """A folder replays on the runtime install; ``task`` stops at start-up with the install hint."""
+    import cv2
+
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f'f{i}.png'), np.full((8, 8, 3), 40 * i, np.uint8))
+
+    def camera(*params: str) -> subprocess.CompletedProcess:
+        args = [arg for param in (f'source:={tmp_path}', 'loop:=false', 'rate:=50.0', *params) for arg in ('-p', param)]
+        return subprocess.run([str(runtime_python), '-m', 'qdr_ros.camera_source', '--ros-args', *args],
+                              env=runtime_env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    plain = camera()
+    assert plain.returncode == 0 and 'published 2 frames' in plain.stdout + plain.stderr, plain.stderr
+    degrading = camera('task:=denoise')
+    assert degrading.returncode == 1, degrading.stderr
+    assert "No module named 'qdr_train'" in degrading.stderr and 'Traceback' not in degrading.stderr
+    assert 'task needs the training install: pip install -r requirements/train.txt' in degrading.stderr
+
+
 @pytest.fixture(scope='module')
 def nodes(runtime_python: Path, runtime_env: dict[str, str], repo_root: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[subprocess.Popen]]:
