@@ -19,7 +19,7 @@ from qdr_train.data.datasets import data_root
 from qdr_train.engine.checkpoint import CheckpointError, load_model, safe_load
 from qdr_train.engine.stages import losses_of
 from qdr_train.engine.trainer import Trainer
-from qdr_train.losses.restoration import RestorationLoss
+from qdr_train.losses.restoration import RestorationLoss, balance_weights
 
 if not (data_root() / "clean" / "CBSD68").is_dir():
     pytest.skip(f"training photos not found under {data_root()}", allow_module_level=True)
@@ -76,6 +76,10 @@ def test_reconstruction_loss_terms_and_their_config() -> None:
                                                            "loss.condition=0"]))
     assert torch.isclose(rec(pred, target), F.mse_loss(pred, target))
     assert (aux.gate, aux.condition) == (0.5, 0.0)
+    weights = torch.tensor([1.0, 3.0])
+    per_image = F.mse_loss(pred, target, reduction="none").flatten(1).mean(1)
+    assert torch.isclose(rec(pred, target, weights), (per_image * weights / weights.mean()).mean())
+
     both = RestorationLoss(l1=1.0, mse=2.0)(pred, target)
     assert torch.isclose(both, F.l1_loss(pred, target) + 2 * F.mse_loss(pred, target))
     with pytest.raises(ValueError, match="not all zero"):
@@ -181,3 +185,12 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path: Path, mon
     monkeypatch.undo()
     assert safe_load(target)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_balance_weights_favour_mild_conditions_and_bound_clean_images() -> None:
+    gt = torch.full((3, 3, 8, 8), 0.5)
+    lq = gt.clone()
+    lq[1] += 4 / 255  # a mild condition: 4 levels of input error
+    lq[2] -= 100 / 255  # a severe one: 100 levels
+    w = balance_weights(lq, gt, floor=8.0)
+    assert torch.allclose(w, torch.tensor([1 / 8, 1 / 8, 1 / 100]))

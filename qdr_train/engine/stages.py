@@ -42,14 +42,14 @@ from qdr_train.quant import calibrate, prepare_qat
 CALIBRATION_STEP_OFFSET = 10_000_000
 
 
-AUX_KEYS = ("gate", "gate_threshold", "condition")
+AUX_KEYS = ("gate", "gate_threshold", "condition", "balance")
 
 
 def losses_of(cfg: dict[str, Any]) -> tuple[RestorationLoss, AuxiliaryLoss]:
     """Build the reconstruction loss and the auxiliary (gate, condition) terms of ``cfg['loss']``."""
     loss = cfg["loss"]
     return (RestorationLoss(**{k: v for k, v in loss.items() if k not in AUX_KEYS}),
-            AuxiliaryLoss(**{k: loss[k] for k in AUX_KEYS}))
+            AuxiliaryLoss(**{k: loss[k] for k in AUX_KEYS if k != "balance"}, balance=loss["balance"]))
 
 
 class ReconstructionObjective(nn.Module):
@@ -62,7 +62,7 @@ class ReconstructionObjective(nn.Module):
     def forward(self, model: nn.Module, lq: torch.Tensor, gt: torch.Tensor,
                 labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         y, feats = model(lq, return_features=True)
-        loss = self.loss(y, gt)
+        loss = self.loss(y, gt, self.aux.weights(lq, gt))
         logs = {"rec": float(loss.detach())}
         if self.aux.active:
             extra, aux_logs = self.aux(feats, lq, gt, labels)
@@ -94,8 +94,9 @@ class DistillObjective(nn.Module):
         y, feats = model(lq, return_features=True)
         with torch.no_grad():
             ty, tfeats = self.teacher(lq, return_features=True)
-        terms = [self.rec(y, gt)] + [self.output_loss(y, ty) if t == "output"
-                                     else self.feature_loss(feats[t], tfeats[t]) for t in self.targets]
+        distilled = [self.output_loss(y, ty) if t == "output" else self.feature_loss(feats[t], tfeats[t])
+                     for t in self.targets]
+        terms = [self.rec(y, gt, self.aux.weights(lq, gt)), *distilled]
         names = ["rec"] + [f"kd_{t}" for t in self.targets]
         logs = {name: float(term.detach()) for name, term in zip(names, terms)}
         logs.update({f"w_{name}": w for name, w in zip(names, self.weighting.current())})

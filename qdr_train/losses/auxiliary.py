@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qdr_train.losses.restoration import balance_weights
+
 
 def degraded_mask(lq: torch.Tensor, gt: torch.Tensor, size: tuple[int, int], threshold: float) -> torch.Tensor:
     """1 where the input differs from its target by more than ``threshold`` 8-bit levels, at the gate's size."""
@@ -26,12 +28,17 @@ class AuxiliaryLoss(nn.Module):
     older files), whose labels are constant anyway.
     """
 
-    def __init__(self, gate: float = 0.0, gate_threshold: float = 3.0, condition: float = 0.0) -> None:
+    def __init__(self, gate: float = 0.0, gate_threshold: float = 3.0, condition: float = 0.0,
+                 balance: float = 0.0) -> None:
         super().__init__()
-        if min(gate, condition, gate_threshold) < 0:
+        if min(gate, condition, gate_threshold, balance) < 0:
             raise ValueError(f"auxiliary weights and threshold must be >= 0 (gate={gate}, condition={condition}, "
-                             f"gate_threshold={gate_threshold})")
-        self.gate, self.gate_threshold, self.condition = gate, gate_threshold, condition
+                             f"gate_threshold={gate_threshold}, balance={balance})")
+        self.gate, self.gate_threshold, self.condition, self.balance = gate, gate_threshold, condition, balance
+
+    def weights(self, lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor | None:
+        """Per-image weights of the reconstruction loss (``balance_weights``), or None when balance is 0."""
+        return balance_weights(lq, gt, self.balance) if self.balance else None
 
     @property
     def active(self) -> bool:
