@@ -8,6 +8,8 @@ from setuptools import find_packages, setup
 PACKAGE = 'qdr_ros'
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARE = os.path.join('share', PACKAGE)
+ROBOT_MODEL_FILES = ('models/**/efm_int8*.onnx', 'models/**/efm_int8*.onnx.data', 'models/**/MODEL_CARD_int8.md',
+                     'models/**/model_card_int8.json')
 
 
 def _files(*patterns: str) -> list[str]:
@@ -19,7 +21,11 @@ def _files(*patterns: str) -> list[str]:
 
 
 def _data_files() -> list[tuple[str, list[str]]]:
-    """Map ROS share/ paths to files; models keep their ``models/<task>/`` layout."""
+    """Map ROS share/ paths to files; models keep their ``models/<task>/`` layout.
+
+    A robot runs the INT8 files (and reads their cards); FP32 checkpoints and ONNX stay in the
+    repository for training and benchmarks.
+    """
     entries = [
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         (SHARE, ['package.xml']),
@@ -28,7 +34,7 @@ def _data_files() -> list[tuple[str, list[str]]]:
     ]
     by_dir: dict[str, list[str]] = {}
     # *.data: ONNX external weights (e.g. model.onnx.data) must sit next to their model.
-    for path in _files('models/**/*.onnx', 'models/**/*.data', 'models/**/*.pt', 'models/**/*.md'):
+    for path in _files(*ROBOT_MODEL_FILES):
         by_dir.setdefault(os.path.join(SHARE, os.path.dirname(path)), []).append(path)
     entries.extend(sorted(by_dir.items()))
     return [(target, files) for target, files in entries if files]

@@ -61,10 +61,12 @@ def test_share_files_installed(workspace: Path, repo_root: Path) -> None:
     share = install / 'share' / 'qdr_ros'
     assert (install / 'share' / 'ament_index' / 'resource_index' / 'packages' / 'qdr_ros').is_file()
     assert ElementTree.parse(share / 'package.xml').getroot().findtext('name') == 'qdr_ros'
-    for pattern in ['launch/*.launch.py', 'config/*.yaml', 'config/*.rviz',
-                    'models/**/*.onnx', 'models/**/*.data', 'models/**/*.pt', 'models/**/*.md']:
+    for pattern in ['launch/*.launch.py', 'config/*.yaml', 'config/*.rviz', 'models/**/efm_int8*.onnx',
+                    'models/**/MODEL_CARD_int8.md', 'models/**/model_card_int8.json']:
         for source in repo_root.glob(pattern):
             assert (share / source.relative_to(repo_root)).is_file(), source
+    for training_only in ('models/**/*.pt', 'models/**/efm_fp32.onnx'):  # FP32 and checkpoints stay in the repo
+        assert not list(share.glob(training_only)), training_only
     site = install / 'lib' / PYTHON_DIR / 'site-packages'
     for config in (repo_root / 'qdr_train' / 'configs').glob('*.yaml'):
         assert (site / 'qdr_train' / 'configs' / config.name).is_file(), config
