@@ -34,11 +34,12 @@ def test_no_evaluation_scene_in_the_training_photos() -> None:
     for folder in CFG["data"]["train"]:
         train.update(read_folder(ROOT / folder))
     evaluation = read_folder(ROOT / CFG["data"]["val"])
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(2026)  # seeded: the same planted leaks in every run
     names = sorted(evaluation)
     controls = {}
-    for crop, scale in ((0.6, 0.5), (rng.uniform(0.6, 0.9), rng.uniform(0.5, 1.5))):
-        source = names[int(rng.integers(len(names)))]
+    # the smallest leak the issue names (60% crop at half size) of a repetitive facade, and a random one
+    for source, crop, scale in (('Kodak24/kodim08.png', 0.6, 0.5),
+                                (names[int(rng.integers(len(names)))], rng.uniform(0.6, 0.9), rng.uniform(0.5, 1.5))):
         copy = leaked_copy(evaluation[source], crop, scale, rng)
         controls[f"control/{source}@{crop:.2f}x{scale:.2f}"] = (source, copy)
     train.update({name: image for name, (_, image) in controls.items()})

@@ -16,9 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-FEATURES = 500
+POOL_FEATURES = 500  # per training photo (the pool every query is matched against)
+QUERY_FEATURES = 1000  # per evaluation image (few of them: more features cost little)
+MIN_SIDE = 400
 RATIO = 0.8
-MIN_VOTES = 12
+MIN_VOTES = 6
 MIN_INLIERS = 15
 
 
@@ -31,10 +33,19 @@ class Overlap:
     inliers: int
 
 
-def orb_features(image: np.ndarray) -> tuple[list[cv2.KeyPoint], np.ndarray | None]:
-    """ORB keypoints and descriptors of an RGB or grey uint8 image."""
+def orb_features(image: np.ndarray, features: int = POOL_FEATURES) -> tuple[list[cv2.KeyPoint], np.ndarray | None]:
+    """ORB keypoints and descriptors of an RGB or grey uint8 image.
+
+    Images with a short side below ``MIN_SIDE`` are enlarged first: ORB ignores a 31-pixel border
+    and its pyramid only shrinks, so a small crop (a leak resampled to half size) would keep too few
+    keypoints to match. Keypoint positions stay in the enlarged frame (a homography absorbs the scale).
+    """
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-    return cv2.ORB_create(nfeatures=FEATURES).detectAndCompute(gray, None)
+    short = min(gray.shape[:2])
+    if short < MIN_SIDE:
+        factor = MIN_SIDE / short
+        gray = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+    return cv2.ORB_create(nfeatures=features).detectAndCompute(gray, None)
 
 
 def _inliers(a: tuple[list[cv2.KeyPoint], np.ndarray], b: tuple[list[cv2.KeyPoint], np.ndarray]) -> int:
@@ -58,7 +69,7 @@ def find_overlaps(eval_images: dict[str, np.ndarray], train_images: dict[str, np
     matcher.add([train[n][1] for n in names])
     found = []
     for eval_name, image in eval_images.items():
-        query = orb_features(image)
+        query = orb_features(image, QUERY_FEATURES)
         if query[1] is None:
             continue
         votes = np.zeros(len(names), int)
