@@ -100,3 +100,22 @@ def test_setup_py_matches_package_xml(repo_root: Path) -> None:
     assert keywords['license'] == package.licenses[0] == 'Apache-2.0'
     assert keywords['version'] == package.version
     assert keywords['maintainer_email'] == package.maintainers[0].email
+
+
+def test_import_layers(repo_root: Path) -> None:
+    """import-linter (.importlinter): the runtime never imports the trainer or torch, inference never rclpy."""
+    if not (repo_root / '.importlinter').is_file():
+        pytest.skip('no .importlinter (colcon test copy)')
+    lint_imports = Path(sys.executable).with_name('lint-imports')  # import-linter has no __main__
+    result = subprocess.run([str(lint_imports), '--no-cache'], cwd=repo_root, capture_output=True, text=True,
+                            timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_restore_node_imports_without_torch_or_the_trainer(repo_root: Path) -> None:
+    """What the contract says, seen in a real interpreter: importing the node loads neither."""
+    code = ('import sys, qdr_ros.restore_node, qdr_ros.detect_node, qdr_ros.camera_source; '
+            'loaded = sorted(m for m in sys.modules if m == "torch" or m.split(".")[0] == "qdr_train"); '
+            'print(loaded); sys.exit(1 if loaded else 0)')
+    result = subprocess.run([sys.executable, '-c', code], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
