@@ -29,8 +29,11 @@ worker hand-off, output message; timed inside the node at 640x480: 0.1 ms hand-o
 stamp and wrap the output, the uint8 call 0.3 ms slower than back to back). CPU% (of one core)
 and peak RSS (``VmHWM``) of the node process come from psutil and /proc, one fresh process per size.
 
-Neither engine spin-waits: the ONNX Runtime backend turns intra-op spinning off, and torch gets
-``OMP_WAIT_POLICY=PASSIVE`` (unless set), so a busy core elsewhere cannot distort the comparison.
+Each ONNX Runtime engine (FP32 and INT8) is timed alone, in a fresh process that loads only that
+model: timed in one process after torch and the other sessions, the FP32 file ran 47.8 ms against
+~32 ms alone at 640x480, which made the INT8 speed-up look larger than it is. torch (and TensorRT)
+are timed in this process afterwards. Neither engine spin-waits: the ONNX Runtime backend turns
+intra-op spinning off, and torch gets ``OMP_WAIT_POLICY=PASSIVE`` (unless set).
 
 Results: a markdown table (stdout and ``restore.md``), ``--json PATH`` and ``restore_latency.png``
 in ``--out`` (default ``results/bench``), with the machine they were measured on and PASS/MISS per
@@ -309,19 +312,51 @@ def engine_input(width: int, height: int, stride: int) -> np.ndarray:
     return to_model_input(noise_frame(width, height), 'rgb8', stride=stride)[0]
 
 
+def time_alone(model: str, threads: int, sizes: list[tuple[int, int]], warmup: int, runs: int,
+               stride: int) -> list[dict[str, Any]]:
+    """Time one ONNX Runtime model at every size in this (fresh) process: nothing else is loaded here."""
+    from qdr_ros.backends import create_backend
+
+    backend = create_backend(model, 'onnxruntime', threads=threads, prefer_cpu_variant=True)
+    timings = []
+    for width, height in sizes:
+        x = engine_input(width, height, stride)
+        timings.append(asdict(time_calls(lambda: backend.infer(x), warmup, runs)))
+    return timings
+
+
+def _timed_alone(engines: list[Engine], sizes: list[tuple[int, int]], settings: Settings,
+                 stride: int) -> dict[str, list[dict[str, Any]]]:
+    """Time each ONNX Runtime engine in its own spawned process, one after the other."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    alone = {}
+    for engine in engines:
+        if engine.backend != 'onnxruntime':
+            continue
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:
+            alone[engine.label] = pool.submit(time_alone, engine.model, settings.threads, sizes, settings.warmup,
+                                              settings.runs, stride).result()
+    return alone
+
+
 def bench_engines(engines: list[Engine], sizes: list[tuple[int, int]], settings: Settings, stride: int,
                   torch_net: Any) -> list[dict[str, Any]]:
-    """Engine-only timing of every engine at every size, with MACs and GMAC/s."""
+    """Engine-only timing of every engine at every size, with MACs and GMAC/s (ONNX Runtime: each alone)."""
     from qdr_train.models.profile import count_macs
 
+    alone = _timed_alone(engines, sizes, settings, stride)
     rows = []
-    for width, height in sizes:
+    for index, (width, height) in enumerate(sizes):
         x = engine_input(width, height, stride)
         macs = count_macs(torch_net, *padded_size(height, width, stride)) if torch_net is not None else None
         for engine in engines:
-            timing = time_calls(lambda: engine.infer(x), settings.warmup, settings.runs)
+            timing = (Timing(**alone[engine.label][index]) if engine.label in alone
+                      else time_calls(lambda: engine.infer(x), settings.warmup, settings.runs))
             rows.append({'backend': engine.backend, 'precision': engine.precision, 'device': engine.device,
-                         'model': shown_path(engine.model), 'size': f'{width}x{height}', 'width': width,
+                         'model': shown_path(engine.model), 'timed_alone': engine.label in alone,
+                         'size': f'{width}x{height}', 'width': width,
                          'height': height,
                          **asdict(timing), 'macs': macs,
                          'gmac_per_s': round(macs / 1e6 / timing.median_ms, 2) if macs else None})
