@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Ship the auto model from a finished FP32 run: FP32 release, the INT8 ablation (PTQ, QAT, QAT + output
+# distillation, QDR; 3 seeds), the QDR seed-0 student released as models/auto/efm_int8*, then the condition
+# head, real low light and detection reports. About 30 minutes on the 2-core dev CPU.
+#   scripts/release_auto.sh runs/auto_fp32_ft "<the FP32 training commands, for the model card>"
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+RUN="$1"
+FP32_COMMAND="$2"
+PY=.venv/bin/python
+FASTESTDET=../shared/data/detection/FastestDet/FastestDet.onnx
+INT8_OVERRIDES=(train.progress=false)
+$PY -m qdr_train.cli release --run "$RUN" --command "$FP32_COMMAND"
+$PY -m qdr_train.cli ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr \
+    --seeds 0 1 2 --jobs 2 --out results/ablation/auto "${INT8_OVERRIDES[@]}"
+$PY -m qdr_train.cli release --run results/ablation/auto/auto/seed0/runs/qdr --command \
+    "qdr-train fit --task auto --config qdr_train/configs/int8.yaml stage=qdr quant.teacher=models/auto/efm_fp32.pt seed=0 (the qdr run of: qdr-train ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr --seeds 0 1 2 --jobs 2 train.progress=false)"
+$PY -m qdr_train.cli check-int8 models/auto/efm_int8.onnx
+$PY -m qdr_train.cli check-int8 --cpu models/auto/efm_int8_cpu.onnx
+$PY -m qdr_train.cli conditions --model models/auto/efm_int8.onnx --json results/eval/auto_conditions_int8.json
+$PY -m qdr_train.cli real-lowlight --model models/auto/efm_int8.onnx --json results/eval/auto_dicm_int8.json \
+    --mosaic out/dicm_auto.jpg
+$PY -m qdr_train.cli real-lowlight --model models/lowlight/efm_int8.onnx --json results/eval/lowlight_dicm_int8.json
+$PY -m qdr_ros.bench detection --tasks clean --restorer auto --detector "$FASTESTDET" --pseudo-sets \
+    --real-sets detection/DAWN_fog --real-models auto dehaze denoise --out results/detection/auto_fastestdet \
+    --no-progress
