@@ -11,7 +11,8 @@ setup:
 test: setup
 	$(PY) -m pytest
 
-# camera_source -> restore_node (models/denoise/efm_int8.onnx) -> detect_node on 30 frames: out/demo/.
+# camera_source (weather changing: clean, rain, fog, night) -> restore_node (models/auto/efm_int8.onnx)
+# -> detect_node, 40 frames: out/demo/.
 demo: setup
 	$(PY) -m qdr_ros.demo
 

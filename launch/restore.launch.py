@@ -4,8 +4,9 @@
     ros2 launch qdr_ros restore.launch.py namespace:=robot1 camera:=front use_detector:=true
 
 Every node runs in ``<namespace>/<camera>`` (default ``/camera``), and every topic is relative to it:
-``image_raw`` and ``camera_info`` in, ``image_restored`` (+ ``/camera_info``) out, ``image_detections``,
-``detections`` and ``detection_labels`` from detect_node. That is what ``config/qdr.rviz`` shows for the
+``image_raw`` and ``camera_info`` in, ``image_restored`` (+ ``/camera_info``), ``condition`` (+ ``/labels``)
+and ``gate`` (with ``publish_gate:=true``) out, ``image_detections``, ``detections`` and ``detection_labels``
+from detect_node. That is what ``config/qdr.rviz`` shows for the
 defaults; ``namespace:=`` moves all of it (``/diagnostics`` stays global, where aggregators read it).
 Topic arguments are remappings: a relative name stays inside the namespace, an absolute one leaves it.
 
@@ -28,7 +29,7 @@ KEEP = ['']  # '' = keep the parameter file's value
 
 # Restore-node parameters settable from the command line; '' = keep the params_file value.
 PARAMETER_ARGUMENTS = ('model', 'backend', 'threads', 'device_id', 'engine_cache_dir', 'bypass', 'input_compressed',
-                       'max_pixels', 'large_frames', 'process_without_subscribers')
+                       'max_pixels', 'large_frames', 'process_without_subscribers', 'publish_gate')
 STRING_PARAMETERS = {'model', 'backend', 'engine_cache_dir', 'large_frames'}
 # detect_node parameters: launch argument -> parameter name.
 DETECTOR_ARGUMENTS = {'detector_model': 'model'}
@@ -59,10 +60,12 @@ def _nodes(context):
     }
     sim_time = {'use_sim_time': arg('use_sim_time') == 'true'}
     output = arg('output_topic')
+    restore_overrides = _overrides(context, {n: n for n in PARAMETER_ARGUMENTS}, STRING_PARAMETERS)
+    if arg('use_rviz') == 'true':
+        restore_overrides.setdefault('publish_gate', True)  # rviz shows the gate
     nodes = [Node(
         package='qdr_ros', executable='restore_node', name='restore_node',
-        parameters=[arg('params_file'), _overrides(context, {n: n for n in PARAMETER_ARGUMENTS}, STRING_PARAMETERS),
-                    sim_time],
+        parameters=[arg('params_file'), restore_overrides, sim_time],
         remappings=[
             ('image', arg('input_topic')),
             ('image/compressed', arg('input_topic') + '/compressed'),
@@ -106,6 +109,8 @@ def generate_launch_description():
                               description='what to do with frames above max_pixels' + keep),
         DeclareLaunchArgument('process_without_subscribers', default_value='', choices=KEEP + BOOLEAN,
                               description='true: restore even when nobody subscribes' + keep),
+        DeclareLaunchArgument('publish_gate', default_value='', choices=KEEP + BOOLEAN,
+                              description='true: the gate map (where the model corrects) as mono8 on "gate"' + keep),
         DeclareLaunchArgument('namespace', default_value='', description='robot namespace; every topic follows it'),
         DeclareLaunchArgument('camera', default_value='camera',
                               description='camera namespace inside namespace (the nodes and their topics)'),
@@ -125,7 +130,8 @@ def generate_launch_description():
                               description='detector file: ultralytics .pt/.onnx or FastestDet .onnx'
                                           ' (empty: keep the detector_params_file value)'),
         DeclareLaunchArgument('use_rviz', default_value='false', choices=BOOLEAN,
-                              description='also start rviz2 with config/qdr.rviz (default namespace and camera)'),
+                              description='also start rviz2 with config/qdr.rviz (default namespace and camera; '
+                                          'turns publish_gate on unless it is set)'),
         DeclareLaunchArgument('use_sim_time', default_value='false', choices=BOOLEAN,
                               description='nodes follow /clock (bag replay with --clock)'),
         DeclareLaunchArgument('log_level', default_value='info', choices=['debug', 'info', 'warn', 'error', 'fatal'],

@@ -67,7 +67,7 @@ DROP_WARN_RATIO = ParamSpec(
     '0 = warn on any drop, 1 = never.', min_value=0.0, max_value=1.0)
 
 PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec('model', 'models/denoise/efm_int8.onnx',
+    ParamSpec('model', 'models/auto/efm_int8.onnx',
               'Model file (.onnx, or TensorRT .engine/.plan); relative paths resolve against the installed '
               'share/qdr_ros/, else the repository root. Changing it (or any backend option) at runtime loads '
               'the new model in the background while the old one serves, and swaps only if it works.'),

@@ -831,7 +831,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``qdr-bench restore``."""
-    parser.add_argument('--task', default='denoise', help='model folder under --models-dir (default: %(default)s)')
+    parser.add_argument('--task', default='auto', help='model folder under --models-dir (default: %(default)s)')
     parser.add_argument('--models-dir', type=Path, default=ros_env.REPO_ROOT / 'models',
                         help='holds <task>/efm_fp32.pt|.onnx, efm_int8.onnx, efm_int8_cpu.onnx (default: %(default)s)')
     parser.add_argument('--sizes', type=parse_size, nargs='+', metavar='WxH',

@@ -1,6 +1,6 @@
 """qdr-run: run the qdr nodes in one process, for machines without ``ros2 launch`` (PyPI wheels, CI, laptops).
 
-    qdr-run [restore] --model models/denoise/efm_int8.onnx --input-topic /camera/image_raw
+    qdr-run [restore] --model models/auto/efm_int8.onnx --input-topic /camera/image_raw
 
 Same arguments and the same YAML as ``launch/restore.launch.py``; the nodes share one
 ``MultiThreadedExecutor`` (and so one process). ``qdr-run`` without a subcommand is

@@ -41,7 +41,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--minutes', type=float, default=30.0, help='run time (default 30)')
     parser.add_argument('--rate', type=float, default=30.0, help='published frames per second (default 30)')
     parser.add_argument('--size', default='640x480', help='frame WIDTHxHEIGHT (default 640x480)')
-    parser.add_argument('--model', default='models/denoise/efm_int8.onnx', help='restore_node model:=')
+    parser.add_argument('--model', default='models/auto/efm_int8.onnx', help='restore_node model:=')
     parser.add_argument('--threads', type=int, default=0, help='restore_node threads:= (0 = per core)')
     parser.add_argument('--detect', action='store_true', help='also run detect_node on the restored frames')
     parser.add_argument('--out', type=Path, default=Path('results/soak'), help='output folder')

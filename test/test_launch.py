@@ -92,12 +92,12 @@ def test_launch_description_builds_where_launch_ros_exists(repo_root: Path) -> N
     assert isinstance(module.generate_launch_description(), LaunchDescription)
 
 
-def test_rviz_config_shows_three_images(repo_root: Path) -> None:
+def test_rviz_config_shows_the_four_images(repo_root: Path) -> None:
     config = yaml.safe_load((repo_root / 'config' / 'qdr.rviz').read_text())
     manager = config['Visualization Manager']
     images = [d for d in manager['Displays'] if d['Class'] == 'rviz_default_plugins/Image']
     assert [d['Topic']['Value'] for d in images] == \
-        ['/camera/image_raw', '/camera/image_restored', '/camera/image_detections']
+        ['/camera/image_raw', '/camera/image_restored', '/camera/gate', '/camera/image_detections']
     assert manager['Global Options']['Fixed Frame'] == 'camera'
 
 

@@ -102,9 +102,12 @@ def _stamp(msg: Image) -> tuple[int, int]:
 
 
 def _restore_and_detect(probe: tuple[Node, SingleThreadedExecutor], launch: subprocess.Popen, raw: str,
-                        restored_topic: str, detections_topic: str) -> None:
-    """Publish a photo on ``raw`` until a restored and a detection frame of one stamp come back."""
+                        restored_topic: str, detections_topic: str, gate_topic: str | None = None) -> None:
+    """Publish a photo on ``raw`` until a restored and a detection frame (and gate map) of one stamp come back."""
     node, executor = probe
+    gates: dict[tuple[int, int], Image] = {}
+    if gate_topic is not None:
+        node.create_subscription(Image, gate_topic, lambda m: gates.__setitem__(_stamp(m), m), 10)
     photo = np.ascontiguousarray(next(f.rgb for f in sample_photos() if f.name == 'bus.jpg')[::2, ::2])
     restored: dict[tuple[int, int], Image] = {}
     detected: dict[tuple[int, int], Image] = {}
@@ -112,12 +115,12 @@ def _restore_and_detect(probe: tuple[Node, SingleThreadedExecutor], launch: subp
     node.create_subscription(Image, restored_topic, lambda m: restored.__setitem__(_stamp(m), m), 10)
     node.create_subscription(Image, detections_topic, lambda m: detected.__setitem__(_stamp(m), m), 10)
     deadline, last = time.monotonic() + WAIT_S, 0.0
-    while not set(restored) & set(detected):
+    while not set(restored) & set(detected) & (set(gates) if gate_topic else set(restored)):
         if launch.poll() is not None:
             pytest.fail(f'ros2 launch exited ({launch.returncode}): {launch.stdout.read()[-4000:]}')
         if time.monotonic() > deadline:
             pytest.fail(f'after {WAIT_S} s: {len(restored)} frames on {restored_topic}, {len(detected)} on '
-                        f'{detections_topic}')
+                        f'{detections_topic}, {len(gates)} on {gate_topic}')
         if time.monotonic() - last > 1.0:
             header = Header(stamp=node.get_clock().now().to_msg(), frame_id='camera_optical_frame')
             publisher.publish(image_msg(header, photo, 'rgb8'))
@@ -128,6 +131,9 @@ def _restore_and_detect(probe: tuple[Node, SingleThreadedExecutor], launch: subp
     pixels = np.frombuffer(bytes(frame.data), np.uint8).reshape(photo.shape)
     drawn = np.frombuffer(bytes(boxes.data), np.uint8).reshape(photo.shape)
     assert np.any(drawn != pixels, axis=2).mean() > 0.001, 'no detection box drawn on a photo of a bus and people'
+    if gate_topic is not None:
+        gate = gates[stamp]
+        assert (gate.encoding, gate.width, gate.height) == ('mono8', photo.shape[1], photo.shape[0])
 
 
 def _node_topics(node: Node, name: str, namespace: str) -> set[str]:
@@ -139,10 +145,11 @@ def _node_topics(node: Node, name: str, namespace: str) -> set[str]:
 
 def test_launch_with_detector_feeds_the_rviz_topics(workspace: Path, rviz_topics: dict[str, str],
                                                     fastestdet: Path, probe) -> None:
-    assert set(rviz_topics) == {'Raw', 'Restored', 'Detections'}
-    launch = _launch(workspace, 'use_detector:=true', f'detector_model:={fastestdet}')
+    assert set(rviz_topics) == {'Raw', 'Restored', 'Gate', 'Detections'}
+    launch = _launch(workspace, 'use_detector:=true', f'detector_model:={fastestdet}', 'publish_gate:=true')
     try:
-        _restore_and_detect(probe, launch, rviz_topics['Raw'], rviz_topics['Restored'], rviz_topics['Detections'])
+        _restore_and_detect(probe, launch, rviz_topics['Raw'], rviz_topics['Restored'], rviz_topics['Detections'],
+                            rviz_topics['Gate'])
     finally:
         assert stop_process(launch) == 0, launch.stdout.read()[-4000:]
 
