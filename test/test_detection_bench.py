@@ -90,3 +90,32 @@ def test_gain_summary_averages_tasks_in_points() -> None:
 def test_installed_models_are_shown_without_the_machine_prefix() -> None:
     assert shown_path(Path('/x/.venv/lib/python3.11/site-packages/pkg/models/best.pt')) == 'pkg/models/best.pt'
     assert shown_path(Path('models/yolo.pt')) == 'models/yolo.pt'
+
+
+def test_voc_folder_sets_and_the_paired_bootstrap(tmp_path: Path) -> None:
+    """A folder with VOC labels is a benchmark set; the bootstrap interval brackets a real gain, and 0 for none."""
+    import cv2
+
+    from qdr_train.engine.real_detection import load_folder_set, paired_bootstrap
+
+    (tmp_path / 'images').mkdir()
+    (tmp_path / 'voc').mkdir()
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / 'images' / f'f{i}.jpg'), np.full((60, 80, 3), 40 * i, np.uint8))
+        (tmp_path / 'voc' / f'f{i}.xml').write_text(
+            '<annotation><object><name>car</name><bndbox><xmin>10</xmin><ymin>5</ymin><xmax>40</xmax><ymax>30</ymax>'
+            '</bndbox></object><object><name>tree</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax>'
+            '<ymax>2</ymax></bndbox></object></annotation>')
+    coco = {0: 'person', 2: 'car'}
+    samples = load_folder_set(tmp_path, coco, keep={0, 2})
+    assert len(samples) == 6 and all(s.truth.classes.tolist() == [2] for s in samples)  # 'tree' is no COCO class
+    truths = [s.truth for s in samples]
+    perfect = [Boxes(t.xyxy, t.classes, np.ones(len(t.classes))) for t in truths]
+    half = [p if i % 2 else Boxes.empty() for i, p in enumerate(perfect)]
+    intervals = paired_bootstrap(half, {'same': half, 'better': perfect}, truths, samples=50)
+    assert intervals['same']['map50'] == (0.0, 0.0)
+    low, high = intervals['better']['map50']
+    assert 0 < low <= high <= 1
+    with pytest.raises(FileNotFoundError, match='no VOC'):
+        (tmp_path / 'voc' / 'f0.xml').unlink()
+        load_folder_set(tmp_path, coco, keep={2})

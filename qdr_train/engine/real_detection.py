@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from qdr_train.engine.detection_bench import DARKNET_NAMES, Boxes, Sample, Scorer, evaluate_map
 
-BOOTSTRAP_SAMPLES = 300
+BOOTSTRAP_SAMPLES = 200
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
 
 
@@ -69,33 +69,41 @@ def load_folder_set(folder: Path, coco: dict[int, str], keep: set[int], limit: i
     return samples
 
 
-def paired_bootstrap(base: list[Boxes], other: list[Boxes], truths: list[Boxes], samples: int = BOOTSTRAP_SAMPLES,
-                     seed: int = 0) -> dict[str, tuple[float, float]]:
-    """95% interval of ``other`` minus ``base`` mAP50 and mAP50-95 over image resamples (same resample for both)."""
+def paired_bootstrap(base: list[Boxes], others: dict[str, list[Boxes]], truths: list[Boxes],
+                     samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict[str, dict[str, tuple[float, float]]]:
+    """95% interval of each ``others`` minus ``base`` mAP50 and mAP50-95 over image resamples.
+
+    Every model is scored on the same resamples as the base (paired), and the base once per resample.
+    """
     rng = np.random.default_rng(seed)
-    diffs: dict[str, list[float]] = {'map50': [], 'map50_95': []}
+    diffs: dict[str, dict[str, list[float]]] = {name: {'map50': [], 'map50_95': []} for name in others}
     for _ in range(samples):
         pick = rng.integers(0, len(truths), len(truths))
-        a = evaluate_map([base[i] for i in pick], [truths[i] for i in pick])
-        b = evaluate_map([other[i] for i in pick], [truths[i] for i in pick])
-        for key in diffs:
-            if np.isfinite(a[key]) and np.isfinite(b[key]):
-                diffs[key].append(b[key] - a[key])
-    return {key: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for key, v in diffs.items() if v}
+        picked = [truths[i] for i in pick]
+        a = evaluate_map([base[i] for i in pick], picked)
+        for name, preds in others.items():
+            b = evaluate_map([preds[i] for i in pick], picked)
+            for key, values in diffs[name].items():
+                if np.isfinite(a[key]) and np.isfinite(b[key]):
+                    values.append(b[key] - a[key])
+    return {name: {key: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for key, v in d.items() if v}
+            for name, d in diffs.items()}
 
 
 def bench_real_set(samples: list[Sample], scorer: Scorer, restorers: dict[str, Callable[[np.ndarray], np.ndarray]],
                    progress: bool = True) -> dict[str, dict[str, object]]:
-    """``{'raw': {map50, map50_95}, model: {map50, map50_95, gain, interval}}`` for one real set."""
+    """``{'raw': {map50, map50_95}, model: {map50, map50_95, gain, interval95}}`` for one real set."""
     truths = [s.truth for s in samples]
     raw = [scorer(s.rgb) for s in tqdm(samples, desc='detection raw', disable=not progress, leave=False)]
     out: dict[str, dict[str, object]] = {'raw': evaluate_map(raw, truths)}
+    predictions = {}
     for name, restore in restorers.items():
         bar = tqdm(samples, desc=f'detection {name}', disable=not progress, leave=False)
-        preds = [scorer(restore(s.rgb)) for s in bar]
+        predictions[name] = [scorer(restore(s.rgb)) for s in bar]
+    intervals = paired_bootstrap(raw, predictions, truths)
+    for name, preds in predictions.items():
         scores = evaluate_map(preds, truths)
-        gain = {k: scores[k] - out['raw'][k] for k in scores}
-        out[name] = {**scores, 'gain': gain, 'interval95': paired_bootstrap(raw, preds, truths)}
+        out[name] = {**scores, 'gain': {k: scores[k] - out['raw'][k] for k in scores}, 'interval95': intervals[name]}
     return out
 
 
