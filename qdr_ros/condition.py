@@ -57,7 +57,8 @@ class ConditionTracker:
         probs = np.asarray(probabilities, np.float64).reshape(-1)
         if probs.size != len(self.labels):
             raise ValueError(f'{probs.size} condition probabilities for {len(self.labels)} labels {self.labels}')
-        gate_open = None if gate is None else float(np.mean(np.asarray(gate)[::GATE_STRIDE, ::GATE_STRIDE] >= GATE_OPEN))
+        sampled = None if gate is None else np.asarray(gate)[::GATE_STRIDE, ::GATE_STRIDE]
+        gate_open = None if sampled is None else float(np.mean(sampled >= GATE_OPEN))
         if self._stamp is not None and stamp < self._stamp:
             self.reset()
         weight = self._weight(stamp)

@@ -47,8 +47,8 @@ def test_smoothing_follows_stamps_not_frame_count() -> None:
 
 def test_several_labels_at_once_and_gate_share() -> None:
     tracker = ConditionTracker(LABELS, time_constant_s=0.0)
-    gate = np.zeros((10, 10))
-    gate[:3] = 0.9
+    gate = np.zeros((40, 40))
+    gate[:12] = 0.9
     state = tracker.update(NIGHT, 1.0, gate)
     assert state.present == ('noise', 'lowlight') and state.gate_open == pytest.approx(0.3)
 
