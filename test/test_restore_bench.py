@@ -42,7 +42,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_bench(tmp_path: Path, models_dir: Path, *extra: str) -> dict[str, Any]:
     out = tmp_path / 'out'
-    code = bench.main(['restore', '--quick', '--models-dir', str(models_dir), '--out', str(out),
+    code = bench.main(['restore', '--quick', '--task', 'denoise', '--models-dir', str(models_dir), '--out', str(out),
                        '--json', str(out / 'restore.json'), *extra])
     assert code == 0
     assert (out / 'restore.md').read_text().startswith('# Restore benchmark (denoise)')
@@ -73,6 +73,7 @@ def test_quick_engine_only(tmp_path: Path, models_dir: Path) -> None:
                            'elapsed_s'}
     assert report['command'].startswith('qdr-bench restore --task denoise')
     check_engine_rows(report)
+    assert {(r['backend'], r['timed_alone']) for r in report['engine']} == {('torch', False), ('onnxruntime', True)}
     assert report['ros'] == []
     targets = {t['name']: t for t in report['targets']}
     assert set(targets) == set(restore_bench.TARGETS)
