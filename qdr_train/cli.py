@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from qdr_train.config import ConfigError, load_config
 
@@ -22,46 +23,43 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from qdr_train.data.datasets import data_root
-    from qdr_train.engine.evaluator import evaluate, format_table, write_json
+    from qdr_train.engine.evaluator import evaluate, format_table
     cfg = load_config(args.task, args.config, args.overrides)
     clean = args.clean or (None if args.pairs else data_root(cfg["data"]["root"]) / cfg["data"]["val"])
     report = evaluate(cfg, args.model, clean_dir=clean, pairs_dir=args.pairs, severity=args.severity,
                       limit=args.limit, baseline=not args.no_baseline, threads=args.threads)
-    print(format_table(report))
-    if args.json:
-        write_json(report, args.json)
-        print(f"wrote {args.json}")
+    return _show(report, format_table(report), args.json)
+
+
+def _show(report: dict[str, Any], text: str, json_path: str | None) -> int:
+    """Print a report's text and write the report as JSON when asked (the eval-like modes' ending)."""
+    from qdr_train.engine.evaluator import write_json
+    print(text)
+    if json_path:
+        write_json(report, json_path)
+        print(f"wrote {json_path}")
     return 0
 
 
 def _conditions(args: argparse.Namespace) -> int:
     from qdr_train.data.datasets import data_root
     from qdr_train.engine.condition_eval import evaluate_conditions, format_conditions
-    from qdr_train.engine.evaluator import write_json
     cfg = load_config("auto", args.config, args.overrides)
     clean = args.clean or data_root(cfg["data"]["root"]) / cfg["data"]["val"]
     report = evaluate_conditions(cfg, args.model, clean, args.seeds, args.limit, args.threads)
-    print(format_conditions(report))
-    if args.json:
-        write_json(report, args.json)
-        print(f"wrote {args.json}")
-    return 0
+    return _show(report, format_conditions(report), args.json)
 
 
 def _real_lowlight(args: argparse.Namespace) -> int:
     from qdr_train.data.datasets import data_root
-    from qdr_train.engine.evaluator import load_restorer, write_json
+    from qdr_train.engine.evaluator import load_restorer
     from qdr_train.engine.real_lowlight import score_real_lowlight
     folder = args.folder or data_root() / "lowlight_real" / "DICM"
     report = score_real_lowlight(load_restorer(args.model, args.threads), folder, args.mosaic)
     report["model"] = str(args.model)
-    print(json.dumps(report["summary"], indent=2))
     if args.mosaic:
         print(f"wrote {args.mosaic}")
-    if args.json:
-        write_json(report, args.json)
-        print(f"wrote {args.json}")
-    return 0
+    return _show(report, json.dumps(report["summary"], indent=2), args.json)
 
 
 def _export(args: argparse.Namespace) -> int:

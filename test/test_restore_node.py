@@ -147,6 +147,17 @@ class Probe:
     def latest_status(self, input_topic: str, done: Callable[[dict[str, str]], bool],
                       every: Callable[[], None] | None = None, period: float = RESEND_S) -> dict[str, str]:
         """Wait for a new /diagnostics status of the node reading ``input_topic`` that satisfies ``done``."""
+        return self.wait_status(lambda name, v: v.get('input_topic') == input_topic and done(v), every, period,
+                                f'diagnostics of the node on {input_topic}')
+
+    def condition_status(self, done: Callable[[dict[str, str]], bool]) -> dict[str, str]:
+        """Wait for a restore_node "condition" status in /diagnostics that satisfies ``done``."""
+        return self.wait_status(lambda name, v: name.endswith(': condition') and done(v),
+                                what='the condition status in /diagnostics')
+
+    def wait_status(self, accept: Callable[[str, dict[str, str]], bool], every: Callable[[], None] | None = None,
+                    period: float = RESEND_S, what: str = 'a status') -> dict[str, str]:
+        """Wait for a new /diagnostics status that ``accept(name, values)`` takes; its values plus level, name, ids."""
         found: list[dict[str, str]] = []
         start = len(self.diagnostics)
 
@@ -154,28 +165,12 @@ class Probe:
             for array in reversed(self.diagnostics[start:]):
                 for status in array.status:
                     values = {kv.key: kv.value for kv in status.values}
-                    if values.get('input_topic') == input_topic and done(values):
+                    if accept(status.name, values):
                         found.append({**values, 'level': status.level[0], 'message': status.message,
                                       'name': status.name, 'hardware_id': status.hardware_id})
                         return True
             return False
-        self.spin_until(check, every=every, period=period, what=f'diagnostics of the node on {input_topic}')
-        return found[0]
-
-    def condition_status(self, done: Callable[[dict[str, str]], bool]) -> dict[str, str]:
-        """Wait for a restore_node "condition" status in /diagnostics that satisfies ``done``."""
-        found: list[dict[str, str]] = []
-        start = len(self.diagnostics)
-
-        def check() -> bool:
-            for array in reversed(self.diagnostics[start:]):
-                for status in array.status:
-                    values = {kv.key: kv.value for kv in status.values}
-                    if status.name.endswith(': condition') and done(values):
-                        found.append({**values, 'message': status.message, 'hardware_id': status.hardware_id})
-                        return True
-            return False
-        self.spin_until(check, what='the condition status in /diagnostics')
+        self.spin_until(check, every=every, period=period, what=what)
         return found[0]
 
 
