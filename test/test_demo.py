@@ -50,7 +50,7 @@ def test_demo_plays_changing_weather_and_writes_sane_outputs(auto_model: Path, t
     assert summary['detections_total'] == sum(summary['detections_per_frame'])
     mosaic = cv2.imread(str(out / 'mosaic.png'))
     rows = len(conditions)
-    assert mosaic is not None and mosaic.shape[0] >= rows * 260 and mosaic.shape[1] >= 4 * 130  # 4 panels (portrait too)
+    assert mosaic is not None and mosaic.shape[0] >= rows * 260 and mosaic.shape[1] >= 4 * 130  # 4 panels, portrait too
     assert cv2.imread(summary['outputs']['conditions_plot']) is not None
     video = Path(summary['outputs']['video'])
     assert video.is_file() and video.stat().st_size > 1000
