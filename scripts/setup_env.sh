@@ -30,7 +30,7 @@ filter_pip() { grep -v "^WARNING: Location 'file:///opt/pypi" || true; }
 inputs_hash() {
     {
         (cd "$ROOT" && cat requirements/*.txt constraints.txt setup.py setup.cfg package.xml)
-        [[ -f "$LAUNCH_WHEELS/install.sh" ]] && ls "$LAUNCH_WHEELS"
+        if [[ -f "$LAUNCH_WHEELS/install.sh" ]]; then ls "$LAUNCH_WHEELS"; fi  # && would fail the pipe when absent
     } | sha256sum | cut -d' ' -f1
 }
 
