@@ -10,7 +10,7 @@ import array
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 import numpy as np
 import rclpy
@@ -25,6 +25,14 @@ from std_msgs.msg import Header
 
 from qdr_ros.diagnostics import Report
 from qdr_ros.params import ParamSpec
+
+try:
+    from vision_msgs.msg import LabelInfo, VisionClass
+except ImportError:  # not among the PyPI ROS wheels; present on a ROS 2 distribution
+    LabelInfo = VisionClass = None
+
+# Label names are published once and kept for late subscribers (rviz, a detector started later).
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 LITTLE_ENDIAN = sys.byteorder == 'little'
 LOG_THROTTLE_S = 5.0
@@ -139,6 +147,16 @@ class DiagnosticsPublisher:
         diagnostics = DiagnosticArray(status=[status, *extra])
         diagnostics.header.stamp = self._node.get_clock().now().to_msg()
         self._pub.publish(diagnostics)
+
+
+def to_label_info(header: Header, names: dict[int, str], threshold: float, msgs: Any = None) -> Any:
+    """Build a ``vision_msgs/LabelInfo`` (class id -> name, score threshold); ``msgs`` is for tests."""
+    info_type, class_type = msgs or (LabelInfo, VisionClass)
+    info = info_type()
+    info.header = header
+    info.class_map = [class_type(class_id=int(k), class_name=v) for k, v in sorted(names.items())]
+    info.threshold = float(threshold)
+    return info
 
 
 def delay_ms(node: Node, stamp: Time) -> float | None:

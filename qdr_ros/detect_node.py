@@ -23,7 +23,6 @@ from typing import Any, Callable, Sequence
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -31,13 +30,13 @@ from qdr_ros.detection import DEVICE_PATTERN, Detection, DetectorError, annotate
 from qdr_ros.diagnostics import DETECT, FrameStats, Health
 from qdr_ros.image_conversions import FrameError, image_view
 from qdr_ros.params import DIAGNOSTICS_PERIOD, DROP_WARN_RATIO, INPUT_TIMEOUT, ParamSpec
-from qdr_ros.base_node import (LOG_THROTTLE_S, DiagnosticsPublisher, FrameWorker, Job, StartupError, delay_ms,
-                               descriptor, image_msg, qos, run_node)
+from qdr_ros.base_node import (LATCHED, LOG_THROTTLE_S, DiagnosticsPublisher, FrameWorker, Job, LabelInfo,
+                               StartupError, delay_ms, descriptor, image_msg, qos, run_node, to_label_info)
 
 try:
-    from vision_msgs.msg import Detection2D, Detection2DArray, LabelInfo, ObjectHypothesisWithPose, VisionClass
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 except ImportError:  # not among the PyPI ROS wheels; present on a ROS 2 distribution
-    Detection2D = Detection2DArray = LabelInfo = ObjectHypothesisWithPose = VisionClass = None
+    Detection2D = Detection2DArray = ObjectHypothesisWithPose = None
 
 NODE_NAME = 'detect_node'
 RELIABILITIES = ('best_effort', 'reliable')
@@ -101,16 +100,6 @@ def to_detection_array(header: Header, detections: Sequence[Detection], msgs: An
     return out
 
 
-def to_label_info(header: Header, names: dict[int, str], threshold: float, msgs: Any = None) -> Any:
-    """Build a ``vision_msgs/LabelInfo`` (class id -> name, score threshold); ``msgs`` is for tests."""
-    info_type, class_type = msgs or (LabelInfo, VisionClass)
-    info = info_type()
-    info.header = header
-    info.class_map = [class_type(class_id=int(k), class_name=v) for k, v in sorted(names.items())]
-    info.threshold = float(threshold)
-    return info
-
-
 class DetectNode(Node):
     """Detect objects in the newest frame on a worker thread; publish boxes and an annotated image."""
 
@@ -137,9 +126,7 @@ class DetectNode(Node):
         self._image_pub = self.create_publisher(Image, 'image_detections', qos('reliable', 1))
         self._det_pub = (self.create_publisher(Detection2DArray, 'detections', qos('reliable', 5))
                          if Detection2DArray is not None else None)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._labels_pub = (self.create_publisher(LabelInfo, 'detection_labels', latched)
+        self._labels_pub = (self.create_publisher(LabelInfo, 'detection_labels', LATCHED)
                             if LabelInfo is not None else None)
         self._publish_labels()
         self._sub = self.create_subscription(Image, 'image', self._on_image, in_qos)

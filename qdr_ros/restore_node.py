@@ -44,24 +44,23 @@ import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 
 try:
-    from vision_msgs.msg import Classification, LabelInfo, ObjectHypothesis, VisionClass
+    from vision_msgs.msg import Classification, ObjectHypothesis
 except ImportError:  # not among the PyPI ROS wheels; present on a ROS 2 distribution
-    Classification = LabelInfo = ObjectHypothesis = VisionClass = None
+    Classification = ObjectHypothesis = None
 
 from qdr_ros import params
 from qdr_ros.condition import Condition, ConditionTracker
-from qdr_ros.base_node import (LOG_THROTTLE_S, DiagnosticsPublisher, FrameWorker, ImageBuffer, Job, StartupError,
-                               delay_ms, descriptor, image_msg, qos, run_node)
+from qdr_ros.base_node import (LATCHED, LOG_THROTTLE_S, DiagnosticsPublisher, FrameWorker, ImageBuffer, Job,
+                               LabelInfo, StartupError, delay_ms, descriptor, image_msg, qos, run_node, to_label_info)
 from qdr_ros.backends import Backend, Restoration, create_backend
+from qdr_ros.backends.base import restoration
 from qdr_ros.diagnostics import RESTORE, FrameStats, Health
-from qdr_ros.model_info import (CONDITION_NAME as CONDITION, GATE_NAME as GATE, OUTPUT_NAME, ModelError,
-                                validate_model_file)
+from qdr_ros.model_info import OUTPUT_NAME, ModelError, validate_model_file
 from qdr_ros.image_conversions import (DEFAULT_MAX_PIXELS, FrameError, InputBuffer, alpha_channel, decode_compressed,
                                        downscale_to_fit, encoding_spec, from_model_output, image_view)
 
@@ -84,16 +83,6 @@ def to_classification(header: Header, condition: Condition, msgs: Any = None) ->
     out.header = header
     out.results = [hypothesis_type(class_id=label, score=float(p)) for label, p in condition.probabilities.items()]
     return out
-
-
-def to_label_info(header: Header, labels: tuple[str, ...], msgs: Any = None) -> Any:
-    """Build a ``vision_msgs/LabelInfo`` of the condition labels (present at probability >= 0.5)."""
-    info_type, class_type = msgs or (LabelInfo, VisionClass)
-    info = info_type()
-    info.header = header
-    info.class_map = [class_type(class_id=i, class_name=label) for i, label in enumerate(labels)]
-    info.threshold = 0.5
-    return info
 
 
 def condition_values(condition: Condition, header: Header) -> list[tuple[str, str]]:
@@ -163,11 +152,9 @@ class RestoreNode(Node):
         self._pub = self.create_publisher(Image, 'image_restored', out_qos)
         self._info_pub = self.create_publisher(CameraInfo, 'image_restored/camera_info', out_qos)
         self._gate_pub = self.create_publisher(Image, 'gate', out_qos)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._condition_pub = (self.create_publisher(Classification, 'condition', out_qos)
                                if Classification is not None else None)
-        self._condition_labels_pub = (self.create_publisher(LabelInfo, 'condition/labels', latched)
+        self._condition_labels_pub = (self.create_publisher(LabelInfo, 'condition/labels', LATCHED)
                                       if LabelInfo is not None else None)
         self._tracker: ConditionTracker | None = None
         self._condition: tuple[Condition, Header] | None = None  # newest steadied condition and its frame
@@ -203,7 +190,7 @@ class RestoreNode(Node):
         self.get_logger().info(f"model reports conditions {', '.join(labels)} on {where}")
         if self._condition_labels_pub is not None:
             header = Header(stamp=self.get_clock().now().to_msg())
-            self._condition_labels_pub.publish(to_label_info(header, tuple(labels)))
+            self._condition_labels_pub.publish(to_label_info(header, dict(enumerate(labels)), 0.5))
 
     def _log_backend(self, verb: str) -> None:
         b = self._backend
@@ -415,7 +402,6 @@ class RestoreNode(Node):
             start = time.perf_counter()
             result = backend.restore_frame(small, bgr=encoding == 'bgr8', out=target)
             inference_ms = (time.perf_counter() - start) * 1e3
-            restored, condition, gate = result.image, result.condition, result.gate
         else:
             if self._input_buffer.stride != backend.stride:
                 self._input_buffer = InputBuffer(backend.stride)
@@ -423,10 +409,9 @@ class RestoreNode(Node):
             start = time.perf_counter()
             outputs = backend.infer_outputs(x)
             inference_ms = (time.perf_counter() - start) * 1e3
-            restored = from_model_output(outputs[OUTPUT_NAME], h, w, encoding,
-                                         alpha=alpha if scale == 1.0 else None)
-            condition = outputs[CONDITION][0] if CONDITION in outputs else None
-            gate = outputs[GATE][0, 0, :h, :w] if GATE in outputs else None
+            result = restoration(from_model_output(outputs.pop(OUTPUT_NAME), h, w, encoding,
+                                                   alpha=alpha if scale == 1.0 else None), outputs, h, w)
+        restored, condition, gate = result.image, result.condition, result.gate
         if scale != 1.0:
             restored = cv2.resize(restored, (width, height), interpolation=cv2.INTER_LINEAR)
             restored = restored.reshape(height, width, -1)

@@ -111,20 +111,11 @@ class Backend(ABC):
         if out is not None:
             out[...] = restored
             restored = out
-        return self._restoration(restored, extras, height, width)
+        return restoration(restored, extras, height, width)
 
     def restore_uint8(self, image: np.ndarray, bgr: bool = False, out: np.ndarray | None = None) -> np.ndarray:
         """Restore an HxWx3 uint8 RGB (or BGR) frame (see ``restore_frame``); only the image."""
         return self.restore_frame(image, bgr, out).image
-
-    @staticmethod
-    def _restoration(image: np.ndarray, extras: dict[str, np.ndarray], height: int, width: int) -> Restoration:
-        """Package the restored frame with the first image's ``condition`` and cropped ``gate``, when present."""
-        condition, gate = extras.get(CONDITION_NAME), extras.get(GATE_NAME)
-        return Restoration(image=image,
-                           condition=None if condition is None else np.asarray(condition[0], np.float32),
-                           gate=None if gate is None else np.ascontiguousarray(gate[0, 0, :height, :width],
-                                                                               np.float32))
 
     def _infer_uint8(self, batch: np.ndarray, bgr: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(1, Hp, Wp, 3) uint8 -> (1, Hp, Wp, 3) uint8 and the other outputs, via ``infer_outputs`` and numpy.
@@ -183,6 +174,17 @@ class Backend(ABC):
             raise ValueError(f"input {x.shape[2]}x{x.shape[3]} is larger than {self.max_hw[0]}x{self.max_hw[1]}, the "
                              f"largest size this {self.name} engine accepts; shrink the frame by fit_scale() first "
                              "(restore_node does) or rebuild the engine for larger frames (raise max_pixels)")
+
+
+def restoration(image: np.ndarray, extras: dict[str, np.ndarray], height: int, width: int) -> Restoration:
+    """Package a restored frame with the first image's ``condition`` and ``gate`` (cropped to H x W), when present.
+
+    The gate stays a view of the engine's output where no crop is needed (the per-frame path copies nothing).
+    """
+    condition, gate = extras.get(CONDITION_NAME), extras.get(GATE_NAME)
+    return Restoration(image=image,
+                       condition=None if condition is None else np.asarray(condition[0], np.float32),
+                       gate=None if gate is None else np.asarray(gate[0, 0, :height, :width], np.float32))
 
 
 def check_output(out: np.ndarray, height: int, width: int) -> None:

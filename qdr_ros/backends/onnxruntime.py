@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from qdr_ros.backends.base import Backend, Restoration, check_output
+from qdr_ros.backends.base import Backend, Restoration, check_output, restoration
 from qdr_ros.backends.uint8_io import BGR_ORDER, CHANNELS, IMAGE, RESTORED, RGB_ORDER, with_uint8_io
 from qdr_ros.model_info import validate_model_file
 
@@ -155,7 +155,7 @@ class OnnxRuntimeBackend(Backend):
             binding.bind_output(name, "cpu")
         self._uint8_session.run_with_iobinding(binding)
         extras = dict(zip(self._extras, (v.numpy() for v in binding.get_outputs()[1:])))
-        return self._restoration(out, extras, height, width)
+        return restoration(out, extras, height, width)
 
     def _infer_uint8(self, batch: np.ndarray, bgr: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Run the uint8-I/O twin session: conversions happen on ONNX Runtime's threads (numpy without onnx)."""
