@@ -14,18 +14,18 @@ test: setup
 # camera_source (weather changing: clean, rain, fog, night) -> restore_node (models/auto/efm_int8.onnx)
 # -> detect_node, 40 frames: out/demo/.
 demo: setup
-	$(PY) -m qdr_ros.demo
+	$(PY) -m qdr_ros.tools.demo
 
 lint: setup
-	$(PY) -m pytest test/test_lint.py
+	$(PY) -m pytest test/install/test_lint.py
 
 colcon: setup
 	bash scripts/colcon_build.sh
 
 # Restoration speed (engine-only per backend and through restore_node), < 10 min: results/bench/.
 bench: setup
-	$(PY) -m qdr_ros.bench restore --json results/bench/restore.json
+	$(PY) -m qdr_ros.tools.bench restore --json results/bench/restore.json
 
 # 30-minute stability run (RSS growth, p99 latency trend, drops), not part of CI: results/soak/.
 soak: setup
-	$(PY) -m qdr_ros.soak --minutes 30 --rate 30 --size 640x480 --detect --out results/soak
+	$(PY) -m qdr_ros.tools.soak --minutes 30 --rate 30 --size 640x480 --detect --out results/soak

@@ -57,11 +57,11 @@ setup(
     entry_points={
         'console_scripts': [
             'qdr-train = qdr_train.cli:main',
-            'qdr-run = qdr_ros.run:main',
-            'restore_node = qdr_ros.restore_node:main',
-            'detect_node = qdr_ros.detect_node:main',
-            'camera_source = qdr_ros.camera_source:main',
-            'qdr-bench = qdr_ros.bench:main',
+            'qdr-run = qdr_ros.tools.run:main',
+            'restore_node = qdr_ros.nodes.restore_node:main',
+            'detect_node = qdr_ros.nodes.detect_node:main',
+            'camera_source = qdr_ros.nodes.camera_source:main',
+            'qdr-bench = qdr_ros.tools.bench:main',
         ],
     },
 )

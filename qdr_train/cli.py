@@ -23,7 +23,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from qdr_train.data.datasets import data_root
-    from qdr_train.engine.evaluator import evaluate, format_table
+    from qdr_train.evaluation.evaluator import evaluate, format_table
     cfg = load_config(args.task, args.config, args.overrides)
     clean = args.clean or (None if args.pairs else data_root(cfg["data"]["root"]) / cfg["data"]["val"])
     report = evaluate(cfg, args.model, clean_dir=clean, pairs_dir=args.pairs, severity=args.severity,
@@ -33,7 +33,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _show(report: dict[str, Any], text: str, json_path: str | None) -> int:
     """Print a report's text and write the report as JSON when asked (the eval-like modes' ending)."""
-    from qdr_train.engine.evaluator import write_json
+    from qdr_train.evaluation.evaluator import write_json
     print(text)
     if json_path:
         write_json(report, json_path)
@@ -43,7 +43,7 @@ def _show(report: dict[str, Any], text: str, json_path: str | None) -> int:
 
 def _conditions(args: argparse.Namespace) -> int:
     from qdr_train.data.datasets import data_root
-    from qdr_train.engine.condition_eval import evaluate_conditions, format_conditions
+    from qdr_train.evaluation.condition_eval import evaluate_conditions, format_conditions
     cfg = load_config("auto", args.config, args.overrides)
     clean = args.clean or data_root(cfg["data"]["root"]) / cfg["data"]["val"]
     report = evaluate_conditions(cfg, args.model, clean, args.seeds, args.limit, args.threads)
@@ -52,8 +52,8 @@ def _conditions(args: argparse.Namespace) -> int:
 
 def _real_lowlight(args: argparse.Namespace) -> int:
     from qdr_train.data.datasets import data_root
-    from qdr_train.engine.evaluator import load_restorer
-    from qdr_train.engine.real_lowlight import score_real_lowlight
+    from qdr_train.evaluation.evaluator import load_restorer
+    from qdr_train.evaluation.real_lowlight import score_real_lowlight
     folder = args.folder or data_root() / "lowlight_real" / "DICM"
     report = score_real_lowlight(load_restorer(args.model, args.threads), folder, args.mosaic)
     report["model"] = str(args.model)
@@ -77,14 +77,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _release(args: argparse.Namespace) -> int:
-    from qdr_train.engine.release import release
+    from qdr_train.release.release import release
     card = release(args.run, args.models, args.results, args.command, args.threads)
     print(json.dumps({k: card[k] for k in ("task", "precision", "iterations", "mean", "files")}, indent=2))
     return 0
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    from qdr_train.engine.ablation import AblationError, format_ablation, format_summary, run_ablation, summarize
+    from qdr_train.release.ablation import AblationError, format_ablation, format_summary, run_ablation, summarize
     try:
         results = run_ablation(args.task, args.out, args.overrides, args.variants, args.seeds, args.teacher,
                                args.limit, args.threads, args.jobs, args.report_only)
@@ -105,8 +105,8 @@ def _check_int8(args: argparse.Namespace) -> int:
 
 
 def _build_engine(args: argparse.Namespace) -> int:
-    from qdr_ros.backends.base import BackendUnavailable
-    from qdr_ros.backends.tensorrt_build import EngineBuildError, ShapeProfile, build_or_load_engine
+    from qdr_ros.inference.base import BackendUnavailable
+    from qdr_ros.inference.tensorrt_build import EngineBuildError, ShapeProfile, build_or_load_engine
 
     def hw(text: str) -> tuple[int, int]:
         h, w = text.lower().split("x")
@@ -128,7 +128,7 @@ def _build_engine(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from qdr_train.engine.budget import measure_budget
+    from qdr_train.evaluation.budget import measure_budget
     cfg = load_config(None, args.config, args.overrides)
     report = measure_budget(cfg["model"], args.model, args.height, args.width, args.threads, args.runs)
     for key, value in report.items():

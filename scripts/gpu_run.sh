@@ -15,7 +15,7 @@ jobs=${3:-14}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
-timeout -k 10 120 python3 -m qdr_ros.bench restore --no-ros --out "$out/bench" --json "$out/bench/restore.json" 2>&1 | tee "$out/bench.log"
+timeout -k 10 120 python3 -m qdr_ros.tools.bench restore --no-ros --out "$out/bench" --json "$out/bench/restore.json" 2>&1 | tee "$out/bench.log"
 ablate=(python3 -m qdr_train.cli ablate train.iters=250 data.crop=64 train.progress=false
         --task denoise derain lowlight dehaze --seeds 0 1 2 3 4 --out "$out/ablation")
 timeout -s INT -k 30 "$seconds" "${ablate[@]}" --jobs "$jobs" 2>&1 | tee "$out/ablation.log"

@@ -21,6 +21,6 @@ $PY -m qdr_train.cli conditions --model models/auto/efm_int8.onnx --json results
 $PY -m qdr_train.cli real-lowlight --model models/auto/efm_int8.onnx --json results/eval/auto_dicm_int8.json \
     --mosaic out/dicm_auto.jpg
 $PY -m qdr_train.cli real-lowlight --model models/lowlight/efm_int8.onnx --json results/eval/lowlight_dicm_int8.json
-$PY -m qdr_ros.bench detection --tasks clean --restorer auto --detector "$FASTESTDET" --pseudo-sets \
+$PY -m qdr_ros.tools.bench detection --tasks clean --restorer auto --detector "$FASTESTDET" --pseudo-sets \
     --real-sets detection/DAWN_fog --real-models auto dehaze denoise --out results/detection/auto_fastestdet \
     --no-progress

@@ -35,7 +35,7 @@ inputs_hash() {
 }
 
 # ros2 launch, launch_ros and the ros2 CLI are not on the package index; a robot has them from its
-# distribution, dev and CI machines from the shared wheel folder (test_launch.py runs ros2 launch).
+# distribution, dev and CI machines from the shared wheel folder (test/install/test_ros2_launch.py runs ros2 launch).
 install_launch_stack() {
     if [[ ! -f "$LAUNCH_WHEELS/install.sh" ]]; then
         echo "setup: $LAUNCH_WHEELS/install.sh not found; skipping the ROS 2 launch stack (ros2 launch tests will skip)"

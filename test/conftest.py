@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qdr_ros import ros_env
+from qdr_ros.core import ros_env
+from support.auto_model import AUTO_LABELS, AUTO_WEIGHTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_TRANSPORTS = 'UDPv4'
@@ -17,7 +18,7 @@ TEST_TRANSPORTS = 'UDPv4'
 
 @pytest.fixture(scope='session', autouse=True)
 def ros_environment() -> dict[str, str]:
-    """Apply ``qdr_ros.ros_env`` once, so every test and subprocess shares one fresh ROS domain.
+    """Apply ``qdr_ros.core.ros_env`` once, so every test and subprocess shares one fresh ROS domain.
 
     The suite talks over UDP only (unless ``FASTDDS_BUILTIN_TRANSPORTS`` is already set): it starts and
     kills about a hundred participants, and under LARGE_DATA (shared memory and TCP, state that
@@ -33,20 +34,6 @@ def ros_environment() -> dict[str, str]:
 def repo_root() -> Path:
     """Return the repository root (the directory holding package.xml)."""
     return REPO_ROOT
-
-
-AUTO_LABELS = ('clean', 'noise', 'rain', 'lowlight', 'haze')
-AUTO_WEIGHTS = np.array([[2.0, -1.0, 0.5, 0.0, 1.0], [0.0, 1.5, -0.5, 1.0, -2.0], [-1.0, 0.5, 1.0, -1.5, 0.5]],
-                        np.float32)
-
-
-def auto_model_reference(x: np.ndarray) -> dict[str, np.ndarray]:
-    """Compute in numpy what the ``auto_model`` fixture's graph computes: the three outputs of an "auto" model."""
-    logits = x.mean(axis=(2, 3)) @ AUTO_WEIGHTS
-    condition = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return {'restored': x * np.float32(0.8) + np.float32(0.1),
-            'condition': condition / condition.sum(axis=1, keepdims=True),
-            'gate': x.mean(axis=1, keepdims=True)}
 
 
 @pytest.fixture(scope='session')

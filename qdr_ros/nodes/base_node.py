@@ -1,0 +1,242 @@
+"""Plumbing shared by the qdr nodes: start-up errors, the newest-frame mailbox, QoS, descriptors, main().
+
+Each node module keeps one job (restore, detect, replay); what every node needs the same way lives
+here once, so the nodes behave alike: same QoS choices, same drop accounting, same exit codes.
+"""
+
+from __future__ import annotations
+
+import array
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Sequence, TypeVar
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from qdr_ros.nodes.diagnostics import Report
+from qdr_ros.nodes.params import ParamSpec
+
+try:
+    from vision_msgs.msg import LabelInfo, VisionClass
+except ImportError:  # not among the PyPI ROS wheels; present on a ROS 2 distribution
+    LabelInfo = VisionClass = None
+
+# Label names are published once and kept for late subscribers (rviz, a detector started later).
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+LITTLE_ENDIAN = sys.byteorder == 'little'
+LOG_THROTTLE_S = 5.0
+T = TypeVar('T')
+
+
+class StartupError(RuntimeError):
+    """The node cannot start (bad parameters or model); the message tells the operator what to do."""
+
+
+@dataclass
+class Job:
+    """A frame waiting for the worker: the message, its checked pixel view (raw input only)."""
+
+    msg: Image | CompressedImage
+    view: np.ndarray | None
+
+
+class Mailbox(Generic[T]):
+    """One slot holding the newest item (a frame, a model request); ``put`` overwrites (and reports) an untaken one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._closed = False
+
+    def put(self, item: T) -> bool:
+        """Store ``item``; True when it replaced a frame the worker had not taken (a drop)."""
+        with self._cond:
+            overwrote = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return overwrote
+
+    def take(self) -> T | None:
+        """Wait for the next frame; None once closed."""
+        with self._cond:
+            while self._item is None and not self._closed:
+                self._cond.wait()
+            item, self._item = self._item, None
+            return None if self._closed else item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class FrameWorker(Generic[T]):
+    """The newest-item mailbox and the one thread that drains it: ``handle(item)`` runs there, in order."""
+
+    def __init__(self, handle: Callable[[T], None], name: str) -> None:
+        self._mailbox: Mailbox[T] = Mailbox()
+        self._handle = handle
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, job: T) -> bool:
+        """Hand over the newest item; True when it replaced one the worker had not taken (a drop)."""
+        return self._mailbox.put(job)
+
+    def close(self) -> None:
+        """Stop taking frames and wait (bounded) for the one in progress."""
+        self._mailbox.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while (job := self._mailbox.take()) is not None:
+            self._handle(job)
+
+
+def qos(reliability: str, depth: int) -> QoSProfile:
+    """Keep-last QoS with the given reliability (``best_effort`` is the sensor-data choice)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, durability=DurabilityPolicy.VOLATILE,
+                      reliability=ReliabilityPolicy.BEST_EFFORT if reliability == 'best_effort'
+                      else ReliabilityPolicy.RELIABLE)
+
+
+def descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """Build the ROS ParameterDescriptor (with range and read-only flag) of one ``params.PARAMS`` entry."""
+    desc = ParameterDescriptor(description=spec.full_description(), read_only=spec.read_only)
+    if spec.choices:
+        desc.additional_constraints = f"one of: {', '.join(spec.choices)}"
+    if spec.min_value is not None and spec.type is int:
+        desc.integer_range = [IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)]
+    elif spec.min_value is not None and spec.type is float:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min_value),
+                                                        to_value=float(spec.max_value), step=0.0)]
+    return desc
+
+
+class DiagnosticsPublisher:
+    """Publish a node's ``Report`` on /diagnostics as one status named ``<full node name>: <what>``.
+
+    The full name keeps two cameras' nodes apart (they differ by namespace); ``hardware_id`` is the
+    camera's frame id, the one thing that names the hardware behind the frames.
+    """
+
+    def __init__(self, node: Node, what: str) -> None:
+        self._node = node
+        self.name = f'{node.get_fully_qualified_name()}: {what}'
+        self._pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+
+    def publish(self, report: Report, hardware_id: str, extra: Sequence[DiagnosticStatus] = ()) -> None:
+        """Publish ``report`` as this node's status, followed by any ``extra`` statuses in the same array."""
+        status = DiagnosticStatus(level=bytes([report.level]), name=self.name, message=report.message,
+                                  hardware_id=hardware_id,
+                                  values=[KeyValue(key=k, value=v) for k, v in report.values])
+        diagnostics = DiagnosticArray(status=[status, *extra])
+        diagnostics.header.stamp = self._node.get_clock().now().to_msg()
+        self._pub.publish(diagnostics)
+
+
+def to_label_info(header: Header, names: dict[int, str], threshold: float, msgs: Any = None) -> Any:
+    """Build a ``vision_msgs/LabelInfo`` (class id -> name, score threshold); ``msgs`` is for tests."""
+    info_type, class_type = msgs or (LabelInfo, VisionClass)
+    info = info_type()
+    info.header = header
+    info.class_map = [class_type(class_id=int(k), class_name=v) for k, v in sorted(names.items())]
+    info.threshold = float(threshold)
+    return info
+
+
+def delay_ms(node: Node, stamp: Time) -> float | None:
+    """End-to-end delay of a frame (now minus its header stamp) in ms; None for unstamped frames."""
+    if not (stamp.sec or stamp.nanosec):
+        return None
+    return (node.get_clock().now().nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
+
+
+def image_msg(header: Header, pixels: np.ndarray, encoding: str) -> Image:
+    """Wrap an HxW(xC) frame (already in ``encoding``'s layout, 8 or 16 bit) as a ``sensor_msgs/Image``."""
+    channels = pixels.shape[2] if pixels.ndim == 3 else 1
+    out = Image(header=header, height=pixels.shape[0], width=pixels.shape[1], encoding=encoding)
+    out.is_bigendian = 0 if pixels.dtype.itemsize == 1 or LITTLE_ENDIAN else 1
+    out.step = pixels.shape[1] * channels * pixels.dtype.itemsize
+    # One copy into the message's own array ('B' skips the field check); tobytes() would add a second.
+    data = array.array('B')
+    data.frombytes(np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder('=')).reshape(-1).view(np.uint8))
+    out.data = data
+    return out
+
+
+class ImageBuffer:
+    """The data array of the outgoing ``sensor_msgs/Image``, reused frame after frame; engines write into it.
+
+    ``publish`` copies a message into the middleware before it returns, so while one thread
+    builds and publishes the frames in turn, one array serves them all and the restored pixels
+    go from the engine to DDS without a copy into a message of their own.
+    """
+
+    def __init__(self) -> None:
+        self._data = array.array('B')
+        self._view: np.ndarray | None = None
+
+    def view(self, height: int, width: int, channels: int) -> np.ndarray:
+        """Return the HxWxC uint8 array that the next message will carry (new memory only when the size changes)."""
+        if self._view is None or self._view.shape != (height, width, channels):
+            self._data = array.array('B', bytes(height * width * channels))
+            self._view = np.frombuffer(self._data, np.uint8).reshape(height, width, channels)
+        return self._view
+
+    def message(self, header: Header, pixels: np.ndarray, encoding: str) -> Image:
+        """Wrap ``pixels`` as an Image: this buffer itself when ``pixels`` is its view, else one copy."""
+        if pixels is not self._view:
+            return image_msg(header, pixels, encoding)
+        height, width, channels = pixels.shape
+        out = Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+                    step=width * channels)
+        out.data = self._data
+        return out
+
+
+STOP_EXCEPTIONS = (KeyboardInterrupt, ExternalShutdownException, RuntimeError)
+
+
+def is_shutdown(exc: BaseException) -> bool:
+    """Whether ``exc`` from a spinning executor means Ctrl-C or shutdown rather than a fault.
+
+    Besides KeyboardInterrupt and ExternalShutdownException, rclpy raises RCLError (a RuntimeError)
+    when Ctrl-C shuts the context down while the executor builds its wait set.
+    """
+    return not isinstance(exc, RuntimeError) or not rclpy.ok()
+
+
+def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None,
+             spin: Callable[[Node], None] = rclpy.spin) -> int:
+    """Run a node; Ctrl-C and external shutdown are a normal exit, start-up errors one line and exit 1."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = factory()
+        spin(node)
+    except StartupError as exc:
+        print(f'{name}: cannot start: {exc}', file=sys.stderr)
+        return 1
+    except STOP_EXCEPTIONS as exc:
+        if not is_shutdown(exc):
+            raise
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,280 @@
+"""camera_source: replay an image folder, a video or a rosbag2 as a camera driver would, optionally degraded.
+
+Publishes ``image`` (``sensor_msgs/Image``) and ``camera_info`` (from the camera_info_manager YAML
+file ``camera_info_url``, else a declared pinhole guess) with one header at ``rate`` Hz: stamped
+with the node clock (sim time under ``use_sim_time``) or, with ``stamp:=recorded``, a bag's
+recorded stamps; ``frame_id`` an optical frame. Reliable by default, as REP 2003 asks of drivers
+(a best-effort subscriber still matches). ``/diagnostics`` carries ``<full node name>: camera``.
+
+``task`` (a development feature: needs the training install) degrades each frame with the TRAINING
+degradation of that task (documented evaluation level, or ``severity`` in [0, 1]; seeded per frame
+name, see ``frame_sources.Degrader``) and the clean frame goes out on ``image_clean`` with the same
+header, so a downstream node or the demo can compute PSNR. ``schedule`` (``qdr_ros.core.schedule``, e.g.
+``"clean:8 derain:8 dehaze:8 night:8"``) changes the degradation every few frames instead, so a node
+meets changing weather; the listener gets each frame's name tagged with its condition. Relative
+topic names: remap them in launch.
+
+Frames are read and degraded in the timer callback; a frame that takes longer than the period
+delays the next tick (the source never queues frames); such missed ticks count as dropped frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from qdr_ros.nodes.base_node import DiagnosticsPublisher, StartupError, descriptor, image_msg, qos, run_node
+from qdr_ros.core.calibration import Calibration, CalibrationError, load_calibration, pinhole_guess
+from qdr_ros.nodes.diagnostics import CAMERA, OK, FrameStats, Health, Report
+from qdr_ros.core.frame_sources import (SAMPLES, BagSource, Degrader, Frame, FrameSource, SourceError, open_source,
+                                        resize)
+from qdr_ros.nodes.params import DIAGNOSTICS_PERIOD, DROP_WARN_RATIO, RELIABILITIES, ParamSpec
+from qdr_ros.core.schedule import Schedule, tagged
+
+NODE_NAME = 'camera_source'
+TASKS = ('', 'denoise', 'derain', 'lowlight', 'dehaze', 'night', 'rain_haze')
+LEVELS = ('documented', 'severity')
+STAMPS = ('now', 'recorded')
+DEPTH = 5  # history depth of the outputs (that of the sensor-data profile)
+FrameListener = Callable[[Header, str], None]
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec('source', SAMPLES, 'Image folder, video file, rosbag2 (folder or .mcap/.db3), a single image, or '
+              f'"{SAMPLES}" (real photos bundled with ultralytics and scikit-image).', read_only=True),
+    ParamSpec('topic', '', 'Image topic to replay from a rosbag2; empty = the first image topic.', read_only=True),
+    ParamSpec('rate', 10.0, 'Frames per second.', min_value=0.1, max_value=240.0, read_only=True),
+    ParamSpec('loop', True, 'Start again at the end of the source (otherwise stop publishing).'),
+    ParamSpec('max_frames', 0, 'Stop after this many frames; 0 = no limit.', min_value=0, max_value=10**9),
+    ParamSpec('width', 0, 'Output width in pixels; 0 = keep (or follow height, keeping the aspect ratio).',
+              min_value=0, max_value=8192),
+    ParamSpec('height', 0, 'Output height in pixels; 0 = keep (or follow width, keeping the aspect ratio).',
+              min_value=0, max_value=8192),
+    ParamSpec('frame_id', 'camera_optical_frame', 'header.frame_id of image and camera_info (an optical frame: '
+              'z forward, x right, y down).'),
+    ParamSpec('encoding', 'rgb8', 'Published pixel layout.', choices=('rgb8', 'bgr8')),
+    ParamSpec('reliability', 'reliable', 'QoS reliability of the outputs; reliable is what REP 2003 asks of '
+              'drivers (best-effort subscribers still match).', choices=RELIABILITIES, read_only=True),
+    ParamSpec('camera_info_url', '', 'Calibration file (camera_info_manager YAML, path or file:// URL), scaled to '
+              'the published size; empty = a pinhole guess (60 degree horizontal field of view, centred, no '
+              'distortion).', read_only=True),
+    ParamSpec('stamp', 'now', 'Header stamps: now (the node clock, sim time under use_sim_time) or recorded (a '
+              "rosbag2's recorded header stamps, else its log time).", choices=STAMPS, read_only=True),
+    ParamSpec('task', '', 'Degrade frames with this training degradation (development feature: needs the training '
+              'install, requirements/train.txt); empty = publish the frames as they are.',
+              choices=TASKS, read_only=True),
+    ParamSpec('schedule', '', 'Changing weather instead of one task: space-separated condition:frames entries '
+              '(conditions clean, denoise, derain, lowlight, dehaze, night, rain_haze), played in turn and looped, '
+              'e.g. "clean:8 derain:8 dehaze:8 night:8" (development feature, as task).', read_only=True),
+    ParamSpec('level', 'documented', 'documented: the fixed evaluation level of the task (configs, levels:); '
+              'severity: the training range at "severity".', choices=LEVELS, read_only=True),
+    ParamSpec('severity', 0.5, 'Severity in [0, 1] across the training range (with level:=severity).',
+              min_value=0.0, max_value=1.0, read_only=True),
+    ParamSpec('seed', 0, 'Degradation seed; each frame is seeded from (task, seed, frame name).',
+              min_value=0, max_value=2**31 - 1, read_only=True),
+    DIAGNOSTICS_PERIOD,
+    DROP_WARN_RATIO,
+)
+SPECS = {spec.name: spec for spec in PARAMS}
+
+
+def to_image(header: Header, rgb: np.ndarray, encoding: str) -> Image:
+    """Wrap an HxWx3 uint8 RGB frame as a ``sensor_msgs/Image`` in ``encoding`` (rgb8/bgr8)."""
+    return image_msg(header, rgb if encoding == 'rgb8' else rgb[..., ::-1], encoding)
+
+
+def camera_info(header: Header, calibration: Calibration) -> CameraInfo:
+    """Build the ``sensor_msgs/CameraInfo`` of a frame: its header and the calibration at its size."""
+    c = calibration
+    return CameraInfo(header=header, width=c.width, height=c.height, distortion_model=c.distortion_model,
+                      d=list(c.d), k=list(c.k), r=list(c.r), p=list(c.p))
+
+
+class CameraSource(Node):
+    """Publish frames of a source at a fixed rate, degraded (plus the clean reference) when ``task`` is set."""
+
+    def __init__(self, listener: FrameListener | None = None, **kwargs: Any) -> None:
+        """Open the source; ``listener(header, frame_name)`` is called per published frame (in-process users)."""
+        super().__init__(NODE_NAME, **kwargs)
+        try:
+            for spec in PARAMS:
+                self.declare_parameter(spec.name, spec.default, descriptor(spec))
+        except Exception as exc:  # rclpy's InvalidParameterTypeException / InvalidParameterValueException
+            raise StartupError(f'invalid parameter: {exc}') from exc
+        self._values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
+        values = self._values
+        try:
+            self._calibration = load_calibration(values['camera_info_url']) if values['camera_info_url'] else None
+            self._source: FrameSource = open_source(values['source'], values['topic'])
+            self._degrader = (Degrader(values['task'], None if values['level'] == 'documented'
+                                       else values['severity'], values['seed']) if values['task'] else None)
+            self._schedule = Schedule.parse(values['schedule'].split()) if values['schedule'] else None
+            steps = self._schedule.steps if self._schedule else ()
+            self._degraders = {c: Degrader(c, None, values['seed']) for c, _ in steps}
+        except (CalibrationError, SourceError, ValueError, OSError) as exc:
+            raise StartupError(str(exc)) from exc
+        if self._schedule is not None and self._degrader is not None:
+            raise StartupError('set either task (one degradation) or schedule (changing ones), not both')
+        if values['stamp'] == 'recorded' and not isinstance(self._source, BagSource):
+            raise StartupError(f'stamp:=recorded needs a rosbag2 source (only a bag records stamps); '
+                               f'{self._source.describe()} has none: use stamp:=now')
+        self._calibrations: dict[tuple[int, int], Calibration] = {}
+        self._listener = listener
+        self._frames: Iterator[Frame] = iter(self._source)
+        self._pass = 0
+        self._last_tick: int | None = None  # node-clock ns of the previous tick, for missed ticks
+        self._stopped = ''
+        self.published = 0
+        self.finished = threading.Event()
+        self._stats = FrameStats()
+        self._health = Health(self._stats, CAMERA)
+        out_qos = qos(values['reliability'], DEPTH)
+        self._pub = self.create_publisher(Image, 'image', out_qos)
+        self._info_pub = self.create_publisher(CameraInfo, 'camera_info', out_qos)
+        degrading = self._degrader is not None or self._schedule is not None
+        self._clean_pub = self.create_publisher(Image, 'image_clean', out_qos) if degrading else None
+        self._diagnostics = DiagnosticsPublisher(self, 'camera')
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        # Node clock (the default): under use_sim_time the timer follows /clock, as a bag replay needs.
+        self._timer = self.create_timer(1.0 / values['rate'], self._tick)
+        self.create_timer(values['diagnostics_period'], self._publish_diagnostics)
+        size = (f"{values['width'] or 'auto'}x{values['height'] or 'auto'}" if values['width'] or values['height']
+                else 'source size')
+        what = (f'{self._degrader.describe()}; clean frames on {self._clean_pub.topic_name}' if self._degrader
+                else f"weather schedule {values['schedule']}; clean frames on {self._clean_pub.topic_name}"
+                if self._clean_pub else 'clean frames (no degradation)')
+        calibration = (f"calibration {values['camera_info_url']} ({self._calibration.camera_name or 'unnamed'}, "
+                       f'{self._calibration.width}x{self._calibration.height})' if self._calibration
+                       else 'no calibration file: pinhole guess')
+        self.get_logger().info(f"replaying {self._source.describe()} on {self._pub.topic_name} at {values['rate']} Hz, "
+                               f"{size}, loop {values['loop']}, max_frames {values['max_frames'] or 'unlimited'}, "
+                               f"{values['reliability']}, frame {values['frame_id']}, stamps {values['stamp']}, "
+                               f'{calibration}: {what}')
+
+    @property
+    def source_description(self) -> str:
+        return self._source.describe()
+
+    def _on_set_parameters(self, changed: list[Parameter]) -> SetParametersResult:
+        for param in changed:
+            spec = SPECS.get(param.name)
+            if spec is not None and spec.read_only:
+                return SetParametersResult(successful=False, reason=f'{param.name} is read-only; restart the node')
+        self._values = {**self._values, **{p.name: p.value for p in changed}}
+        return SetParametersResult(successful=True)
+
+    def _calibration_for(self, width: int, height: int) -> Calibration:
+        """Return the calibration at the published size (the file's, scaled when resized), made once per size."""
+        calibration = self._calibrations.get((width, height))
+        if calibration is None:
+            if self._calibration is None:
+                calibration = pinhole_guess(width, height)
+            else:
+                calibration = self._calibration.scaled(width, height)
+                if calibration is not self._calibration:
+                    self.get_logger().info(f'frames are {width}x{height}: calibration of '
+                                           f'{self._calibration.width}x{self._calibration.height} scaled to match')
+            self._calibrations[(width, height)] = calibration
+        return calibration
+
+    def _next_frame(self) -> Frame | None:
+        """Return the next frame (restarting the source when looping), or None at the end."""
+        frame = next(self._frames, None)
+        if frame is None and self._values['loop']:
+            self._pass += 1
+            self._frames = iter(self._source)
+            frame = next(self._frames, None)
+            if frame is not None and self._values['stamp'] == 'recorded':
+                self.get_logger().warning('loop: recorded stamps start again from the beginning (time goes back '
+                                          'for subscribers)')
+        if frame is None:
+            return None
+        # Later passes get their own noise (a real camera never repeats it); the first pass matches evaluation.
+        return frame if self._pass == 0 else replace(frame, name=f'{frame.name}@pass{self._pass}')
+
+    def _finish(self, why: str) -> None:
+        self._timer.cancel()
+        self._stopped = why
+        self._publish_diagnostics()
+        self.finished.set()
+        self.get_logger().info(f'{why}: published {self.published} frames, stopping')
+
+    def _count_ticks(self) -> None:
+        """Count this tick and the ones missed since the last (a frame that overran the period skips ticks)."""
+        now = self.get_clock().now().nanoseconds
+        period = 1e9 / self._values['rate']
+        missed = 0 if self._last_tick is None else max(0, round((now - self._last_tick) / period) - 1)
+        self._last_tick = now
+        self._stats.offered(1 + missed, dropped=missed)
+
+    def _tick(self) -> None:
+        values = self._values
+        if values['max_frames'] and self.published >= values['max_frames']:
+            self._finish(f"max_frames={values['max_frames']} reached")
+            return
+        self._count_ticks()
+        start = time.perf_counter()
+        try:
+            frame = self._next_frame()
+        except (SourceError, ValueError, OSError) as exc:  # a corrupt file in a folder, a broken bag message
+            self._stats.backend_error(f'{type(exc).__name__}: {exc}')
+            self.get_logger().error(f'cannot read the next frame of {self._source.describe()}: {exc}',
+                                    throttle_duration_sec=5.0)
+            return
+        if frame is None:
+            self._finish(f'end of {self._source.describe()} (loop false)')
+            return
+        self._stats.frame_in()
+        clean = resize(frame.rgb, values['width'], values['height'])
+        header = Header(frame_id=values['frame_id'], stamp=self.get_clock().now().to_msg())
+        if values['stamp'] == 'recorded':
+            header.stamp.sec, header.stamp.nanosec = divmod(frame.stamp_ns, 10**9)
+        name, degrader = frame.name, self._degrader
+        if self._schedule is not None:
+            condition = self._schedule.condition(self.published)
+            name, degrader = tagged(frame.name, condition), self._degraders[condition]
+        if degrader is not None:
+            self._pub.publish(to_image(header, degrader(clean, frame.name), values['encoding']))
+            self._clean_pub.publish(to_image(header, clean, values['encoding']))
+        else:
+            self._pub.publish(to_image(header, clean, values['encoding']))
+        self._info_pub.publish(camera_info(header, self._calibration_for(clean.shape[1], clean.shape[0])))
+        self.published += 1
+        self._stats.frame_out(inference_ms=(time.perf_counter() - start) * 1e3)
+        if self._listener is not None:
+            self._listener(header, name)
+
+    def _publish_diagnostics(self) -> None:
+        values = self._values
+        facts = {'source': self._source.describe(), 'rate_hz': values['rate'], 'published': self.published,
+                 'output_topic': self._pub.topic_name, 'stamps': values['stamp'],
+                 'calibration': values['camera_info_url'] or 'pinhole guess'}
+        # No frame for three periods while the timer runs means the source is stuck (never just a slow rate).
+        report = self._health.report(max(2.0, 3.0 / values['rate']), values['drop_warn_ratio'], facts)
+        if self._stopped:
+            report = Report(OK, f'stopped: {self._stopped}', report.values)
+        self._diagnostics.publish(report, values['frame_id'])
+
+
+def _spin_until_finished(node: CameraSource) -> None:
+    while rclpy.ok() and not node.finished.is_set():
+        rclpy.spin_once(node, timeout_sec=0.5)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run until the source ends (loop false or max_frames) or Ctrl-C (see ``base_node.run_node``)."""
+    return run_node(CameraSource, NODE_NAME, args, spin=_spin_until_finished)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Developer tools (run, demo, soak, smoke check, benchmarks): may import anything."""

@@ -1,0 +1,178 @@
+"""Scoring a detector against boxes: COCO-style mAP, YOLO labels, the detector-to-COCO class mapping.
+
+mAP50-95 and mAP50 are 101-point interpolated AP over IoU .50:.05:.95 with at most 100 detections
+per image and no crowd/area handling, computed here (and tested on hand-made boxes) so the
+benchmark needs no COCO toolkit. ``Scorer`` turns a detector into predictions in COCO class ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+IOU_THRESHOLDS = np.round(np.linspace(0.5, 0.95, 10), 2)
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+MAX_DETS = 100
+# The Darknet spelling of six COCO classes (FastestDet's coco.names) -> the COCO / ultralytics one.
+DARKNET_NAMES = {'motorbike': 'motorcycle', 'aeroplane': 'airplane', 'sofa': 'couch', 'pottedplant': 'potted plant',
+                 'diningtable': 'dining table', 'tvmonitor': 'tv'}
+EVAL_CONF = 0.001  # low threshold so the precision-recall curve is complete (as COCO evaluation does)
+
+
+@dataclass
+class Boxes:
+    """Boxes of one image in pixels (xyxy), their class ids and (for predictions) scores."""
+
+    xyxy: np.ndarray
+    classes: np.ndarray
+    scores: np.ndarray | None = None
+
+    @classmethod
+    def empty(cls) -> Boxes:
+        return cls(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0))
+
+
+@dataclass
+class Sample:
+    """One image: its name, pixels (RGB uint8) and ground truth."""
+
+    name: str
+    rgb: np.ndarray
+    truth: Boxes
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes -> (N, M)."""
+    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def average_precision(tp: np.ndarray, n_truth: int) -> float:
+    """COCO 101-point interpolated AP of score-sorted true/false positive flags against ``n_truth`` objects."""
+    if n_truth == 0:
+        return float('nan')
+    tp = np.asarray(tp, bool)
+    if tp.size == 0:
+        return 0.0
+    hits = np.cumsum(tp)
+    recall = hits / n_truth
+    precision = hits / np.arange(1, tp.size + 1)
+    precision = np.maximum.accumulate(precision[::-1])[::-1]  # the envelope: best precision at recall >= r
+    index = np.searchsorted(recall, RECALL_POINTS, side='left')
+    return float(np.mean([precision[i] if i < precision.size else 0.0 for i in index]))
+
+
+def _match(pred: Boxes, truth: Boxes, cls: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy COCO matching for one image and class: (scores, true-positive flags) of its predictions."""
+    keep = pred.classes == cls
+    scores, boxes = pred.scores[keep], pred.xyxy[keep]
+    order = np.argsort(-scores, kind='stable')[:MAX_DETS]
+    scores, boxes = scores[order], boxes[order]
+    gt = truth.xyxy[truth.classes == cls]
+    tp = np.zeros(len(scores), bool)
+    if len(gt) and len(boxes):
+        iou = box_iou(boxes, gt)
+        taken = np.zeros(len(gt), bool)
+        for i in range(len(boxes)):
+            candidates = np.where(~taken & (iou[i] >= threshold - 1e-10), iou[i], -1.0)
+            j = int(np.argmax(candidates))
+            if candidates[j] >= 0:
+                taken[j] = tp[i] = True
+    return scores, tp
+
+
+def evaluate_map(predictions: Sequence[Boxes], truths: Sequence[Boxes]) -> dict[str, float]:
+    """mAP50-95 and mAP50 over the classes that have ground truth (per-image lists in the same order)."""
+    if len(predictions) != len(truths):
+        raise ValueError(f'{len(predictions)} prediction sets for {len(truths)} images')
+    classes = sorted({int(c) for t in truths for c in t.classes})
+    if not classes:
+        return {'map50_95': float('nan'), 'map50': float('nan')}
+    ap = np.zeros((len(classes), len(IOU_THRESHOLDS)))
+    for ci, cls in enumerate(classes):
+        n_truth = sum(int(np.sum(t.classes == cls)) for t in truths)
+        for ti, threshold in enumerate(IOU_THRESHOLDS):
+            matched = [_match(p, t, cls, threshold) for p, t in zip(predictions, truths)]
+            scores = np.concatenate([m[0] for m in matched]) if matched else np.zeros(0)
+            tp = np.concatenate([m[1] for m in matched]) if matched else np.zeros(0, bool)
+            ap[ci, ti] = average_precision(tp[np.argsort(-scores, kind='stable')], n_truth)
+    return {'map50_95': float(ap.mean()), 'map50': float(ap[:, 0].mean())}
+
+
+def read_yolo_labels(path: Path, width: int, height: int) -> Boxes:
+    """YOLO label file (class cx cy w h normalised, extra columns ignored) -> pixel xyxy boxes."""
+    rows = [line.split()[:5] for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    if not rows:
+        return Boxes.empty()
+    values = np.array(rows, float)
+    cx, cy, w, h = values[:, 1] * width, values[:, 2] * height, values[:, 3] * width, values[:, 4] * height
+    return Boxes(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1), values[:, 0].astype(int))
+
+
+def load_labelled(roots: Sequence[Path], keep_classes: set[int], limit: int = 0) -> list[Sample]:
+    """Images and labels of ultralytics-layout sets (images/**, labels/**), first of each file name, wanted classes."""
+    from qdr_train.data.datasets import read_rgb
+
+    samples: dict[str, Sample] = {}
+    for root in roots:
+        for image in sorted((root / 'images').rglob('*.jpg')):
+            if image.name in samples:
+                continue
+            rgb = read_rgb(image)
+            label = root / 'labels' / image.relative_to(root / 'images').with_suffix('.txt')
+            truth = read_yolo_labels(label, rgb.shape[1], rgb.shape[0])
+            keep = np.isin(truth.classes, sorted(keep_classes))
+            samples[image.name] = Sample(image.name, rgb, Boxes(truth.xyxy[keep], truth.classes[keep]))
+    found = list(samples.values())
+    return found[:limit] if limit else found
+
+
+def coco_names(data_root: Path) -> dict[int, str]:
+    """COCO-80 class names from the coco8 dataset yaml."""
+    import yaml
+
+    return {int(k): str(v) for k, v in yaml.safe_load((data_root / 'detection/coco8/coco8.yaml').read_text())
+            ['names'].items()}
+
+
+def model_to_coco(model_names: dict[int, str], coco: dict[int, str]) -> dict[int, int]:
+    """Map detector class ids to COCO ids: person-like names to ``person``, others by equal name."""
+    from qdr_ros.detectors import person_class_ids
+
+    by_name = {v.lower(): k for k, v in coco.items()}
+    mapping = {k: by_name['person'] for k in person_class_ids(model_names)}
+    for k, v in model_names.items():
+        name = DARKNET_NAMES.get(v.lower(), v.lower())
+        if k not in mapping and name in by_name:
+            mapping[k] = by_name[name]
+    return mapping
+
+
+class Scorer:
+    """Detector + class mapping: an RGB image -> predictions in COCO class ids."""
+
+    def __init__(self, model: str, device: str, coco: dict[int, str]) -> None:
+        from qdr_ros.detectors import create_detector
+
+        self.detector = create_detector(model or None, conf=EVAL_CONF, iou=0.7, imgsz=640, device=device,
+                                        max_det=MAX_DETS)
+        self.mapping = model_to_coco(self.detector.names, coco)
+        if not self.mapping:
+            raise ValueError(f'no detector class maps to a COCO class ({self.detector.describe_classes()})')
+        self.classes = {coco[c] for c in self.mapping.values()}
+
+    def __call__(self, rgb: np.ndarray) -> Boxes:
+        dets = [d for d in self.detector.detect(rgb, 'rgb8') if d.class_id in self.mapping]
+        if not dets:
+            return Boxes.empty()
+        return Boxes(np.array([d.xyxy for d in dets]), np.array([self.mapping[d.class_id] for d in dets]),
+                     np.array([d.score for d in dets]))

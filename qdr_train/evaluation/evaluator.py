@@ -1,0 +1,126 @@
+"""Evaluate a checkpoint or an exported ONNX file the way the robot runs it.
+
+Every model goes through the node's own pre/post-processing: ONNX files run in the node's ONNX
+Runtime backend on its 8-bit path (``Backend.restore_uint8``, the CPU twin of an INT8 file, the
+conversions inside the graph), torch files through ``qdr_ros.core.image_conversions`` (uint8 frame ->
+padded float tensor -> restored uint8 frame). So a reported PSNR is the deployed model's, rounding
+included.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from qdr_ros.core.image_conversions import from_model_output, tensor_to_rgb_uint8, to_model_input
+from qdr_train.evaluation.baselines import BASELINES, classical_baseline
+from qdr_train.data.datasets import data_root, list_images, paired_folder, read_rgb, to_tensor
+from qdr_train.data.degradations import degrade, image_seed, sample_params, synthesize
+from qdr_train.engine.checkpoint import load_model
+from qdr_train.metrics import image_metrics
+
+Restorer = Callable[[np.ndarray], np.ndarray]
+KINDS = ("input", "output", "baseline")
+
+
+def load_restorer(path: str | Path, threads: int = 0) -> Restorer:
+    """uint8 RGB -> restored uint8 RGB for a ``.pt`` (torch) or ``.onnx`` (ONNX Runtime) model."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        from qdr_ros.inference import create_backend
+        backend = create_backend(path, "onnxruntime", threads=threads)
+        return lambda rgb: backend.restore_uint8(np.ascontiguousarray(rgb))
+    model, _ = load_model(path)
+
+    def restore(rgb: np.ndarray) -> np.ndarray:
+        x, (h, w) = to_model_input(rgb, "rgb8", stride=model.stride)
+        with torch.no_grad():
+            return from_model_output(model(torch.from_numpy(x)).numpy(), h, w, "rgb8")
+
+    return restore
+
+
+def degraded_input(clean: np.ndarray, task: str, cfg: dict[str, Any], name: str,
+                   severity: float | None = None) -> np.ndarray:
+    """Make the deterministic degraded frame for ``clean``: the documented level, or a severity in [0, 1]."""
+    x = to_tensor(clean)
+    if severity is None:
+        return tensor_to_rgb_uint8(synthesize(x, task, cfg["levels"], cfg["seed"], name))
+    gen = torch.Generator().manual_seed(image_seed(task, cfg["seed"], name))
+    params = sample_params(task, cfg["degradation"], 1, gen, severity)
+    return tensor_to_rgb_uint8(degrade(x, task, params, gen))
+
+
+def evaluate(cfg: dict[str, Any], model_path: str | Path, clean_dir: str | Path | None = None,
+             pairs_dir: str | Path | None = None, severity: float | None = None, limit: int = 0,
+             baseline: bool = True, threads: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Score input, model output and the classical baseline on every image; returns the report dict."""
+    task = cfg["task"]
+    restore = load_restorer(model_path, threads)
+    if pairs_dir:
+        items = [(name, lambda p=inp: read_rgb(p), read_rgb(tgt)) for name, inp, tgt in paired_folder(pairs_dir)]
+    else:
+        files = list_images(clean_dir)
+        items = [(p.name, None, read_rgb(p)) for p in files]
+    if limit:
+        items = items[:limit]
+    images = []
+    for name, read_input, clean in tqdm(items, desc=f"eval {task}", disable=not progress, leave=False):
+        lq = read_input() if read_input else degraded_input(clean, task, cfg, name, severity)
+        if lq.shape != clean.shape:
+            raise ValueError(f"{name}: input {lq.shape} and target {clean.shape} differ in size")
+        out = restore(lq)
+        row: dict[str, Any] = {"name": name, "input": image_metrics(lq, clean), "output": image_metrics(out, clean),
+                               "mse": float(np.mean((out.astype(np.float64) - clean) ** 2)),
+                               "changed": float(np.mean(np.any(out != lq, axis=2)))}
+        if baseline and task in BASELINES:
+            row["baseline"] = image_metrics(classical_baseline(task, lq), clean)
+        images.append(row)
+    kinds = [k for k in KINDS if k in images[0]]
+    mean = {k: {m: float(np.mean([r[k][m] for r in images])) for m in images[0][k]} for k in kinds}
+    level = cfg["levels"][task] if severity is None else {"severity": severity}
+    pooled = {"psnr_pooled": pooled_psnr([r["mse"] for r in images]),
+              "changed_pixels": float(np.mean([r["changed"] for r in images]))}
+    return {"task": task, **pooled, "model": _shown(model_path), "data": _shown(pairs_dir or clean_dir),
+            "synthetic": not pairs_dir, "seed": cfg["seed"], "level": None if pairs_dir else level,
+            "mean": mean, "images": images}
+
+
+def pooled_psnr(mses: list[float]) -> float:
+    """PSNR of the MSE pooled over images (one number for a set; a mean of per-image PSNRs hides a bad frame)."""
+    mse = float(np.mean(mses))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def _shown(path: str | Path | None) -> str:
+    """Show a path relative to the data root or the working folder when it lies inside one."""
+    resolved = Path(str(path)).resolve()
+    for base in (data_root(), Path.cwd()):
+        if resolved.is_relative_to(base.resolve()):
+            return str(resolved.relative_to(base.resolve()))
+    return str(path)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Markdown table of the mean metrics."""
+    lines = [f"{report['task']} on {report['data']} ({len(report['images'])} images)",
+             "| | PSNR | SSIM | PSNR-Y | SSIM-Y |", "|---|---|---|---|---|"]
+    for kind, m in report["mean"].items():
+        lines.append(f"| {kind} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} |")
+    lines.append(f"Output PSNR of the pooled MSE: {report['psnr_pooled']:.2f} dB; pixels the model changed: "
+                 f"{100 * report['changed_pixels']:.2f}%")
+    return "\n".join(lines)
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> None:
+    """Write ``report`` atomically: a run killed mid-write leaves the old file or none, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""Turning runs into shipped models: ablations and releases."""

@@ -1,0 +1,169 @@
+"""The real ``ros2 launch qdr_ros restore.launch.py`` on the colcon-built package, with the detector on.
+
+The launch stack (launch, launch_ros, ros2cli) is not on the package index; ``make setup`` installs it
+from ``../shared/wheels/ros2-launch`` (skipped only where that folder is absent). The package is built
+in a temporary colcon workspace as on a robot (scripts/colcon_build.sh). The test reads the topics
+``config/qdr.rviz`` shows, publishes a real photo on the raw one and checks that restored frames and
+detection frames arrive on the other two; with ``namespace:=`` every topic of the nodes must move under it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import os
+from pathlib import Path
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+import yaml
+
+from qdr_ros.nodes.base_node import image_msg
+from qdr_ros.core.frame_sources import sample_photos
+from qdr_ros.tools.processes import stop_process
+
+pytestmark = [pytest.mark.slow, pytest.mark.ros]
+
+WAIT_S = 120.0
+# Global by design: the ROS log, parameter events and the diagnostics bus aggregators read.
+GLOBAL_TOPICS = {'/rosout', '/parameter_events', '/diagnostics'}
+
+
+def _clean_env() -> dict[str, str]:
+    """The venv's ros2 first on PATH; no outer workspace leaking in."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('PYTHONPATH', 'AMENT_PREFIX_PATH', 'COLCON_PREFIX_PATH', 'CMAKE_PREFIX_PATH')}
+    env['PATH'] = f'{Path(sys.executable).parent}:{env.get("PATH", "")}'
+    return env
+
+
+@pytest.fixture(scope='module')
+def workspace(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """colcon-build the package, after checking the launch stack is there."""
+    wheels = repo_root.parent / 'shared' / 'wheels' / 'ros2-launch'
+    if not wheels.is_dir():
+        pytest.skip(f'{wheels} absent: no ROS 2 launch stack to test with')
+    result = subprocess.run([sys.executable, '-c', 'import launch_ros, ros2launch'], capture_output=True, text=True)
+    assert result.returncode == 0, f'launch stack missing from the venv; run make setup\n{result.stderr}'
+    ws = tmp_path_factory.mktemp('launch_ws')
+    result = subprocess.run(['bash', str(repo_root / 'scripts' / 'colcon_build.sh'), str(ws)],
+                            capture_output=True, text=True, timeout=300, env=_clean_env())
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return ws
+
+
+@pytest.fixture(scope='module')
+def rviz_topics(repo_root: Path) -> dict[str, str]:
+    """Display name -> topic of the image displays of config/qdr.rviz."""
+    config = yaml.safe_load((repo_root / 'config' / 'qdr.rviz').read_text())
+    return {d['Name']: d['Topic']['Value'] for d in config['Visualization Manager']['Displays']
+            if d['Class'] == 'rviz_default_plugins/Image'}
+
+
+@pytest.fixture(scope='module')
+def fastestdet(repo_root: Path) -> Path:
+    path = repo_root.parent / 'shared' / 'data' / 'detection' / 'FastestDet' / 'FastestDet.onnx'
+    if not path.is_file():
+        pytest.skip(f'{path} absent')
+    return path
+
+
+@pytest.fixture
+def probe() -> Iterator[tuple[Node, SingleThreadedExecutor]]:
+    context = Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('launch_probe', context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    yield node, executor
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def _launch(ws: Path, *arguments: str) -> subprocess.Popen:
+    command = f'source {ws / "install" / "setup.bash"} && exec ros2 launch qdr_ros restore.launch.py ' + ' '.join(
+        arguments)
+    return subprocess.Popen(['bash', '-c', command], cwd=ws, env=_clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _stamp(msg: Image) -> tuple[int, int]:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+def _restore_and_detect(probe: tuple[Node, SingleThreadedExecutor], launch: subprocess.Popen, raw: str,
+                        restored_topic: str, detections_topic: str, gate_topic: str | None = None) -> None:
+    """Publish a photo on ``raw`` until a restored and a detection frame (and gate map) of one stamp come back."""
+    node, executor = probe
+    gates: dict[tuple[int, int], Image] = {}
+    if gate_topic is not None:
+        node.create_subscription(Image, gate_topic, lambda m: gates.__setitem__(_stamp(m), m), 10)
+    photo = np.ascontiguousarray(next(f.rgb for f in sample_photos() if f.name == 'bus.jpg')[::2, ::2])
+    restored: dict[tuple[int, int], Image] = {}
+    detected: dict[tuple[int, int], Image] = {}
+    publisher = node.create_publisher(Image, raw, qos_profile_sensor_data)
+    node.create_subscription(Image, restored_topic, lambda m: restored.__setitem__(_stamp(m), m), 10)
+    node.create_subscription(Image, detections_topic, lambda m: detected.__setitem__(_stamp(m), m), 10)
+    deadline, last = time.monotonic() + WAIT_S, 0.0
+    while not set(restored) & set(detected) & (set(gates) if gate_topic else set(restored)):
+        if launch.poll() is not None:
+            pytest.fail(f'ros2 launch exited ({launch.returncode}): {launch.stdout.read()[-4000:]}')
+        if time.monotonic() > deadline:
+            pytest.fail(f'after {WAIT_S} s: {len(restored)} frames on {restored_topic}, {len(detected)} on '
+                        f'{detections_topic}, {len(gates)} on {gate_topic}')
+        if time.monotonic() - last > 1.0:
+            header = Header(stamp=node.get_clock().now().to_msg(), frame_id='camera_optical_frame')
+            publisher.publish(image_msg(header, photo, 'rgb8'))
+            last = time.monotonic()
+        executor.spin_once(timeout_sec=0.05)
+    stamp = min(set(restored) & set(detected))
+    frame, boxes = restored[stamp], detected[stamp]
+    pixels = np.frombuffer(bytes(frame.data), np.uint8).reshape(photo.shape)
+    drawn = np.frombuffer(bytes(boxes.data), np.uint8).reshape(photo.shape)
+    assert np.any(drawn != pixels, axis=2).mean() > 0.001, 'no detection box drawn on a photo of a bus and people'
+    if gate_topic is not None:
+        gate = gates[stamp]
+        assert (gate.encoding, gate.width, gate.height) == ('mono8', photo.shape[1], photo.shape[0])
+
+
+def _node_topics(node: Node, name: str, namespace: str) -> set[str]:
+    """Every topic the node ``namespace/name`` publishes or subscribes (as the graph reports it)."""
+    topics = node.get_publisher_names_and_types_by_node(name, namespace)
+    topics += node.get_subscriber_names_and_types_by_node(name, namespace)
+    return {topic for topic, _ in topics}
+
+
+def test_launch_with_detector_feeds_the_rviz_topics(workspace: Path, rviz_topics: dict[str, str],
+                                                    fastestdet: Path, probe) -> None:
+    assert set(rviz_topics) == {'Raw', 'Restored', 'Gate', 'Detections'}
+    launch = _launch(workspace, 'use_detector:=true', f'detector_model:={fastestdet}', 'publish_gate:=true')
+    try:
+        _restore_and_detect(probe, launch, rviz_topics['Raw'], rviz_topics['Restored'], rviz_topics['Detections'],
+                            rviz_topics['Gate'])
+    finally:
+        assert stop_process(launch) == 0, launch.stdout.read()[-4000:]
+
+
+def test_namespace_moves_every_topic(workspace: Path, rviz_topics: dict[str, str], fastestdet: Path,
+                                     probe) -> None:
+    launch = _launch(workspace, 'namespace:=robot7', 'use_detector:=true', f'detector_model:={fastestdet}',
+                     'log_level:=warn')
+    try:
+        _restore_and_detect(probe, launch, *('/robot7' + rviz_topics[k] for k in ('Raw', 'Restored', 'Detections')))
+        node = probe[0]
+        for name in ('restore_node', 'detect_node'):
+            assert ('/robot7/camera', name) in [(ns, n) for n, ns in node.get_node_names_and_namespaces()]
+            topics = _node_topics(node, name, '/robot7/camera')
+            assert topics and all(t.startswith('/robot7/camera/') for t in topics - GLOBAL_TOPICS), (name, topics)
+    finally:
+        stop_process(launch)

@@ -1,0 +1,205 @@
+"""The runtime install alone runs the nodes: a venv from requirements/runtime.txt, NumPy 1.26, no torch.
+
+What a robot without the training stack installs (the README's robot path): the venv gets only
+``requirements/runtime.txt`` (with the ``ros-*`` wheels standing in for a distribution) under a
+``numpy==1.26.*`` constraint, so the ranges must resolve to versions that run on NumPy 1. Only the
+``qdr_ros`` package is put on its path (not ``qdr_train``). ``restore_node`` (the node's default
+model) and ``detect_node`` (FastestDet from the shared data) run there as separate processes; this
+test's process (the dev venv) publishes a real photo over DDS and checks that restored frames and
+annotated detection frames come back.
+
+The venv is cached under ``~/.cache/qdr/runtime-venv-<hash of its inputs>`` (``QDR_RUNTIME_VENV_CACHE``
+overrides the folder), so a repeated local run skips pip; a fresh clone builds it (about a minute
+with pip's cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import hashlib
+import os
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+import qdr_ros
+from qdr_ros.nodes import params
+from qdr_ros.nodes.base_node import image_msg
+from qdr_ros.core.frame_sources import sample_photos
+from qdr_ros.tools.processes import stop_process
+
+pytestmark = [pytest.mark.slow, pytest.mark.ros]
+
+NUMPY_PIN = 'numpy==1.26.*'
+FASTESTDET = Path('data') / 'detection' / 'FastestDet' / 'FastestDet.onnx'
+NS = '/runtime_only'
+WAIT_S = 90.0
+
+
+def _shared(repo_root: Path) -> Path:
+    return repo_root.parent / 'shared'
+
+
+def _index_reachable(python: str) -> bool:
+    """Whether pip's index answers (an offline machine skips instead of failing)."""
+    index = subprocess.run([python, '-m', 'pip', 'config', 'get', 'global.index-url'], capture_output=True,
+                           text=True).stdout.strip() or os.environ.get('PIP_INDEX_URL') or 'https://pypi.org/simple'
+    try:
+        urllib.request.urlopen(index.rstrip('/') + '/pip/', timeout=15).close()
+    except OSError:
+        return False
+    return True
+
+
+def _build_venv(repo_root: Path, target: Path) -> None:
+    """Create the runtime-only venv in a temp folder and move it into place (a half-built one never counts)."""
+    building = target.with_name(target.name + f'.building-{os.getpid()}')
+    shutil.rmtree(building, ignore_errors=True)
+    subprocess.run([sys.executable, '-m', 'venv', str(building)], check=True, timeout=120)
+    constraint = building / 'numpy-constraint.txt'
+    constraint.write_text(NUMPY_PIN + '\n')
+    python = str(building / 'bin' / 'python')
+    if not _index_reachable(python):
+        shutil.rmtree(building, ignore_errors=True)
+        pytest.skip('the package index is unreachable: cannot build the runtime-only venv')
+    result = subprocess.run([python, '-m', 'pip', 'install', '--progress-bar', 'off', '-r',
+                             str(repo_root / 'requirements' / 'runtime.txt'), '-c', str(constraint)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    shutil.rmtree(target, ignore_errors=True)
+    building.rename(target)
+
+
+@pytest.fixture(scope='module')
+def runtime_python(repo_root: Path) -> Path:
+    """The runtime-only venv's python (built once per hash of runtime.txt, the NumPy pin and Python)."""
+    if not (_shared(repo_root) / FASTESTDET).is_file():
+        pytest.skip(f'{_shared(repo_root) / FASTESTDET} absent (no ../shared)')
+    digest = hashlib.sha256(((repo_root / 'requirements' / 'runtime.txt').read_text() + NUMPY_PIN
+                             + sys.version).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get('QDR_RUNTIME_VENV_CACHE', Path.home() / '.cache' / 'qdr'))
+    venv = cache / f'runtime-venv-{digest}'
+    python = venv / 'bin' / 'python'
+    if not (python.is_file() and (venv / 'ready').is_file()):
+        cache.mkdir(parents=True, exist_ok=True)
+        _build_venv(repo_root, venv)
+        (venv / 'ready').write_text(digest + '\n')
+    return python
+
+
+@pytest.fixture(scope='module')
+def runtime_env(runtime_python: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for the nodes: only ``qdr_ros`` on the path, cwd outside the repo."""
+    packages = tmp_path_factory.mktemp('runtime_packages')
+    (packages / 'qdr_ros').symlink_to(Path(qdr_ros.__file__).resolve().parent)
+    return {**os.environ, 'PYTHONPATH': str(packages), 'PYTHONNOUSERSITE': '1'}
+
+
+def _run(python: Path, env: dict[str, str], code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(python), '-c', code], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_runtime_venv_has_no_training_stack(runtime_python: Path, runtime_env: dict[str, str],
+                                            tmp_path: Path) -> None:
+    result = _run(runtime_python, runtime_env, 'import numpy, cv2, onnxruntime\n'
+                  'print(numpy.__version__, cv2.__version__, onnxruntime.__version__)', tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('1.26.'), result.stdout
+    for module in ('torch', 'qdr_train', 'ultralytics', 'onnx'):
+        result = _run(runtime_python, runtime_env, f'import {module}', tmp_path)
+        assert result.returncode != 0 and 'ModuleNotFoundError' in result.stderr, (module, result.stderr)
+
+
+def test_camera_source_replays_without_and_degrades_only_with_the_training_stack(
+        runtime_python: Path, runtime_env: dict[str, str], tmp_path: Path) -> None:
+    """A folder replays on the runtime install; ``task`` stops at start-up with the install hint."""
+    import cv2
+
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f'f{i}.png'), np.full((8, 8, 3), 40 * i, np.uint8))
+
+    def camera(*params: str) -> subprocess.CompletedProcess:
+        args = [arg for param in (f'source:={tmp_path}', 'loop:=false', 'rate:=50.0', *params) for arg in ('-p', param)]
+        return subprocess.run([str(runtime_python), '-m', 'qdr_ros.nodes.camera_source', '--ros-args', *args],
+                              env=runtime_env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    plain = camera()
+    assert plain.returncode == 0 and 'published 2 frames' in plain.stdout + plain.stderr, plain.stderr
+    degrading = camera('task:=denoise')
+    assert degrading.returncode == 1, degrading.stderr
+    assert "No module named 'qdr_train'" in degrading.stderr and 'Traceback' not in degrading.stderr
+    assert 'task needs the training install: pip install -r requirements/train.txt' in degrading.stderr
+
+
+@pytest.fixture(scope='module')
+def nodes(runtime_python: Path, runtime_env: dict[str, str], repo_root: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[subprocess.Popen]]:
+    """restore_node on the default model and detect_node on FastestDet, from the runtime-only venv."""
+    cwd = tmp_path_factory.mktemp('runtime_cwd')
+    model = repo_root / params.DEFAULTS['model']
+    restore = [str(runtime_python), '-m', 'qdr_ros.nodes.restore_node', '--ros-args', '-p', f'model:={model}',
+               '-p', 'warmup_width:=64', '-p', 'warmup_height:=64',
+               '-r', f'image:={NS}/image_raw', '-r', f'image_restored:={NS}/image_restored']
+    detect = [str(runtime_python), '-m', 'qdr_ros.nodes.detect_node', '--ros-args',
+              '-p', f'model:={_shared(repo_root) / FASTESTDET}', '-p', 'iou:=0.45',
+              '-r', f'image:={NS}/image_restored', '-r', f'image_detections:={NS}/image_detections']
+    processes = [subprocess.Popen(command, env=runtime_env, cwd=cwd, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for command in (restore, detect)]
+    yield processes
+    for process in processes:
+        stop_process(process)
+
+
+def _stamp(msg: Image) -> tuple[int, int]:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+def test_nodes_restore_and_detect_over_dds(nodes: list[subprocess.Popen]) -> None:
+    photo = next(frame.rgb for frame in sample_photos() if frame.name == 'bus.jpg')
+    photo = np.ascontiguousarray(photo[::2, ::2])  # not a multiple of the model's stride: padded on the way
+    context = Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('runtime_probe', context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    restored: dict[tuple[int, int], Image] = {}
+    detected: dict[tuple[int, int], Image] = {}
+    try:
+        publisher = node.create_publisher(Image, f'{NS}/image_raw', qos_profile_sensor_data)
+        node.create_subscription(Image, f'{NS}/image_restored', lambda m: restored.__setitem__(_stamp(m), m), 10)
+        node.create_subscription(Image, f'{NS}/image_detections', lambda m: detected.__setitem__(_stamp(m), m), 10)
+        deadline, last = time.monotonic() + WAIT_S, 0.0
+        while not set(restored) & set(detected):
+            for process in nodes:
+                if process.poll() is not None:
+                    pytest.fail(f'a node exited ({process.returncode}): {process.stdout.read()[-3000:]}')
+            if time.monotonic() > deadline:
+                pytest.fail(f'after {WAIT_S} s: {len(restored)} restored, {len(detected)} detection frames')
+            if time.monotonic() - last > 1.0:
+                header = Header(stamp=node.get_clock().now().to_msg(), frame_id='camera_optical_frame')
+                publisher.publish(image_msg(header, photo, 'rgb8'))
+                last = time.monotonic()
+            executor.spin_once(timeout_sec=0.05)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    stamp = min(set(restored) & set(detected))
+    frame, boxes = restored[stamp], detected[stamp]
+    assert (frame.height, frame.width, frame.encoding) == (*photo.shape[:2], 'rgb8')
+    assert frame.header.frame_id == boxes.header.frame_id == 'camera_optical_frame'
+    pixels = np.frombuffer(bytes(frame.data), np.uint8).reshape(photo.shape)
+    assert np.abs(pixels.astype(int) - photo).mean() < 20, 'the restored frame is not the photo'
+    drawn = np.frombuffer(bytes(boxes.data), np.uint8).reshape(photo.shape)
+    assert np.any(drawn != pixels, axis=2).mean() > 0.001, 'FastestDet drew no box on a photo of a bus and people'
