@@ -4,11 +4,10 @@ Why each key:
 
 - ``ROS_LOG_DIR``: rclpy.init() fails without HOME or ROS_LOG_DIR.
 - ``ROS_DOMAIN_ID``: a per-run domain keeps parallel test runs' graphs apart.
-- ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``: ~3 ms instead of ~14 ms per 640x480 frame and no
-  drops; ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` undoes that gain, so it is never set here.
-  (``LARGE_DATA?max_msg_size=4MB`` cuts the CPU of receiving a 640x480 frame from 2.7 to 1.2 ms,
-  but 3 of 12 fresh-clone test runs with it had a node that a peer did not discover within
-  90-120 s, so it is not the default.)
+- ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``: camera-sized frames several times faster than the
+  default transports and without drops; ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` undoes that
+  gain, so it is never set here. ``LARGE_DATA?max_msg_size=4MB`` costs less CPU per frame but
+  broke discovery in some fresh-clone runs, so it is not the default (docs/reliability.md#transports).
 - ``RMW_IMPLEMENTATION``: the PyPI ROS wheels ship Fast DDS only.
 - ``YOLO_OFFLINE`` / ``YOLO_CONFIG_DIR``: ultralytics must not reach the network; it wants
   ``Arial.ttf`` in its config dir, so matplotlib's DejaVuSans.ttf is copied there.

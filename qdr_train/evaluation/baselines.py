@@ -4,17 +4,13 @@ Every baseline maps a ``uint8`` HxWx3 RGB image to one of the same shape and typ
 parameters fixed once here, never adapted to the clean image: NL-means tuned on CBSD68 (a training
 set), the derain filter chosen on the Rain100L sample (the only real rain pairs at hand), the
 rest from the method's paper or common defaults. A baseline number is what a robot would get
-without a network. Mean PSNR (``qdr_train.metrics.psnr``), degraded input -> baseline output:
+without a network (scores: docs/results.md, "FP32 EFM vs input and classical baseline"):
 
-- denoise: OpenCV NL-means; AWGN sigma 25 (seed 0, clipped to uint8) on 9 CBSD68 photos
-  20.68 -> 25.58 dB, on Kodak24 20.44 -> 27.05 dB.
-- derain: self-guided filter; Rain100L sample (3 pairs) 20.50 -> 21.01 dB. A 3x3 / 5x5 median
-  filter scored 20.41 / 20.16 dB, worse than the rainy input: it blurs texture as much as it
-  removes streaks.
-- lowlight: histogram-solved gamma + CLAHE on LAB L; ``0.15 * x ** 1.5`` on Kodak24
-  7.72 -> 18.31 dB.
-- dehaze: dark channel prior (He et al.) with a guided-filter-refined transmission; synthetic
-  haze ``t = exp(-1.2 d)``, d a vertical ramp (top far), A = 0.9 on Kodak24 13.00 -> 20.09 dB.
+- denoise: OpenCV NL-means, ``h``/``hColor`` tuned on CBSD68 with AWGN sigma 25.
+- derain: self-guided filter, chosen on the Rain100L sample; a median filter scored below the
+  rainy input (it blurs texture as much as it removes streaks).
+- lowlight: histogram-solved gamma + CLAHE on LAB L.
+- dehaze: dark channel prior (He et al.) with a guided-filter-refined transmission.
 """
 
 from __future__ import annotations

@@ -9,10 +9,9 @@ a Q becomes ``LeakyRelu(alpha=0)`` (the same function), which ORT runs as an INT
 The final pixel shuffle moves to the 8-bit side of its DequantizeLinear
 (``shuffle_before_dequant``): DepthToSpace only copies values and a per-tensor DQ acts on each
 value alone, so no output value changes, while the copy moves a quarter of the bytes (and in
-the node's uint8 path ORT fuses the residual Add and the output Q into one QLinearAdd). At
-640x480 on the dev CPU that made a frame 1.3 ms (6%) faster. The same move for the decoder's
-nearest resizes made it slower (ORT's uint8 NCHW Resize is slower than its float one), so they
-stay.
+the node's uint8 path ORT fuses the residual Add and the output Q into one QLinearAdd), which
+made a frame measurably faster (docs/benchmarks.md). The same move for the decoder's nearest
+resizes made it slower (ORT's uint8 NCHW Resize is slower than its float one), so they stay.
 """
 
 from __future__ import annotations
