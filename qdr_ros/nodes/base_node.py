@@ -1,11 +1,13 @@
-"""Plumbing shared by the qdr nodes: start-up errors, the newest-frame mailbox, QoS, descriptors, main().
+"""Plumbing shared by the qdr nodes: their base class, start-up errors, the newest-frame mailbox, QoS, main().
 
 Each node module keeps one job (restore, detect, replay); what every node needs the same way lives
-here once, so the nodes behave alike: same QoS choices, same drop accounting, same exit codes.
+here once, so the nodes behave alike: same parameter handling, QoS choices, drop accounting,
+diagnostics and exit codes.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import array
 import sys
 import threading
@@ -16,15 +18,18 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from qdr_ros.nodes.diagnostics import Report
-from qdr_ros.nodes.params import ParamSpec
+from qdr_ros.core.image_conversions import FrameError
+from qdr_ros.nodes.diagnostics import FrameStats, Health, Report, Wording
+from qdr_ros.nodes.params import ParamSpec, ParamTable, validate_all, validate_update
 
 try:
     from vision_msgs.msg import LabelInfo, VisionClass
@@ -115,7 +120,7 @@ def qos(reliability: str, depth: int) -> QoSProfile:
 
 
 def descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    """Build the ROS ParameterDescriptor (with range and read-only flag) of one ``params.PARAMS`` entry."""
+    """Build the ROS ParameterDescriptor (with range and read-only flag) of one parameter table entry."""
     desc = ParameterDescriptor(description=spec.full_description(), read_only=spec.read_only)
     if spec.choices:
         desc.additional_constraints = f"one of: {', '.join(spec.choices)}"
@@ -147,6 +152,82 @@ class DiagnosticsPublisher:
         diagnostics = DiagnosticArray(status=[status, *extra])
         diagnostics.header.stamp = self._node.get_clock().now().to_msg()
         self._pub.publish(diagnostics)
+
+
+class QdrNode(Node, ABC):
+    """What the three qdr nodes share: their parameter table, rejected-frame accounting and /diagnostics.
+
+    The table is declared with descriptors and checked at start-up (one StartupError lists every
+    problem); runtime changes pass the same rules, then the node's ``_check_update`` and
+    ``_apply_update``; ``self._values`` always holds the accepted values. A subclass publishes its
+    own ``_publish_diagnostics``, which the base calls every ``diagnostics_period`` seconds.
+    """
+
+    def __init__(self, table: ParamTable, wording: Wording, what: str, **kwargs: Any) -> None:
+        """Declare and check ``table`` (StartupError says what to fix); ``what`` names the diagnostics status."""
+        super().__init__(table.node_name, **kwargs)
+        self._table = table
+        self._values = self._declare_parameters()
+        self._stats = FrameStats()
+        self._health = Health(self._stats, wording)
+        self._diagnostics = DiagnosticsPublisher(self, what)
+        self.create_timer(self._values['diagnostics_period'], self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _declare_parameters(self) -> dict[str, Any]:
+        """Declare every parameter of the table and return the values; StartupError lists every problem."""
+        problems = []
+        for spec in self._table.params:
+            try:
+                self._declare(spec)
+            except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+                problems.append(str(exc))
+        values = self._table.known({name: self.get_parameter(name).value for name in self._table.specs
+                                    if self.has_parameter(name)})
+        problems += validate_all(self._table, values)
+        if problems:
+            raise StartupError(f"invalid parameters: {'; '.join(problems)}. Fix them in the parameter file "
+                               f'(config/{self._table.config}) or with --ros-args -p name:=value')
+        return values
+
+    def _declare(self, spec: ParamSpec) -> None:
+        if spec.type is not list:
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
+            return
+        # rclpy cannot type an empty list: declare the (class id) array by type, then give it its default.
+        self.declare_parameter(spec.name, Parameter.Type.INTEGER_ARRAY, descriptor(spec))
+        if self.get_parameter_or(spec.name).type_ == Parameter.Type.NOT_SET:
+            self.set_parameters([Parameter(spec.name, Parameter.Type.INTEGER_ARRAY, spec.default)])
+
+    def _on_set_parameters(self, changed: list[Parameter]) -> SetParametersResult:
+        """Refuse a runtime change that breaks the table's rules or the node's; store and apply it otherwise.
+
+        Read-only parameters never get here: their descriptors make rclpy refuse the change with a reason.
+        """
+        updates = self._table.known({p.name: p.value for p in changed})
+        reason = validate_update(self._table, updates, self._values) or self._check_update(updates)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+        self._values = {**self._values, **updates}
+        self._apply_update(updates)
+        return SetParametersResult(successful=True)
+
+    def _check_update(self, updates: dict[str, Any]) -> str | None:
+        """Why the node cannot take ``updates`` (beyond the table's rules), or None; runs before they are stored."""
+        return None
+
+    def _apply_update(self, updates: dict[str, Any]) -> None:
+        """Act on accepted ``updates``, already in ``self._values``."""
+
+    @abstractmethod
+    def _publish_diagnostics(self) -> None:
+        """Publish the node's status (``self._diagnostics``); called by the timer and whenever the node wants."""
+
+    def _reject(self, exc: FrameError) -> None:
+        """Count a frame refused for what it is (bad header, size, encoding) and log why, throttled."""
+        self._stats.rejected(exc.reason_code)
+        self.get_logger().warning(f'dropping frame ({exc.reason_code}): {exc.message}',
+                                  throttle_duration_sec=LOG_THROTTLE_S)
 
 
 def to_label_info(header: Header, names: dict[int, str], threshold: float, msgs: Any = None) -> Any:

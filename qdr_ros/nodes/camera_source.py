@@ -28,64 +28,18 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from qdr_ros.nodes.base_node import DiagnosticsPublisher, StartupError, descriptor, image_msg, qos, run_node
+from qdr_ros.nodes.base_node import QdrNode, StartupError, image_msg, qos, run_node
 from qdr_ros.core.calibration import Calibration, CalibrationError, load_calibration, pinhole_guess
-from qdr_ros.nodes.diagnostics import CAMERA, OK, FrameStats, Health, Report
-from qdr_ros.core.frame_sources import (SAMPLES, BagSource, Degrader, Frame, FrameSource, SourceError, open_source,
-                                        resize)
-from qdr_ros.nodes.params import DIAGNOSTICS_PERIOD, DROP_WARN_RATIO, RELIABILITIES, ParamSpec
+from qdr_ros.nodes.diagnostics import CAMERA, OK, Report
+from qdr_ros.core.frame_sources import BagSource, Degrader, Frame, FrameSource, SourceError, open_source, resize
+from qdr_ros.nodes.params import CAMERA_PARAMS
 from qdr_ros.core.schedule import Schedule, tagged
 
-NODE_NAME = 'camera_source'
-TASKS = ('', 'denoise', 'derain', 'lowlight', 'dehaze', 'night', 'rain_haze')
-LEVELS = ('documented', 'severity')
-STAMPS = ('now', 'recorded')
 DEPTH = 5  # history depth of the outputs (that of the sensor-data profile)
 FrameListener = Callable[[Header, str], None]
-
-PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec('source', SAMPLES, 'Image folder, video file, rosbag2 (folder or .mcap/.db3), a single image, or '
-              f'"{SAMPLES}" (real photos bundled with ultralytics and scikit-image).', read_only=True),
-    ParamSpec('topic', '', 'Image topic to replay from a rosbag2; empty = the first image topic.', read_only=True),
-    ParamSpec('rate', 10.0, 'Frames per second.', min_value=0.1, max_value=240.0, read_only=True),
-    ParamSpec('loop', True, 'Start again at the end of the source (otherwise stop publishing).'),
-    ParamSpec('max_frames', 0, 'Stop after this many frames; 0 = no limit.', min_value=0, max_value=10**9),
-    ParamSpec('width', 0, 'Output width in pixels; 0 = keep (or follow height, keeping the aspect ratio).',
-              min_value=0, max_value=8192),
-    ParamSpec('height', 0, 'Output height in pixels; 0 = keep (or follow width, keeping the aspect ratio).',
-              min_value=0, max_value=8192),
-    ParamSpec('frame_id', 'camera_optical_frame', 'header.frame_id of image and camera_info (an optical frame: '
-              'z forward, x right, y down).'),
-    ParamSpec('encoding', 'rgb8', 'Published pixel layout.', choices=('rgb8', 'bgr8')),
-    ParamSpec('reliability', 'reliable', 'QoS reliability of the outputs; reliable is what REP 2003 asks of '
-              'drivers (best-effort subscribers still match).', choices=RELIABILITIES, read_only=True),
-    ParamSpec('camera_info_url', '', 'Calibration file (camera_info_manager YAML, path or file:// URL), scaled to '
-              'the published size; empty = a pinhole guess (60 degree horizontal field of view, centred, no '
-              'distortion).', read_only=True),
-    ParamSpec('stamp', 'now', 'Header stamps: now (the node clock, sim time under use_sim_time) or recorded (a '
-              "rosbag2's recorded header stamps, else its log time).", choices=STAMPS, read_only=True),
-    ParamSpec('task', '', 'Degrade frames with this training degradation (development feature: needs the training '
-              'install, requirements/train.txt); empty = publish the frames as they are.',
-              choices=TASKS, read_only=True),
-    ParamSpec('schedule', '', 'Changing weather instead of one task: space-separated condition:frames entries '
-              '(conditions clean, denoise, derain, lowlight, dehaze, night, rain_haze), played in turn and looped, '
-              'e.g. "clean:8 derain:8 dehaze:8 night:8" (development feature, as task).', read_only=True),
-    ParamSpec('level', 'documented', 'documented: the fixed evaluation level of the task (configs, levels:); '
-              'severity: the training range at "severity".', choices=LEVELS, read_only=True),
-    ParamSpec('severity', 0.5, 'Severity in [0, 1] across the training range (with level:=severity).',
-              min_value=0.0, max_value=1.0, read_only=True),
-    ParamSpec('seed', 0, 'Degradation seed; each frame is seeded from (task, seed, frame name).',
-              min_value=0, max_value=2**31 - 1, read_only=True),
-    DIAGNOSTICS_PERIOD,
-    DROP_WARN_RATIO,
-)
-SPECS = {spec.name: spec for spec in PARAMS}
 
 
 def to_image(header: Header, rgb: np.ndarray, encoding: str) -> Image:
@@ -100,18 +54,12 @@ def camera_info(header: Header, calibration: Calibration) -> CameraInfo:
                       d=list(c.d), k=list(c.k), r=list(c.r), p=list(c.p))
 
 
-class CameraSource(Node):
+class CameraSource(QdrNode):
     """Publish frames of a source at a fixed rate, degraded (plus the clean reference) when ``task`` is set."""
 
     def __init__(self, listener: FrameListener | None = None, **kwargs: Any) -> None:
         """Open the source; ``listener(header, frame_name)`` is called per published frame (in-process users)."""
-        super().__init__(NODE_NAME, **kwargs)
-        try:
-            for spec in PARAMS:
-                self.declare_parameter(spec.name, spec.default, descriptor(spec))
-        except Exception as exc:  # rclpy's InvalidParameterTypeException / InvalidParameterValueException
-            raise StartupError(f'invalid parameter: {exc}') from exc
-        self._values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
+        super().__init__(CAMERA_PARAMS, CAMERA, 'camera', **kwargs)
         values = self._values
         try:
             self._calibration = load_calibration(values['camera_info_url']) if values['camera_info_url'] else None
@@ -123,8 +71,6 @@ class CameraSource(Node):
             self._degraders = {c: Degrader(c, None, values['seed']) for c, _ in steps}
         except (CalibrationError, SourceError, ValueError, OSError) as exc:
             raise StartupError(str(exc)) from exc
-        if self._schedule is not None and self._degrader is not None:
-            raise StartupError('set either task (one degradation) or schedule (changing ones), not both')
         if values['stamp'] == 'recorded' and not isinstance(self._source, BagSource):
             raise StartupError(f'stamp:=recorded needs a rosbag2 source (only a bag records stamps); '
                                f'{self._source.describe()} has none: use stamp:=now')
@@ -136,18 +82,13 @@ class CameraSource(Node):
         self._stopped = ''
         self.published = 0
         self.finished = threading.Event()
-        self._stats = FrameStats()
-        self._health = Health(self._stats, CAMERA)
         out_qos = qos(values['reliability'], DEPTH)
         self._pub = self.create_publisher(Image, 'image', out_qos)
         self._info_pub = self.create_publisher(CameraInfo, 'camera_info', out_qos)
         degrading = self._degrader is not None or self._schedule is not None
         self._clean_pub = self.create_publisher(Image, 'image_clean', out_qos) if degrading else None
-        self._diagnostics = DiagnosticsPublisher(self, 'camera')
-        self.add_on_set_parameters_callback(self._on_set_parameters)
         # Node clock (the default): under use_sim_time the timer follows /clock, as a bag replay needs.
         self._timer = self.create_timer(1.0 / values['rate'], self._tick)
-        self.create_timer(values['diagnostics_period'], self._publish_diagnostics)
         size = (f"{values['width'] or 'auto'}x{values['height'] or 'auto'}" if values['width'] or values['height']
                 else 'source size')
         what = (f'{self._degrader.describe()}; clean frames on {self._clean_pub.topic_name}' if self._degrader
@@ -164,14 +105,6 @@ class CameraSource(Node):
     @property
     def source_description(self) -> str:
         return self._source.describe()
-
-    def _on_set_parameters(self, changed: list[Parameter]) -> SetParametersResult:
-        for param in changed:
-            spec = SPECS.get(param.name)
-            if spec is not None and spec.read_only:
-                return SetParametersResult(successful=False, reason=f'{param.name} is read-only; restart the node')
-        self._values = {**self._values, **{p.name: p.value for p in changed}}
-        return SetParametersResult(successful=True)
 
     def _calibration_for(self, width: int, height: int) -> Calibration:
         """Return the calibration at the published size (the file's, scaled when resized), made once per size."""
@@ -273,7 +206,7 @@ def _spin_until_finished(node: CameraSource) -> None:
 
 def main(args: list[str] | None = None) -> int:
     """Run until the source ends (loop false or max_frames) or Ctrl-C (see ``base_node.run_node``)."""
-    return run_node(CameraSource, NODE_NAME, args, spin=_spin_until_finished)
+    return run_node(CameraSource, CAMERA_PARAMS.node_name, args, spin=_spin_until_finished)
 
 
 if __name__ == '__main__':

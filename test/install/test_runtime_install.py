@@ -147,7 +147,7 @@ def nodes(runtime_python: Path, runtime_env: dict[str, str], repo_root: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[subprocess.Popen]]:
     """restore_node on the default model and detect_node on FastestDet, from the runtime-only venv."""
     cwd = tmp_path_factory.mktemp('runtime_cwd')
-    model = repo_root / params.DEFAULTS['model']
+    model = repo_root / params.RESTORE_PARAMS.defaults['model']
     restore = [str(runtime_python), '-m', 'qdr_ros.nodes.restore_node', '--ros-args', '-p', f'model:={model}',
                '-p', 'warmup_width:=64', '-p', 'warmup_height:=64',
                '-r', f'image:={NS}/image_raw', '-r', f'image_restored:={NS}/image_restored']

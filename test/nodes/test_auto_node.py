@@ -37,8 +37,8 @@ WAIT_S = 60.0
 # Conditions whose labels the shipped model names reliably at the documented level (docs/results.md).
 NAMED = {'lowlight': 'lowlight', 'derain': 'rain'}
 
-if not params.resolve_model_path(params.DEFAULTS['model']).is_file():
-    pytest.skip(f"no shipped model {params.DEFAULTS['model']}", allow_module_level=True)
+if not params.resolve_model_path(params.RESTORE_PARAMS.defaults['model']).is_file():
+    pytest.skip(f"no shipped model {params.RESTORE_PARAMS.defaults['model']}", allow_module_level=True)
 
 
 @pytest.fixture(scope='module')

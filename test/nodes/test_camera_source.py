@@ -181,14 +181,6 @@ def stamp(msg: Any) -> int:
     return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
 
-def test_config_file_matches_the_declared_parameters(repo_root: Path) -> None:
-    from qdr_ros.nodes.camera_source import PARAMS
-
-    data = yaml.safe_load((repo_root / 'config' / 'camera_source.yaml').read_text())
-    assert data['/**/camera_source']['ros__parameters'] == {spec.name: spec.default for spec in PARAMS}
-    assert {'drop_warn_ratio', 'reliability', 'camera_info_url', 'stamp'} <= {spec.name for spec in PARAMS}
-
-
 @pytest.mark.ros
 def test_node_stops_at_the_end_without_loop(folder: Path) -> None:
     context = Context()

@@ -212,14 +212,3 @@ def test_default_model_and_conversions() -> None:
     assert to_bgr8(mono16, 'mono16').tolist() == [[[0, 0, 0], [255, 255, 255]]]
     rgba = np.array([[[1, 2, 3, 4]]], np.uint8)
     assert to_bgr8(rgba, 'rgba8').tolist() == [[[3, 2, 1]]]
-
-
-def test_config_file_matches_the_declared_parameters(repo_root: Path) -> None:
-    import yaml
-
-    from qdr_ros.nodes.detect_node import PARAMS
-
-    section = yaml.safe_load((repo_root / 'config' / 'detect.yaml').read_text())['/**/detect_node']['ros__parameters']
-    expected = {spec.name: spec.default for spec in PARAMS if spec.name != 'classes'}  # YAML has no empty arrays
-    assert section == expected
-    assert {'drop_warn_ratio', 'diagnostics_period', 'input_timeout'} <= set(section)

@@ -1,4 +1,4 @@
-"""Parameter defaults, limits and validation (plain pytest, no ROS graph) and config/restore.yaml against them."""
+"""Parameter tables, limits and validation (plain pytest, no ROS graph) and config/*.yaml against the tables."""
 
 from __future__ import annotations
 
@@ -10,19 +10,28 @@ import yaml
 from qdr_ros.nodes import params
 
 
-def test_restore_yaml_matches_declared_defaults(repo_root: Path) -> None:
-    data = yaml.safe_load((repo_root / 'config' / 'restore.yaml').read_text())
-    assert list(data) == [params.YAML_NODE_KEY], 'the node-named key must match the node in any namespace'
-    values = params.load_yaml_params(repo_root / 'config' / 'restore.yaml')
-    assert set(values) == set(params.DEFAULTS), 'config/restore.yaml and qdr_ros/nodes/params.py declare different keys'
-    for name, default in params.DEFAULTS.items():
+TABLES = (params.RESTORE_PARAMS, params.DETECT_PARAMS, params.CAMERA_PARAMS)
+
+
+@pytest.mark.parametrize('table', TABLES, ids=lambda t: t.node_name)
+def test_config_file_matches_the_declared_parameters(table: params.ParamTable, repo_root: Path) -> None:
+    """config/<node>.yaml holds every parameter of the node's table with the table's default (and type)."""
+    path = repo_root / 'config' / table.config
+    data = yaml.safe_load(path.read_text())
+    assert list(data) == [table.yaml_key], 'the node-named key must match the node in any namespace'
+    values = params.load_yaml_params(path, table)
+    # A ROS parameter file cannot type an empty array, so such parameters stay out of it (classes: all).
+    expected = {name: default for name, default in table.defaults.items() if default != []}
+    assert set(values) == set(expected), f'config/{table.config} and qdr_ros/nodes/params.py declare different keys'
+    for name, default in expected.items():
         assert values[name] == default and type(values[name]) is type(default), name
-    assert params.validate_all(values) == []
+    assert params.validate_all(table, values) == []
 
 
-@pytest.mark.parametrize('spec', params.PARAMS, ids=lambda s: s.name)
-def test_every_default_is_valid_and_described(spec: params.ParamSpec) -> None:
-    assert params.validate(spec.name, spec.default) is None
+@pytest.mark.parametrize('table, spec', [(t, s) for t in TABLES for s in t.params],
+                         ids=lambda x: getattr(x, 'name', None) or getattr(x, 'node_name', None))
+def test_every_default_is_valid_and_described(table: params.ParamTable, spec: params.ParamSpec) -> None:
+    assert params.validate(table, spec.name, spec.default) is None
     assert spec.description.endswith('.') or spec.description.endswith(')'), spec.name
     if spec.choices:
         assert spec.default in spec.choices and 'one of:' in spec.full_description()
@@ -42,19 +51,41 @@ def test_every_default_is_valid_and_described(spec: params.ParamSpec) -> None:
     ('nonsense', 1, "unknown parameter 'nonsense'"),
 ])
 def test_bad_values_are_refused_with_a_reason(name: str, value: object, expected: str) -> None:
-    reason = params.validate(name, value)
+    reason = params.validate(params.RESTORE_PARAMS, name, value)
     assert reason is not None and expected in reason, reason
 
 
-def test_float_parameters_accept_integers() -> None:
-    assert params.validate('input_timeout', 3) is None
+@pytest.mark.parametrize('table, name, value, expected', [
+    (params.DETECT_PARAMS, 'imgsz', 100, 'multiple of 32'),
+    (params.DETECT_PARAMS, 'device', 'gpu', 'device must be auto, cpu, cuda or cuda:N'),
+    (params.DETECT_PARAMS, 'classes', [0, -1], 'non-negative class ids'),
+    (params.DETECT_PARAMS, 'conf', 1.5, 'conf must be <= 1.0'),
+    (params.CAMERA_PARAMS, 'encoding', 'mono8', 'encoding must be one of rgb8, bgr8'),
+], ids=lambda x: x if isinstance(x, str) else None)
+def test_node_rules_come_with_their_table(table: params.ParamTable, name: str, value: object, expected: str) -> None:
+    reason = params.validate(table, name, value)
+    assert reason is not None and expected in reason, reason
 
 
-def test_runtime_updates_refuse_read_only_parameters() -> None:
-    assert 'restart' in params.validate_update({'input_reliability': 'reliable'})
-    assert params.validate_update({'bypass': True, 'model': 'other.onnx'}) is None
-    assert 'threads' in params.validate_update({'bypass': True, 'threads': -2})
-    assert params.validate_update({'use_sim_time': True}) is None, "rclpy's own parameters stay settable"
+def test_float_parameters_accept_integers_and_arrays_are_lists() -> None:
+    assert params.validate(params.RESTORE_PARAMS, 'input_timeout', 3) is None
+    assert params.DETECT_PARAMS.known({'classes': (0, 2), 'iou': 1, 'use_sim_time': True}) == {
+        'classes': [0, 2], 'iou': 1.0}
+
+
+def test_runtime_updates_follow_the_start_up_rules() -> None:
+    table, values = params.RESTORE_PARAMS, params.RESTORE_PARAMS.defaults
+    assert params.validate_update(table, {'bypass': True, 'model': 'other.onnx'}, values) is None
+    assert 'threads' in params.validate_update(table, {'bypass': True, 'threads': -2}, values)
+    assert params.validate_update(table, {'use_sim_time': True}, values) is None, "rclpy's own stay settable"
+
+
+def test_cross_checks_judge_the_values_together() -> None:
+    table, values = params.CAMERA_PARAMS, params.CAMERA_PARAMS.defaults
+    both = {**values, 'task': 'denoise', 'schedule': 'clean:8 derain:8'}
+    assert params.validate_all(table, both) == ['set either task (one degradation) or schedule (changing ones), '
+                                                'not both']
+    assert params.validate_update(table, {'schedule': 'clean:8'}, {**values, 'task': 'denoise'})
 
 
 def test_model_paths_resolve_against_share_then_repo(tmp_path: Path) -> None:
@@ -71,6 +102,6 @@ def test_yaml_without_the_node_section_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / 'p.yaml'
     path.write_text('other_node:\n  ros__parameters: {a: 1}\n')
     with pytest.raises(KeyError, match='restore_node'):
-        params.load_yaml_params(path)
+        params.load_yaml_params(path, params.RESTORE_PARAMS)
     path.write_text('restore_node:\n  ros__parameters: {bypass: true}\n')
-    assert params.load_yaml_params(path) == {'bypass': True}
+    assert params.load_yaml_params(path, params.RESTORE_PARAMS) == {'bypass': True}

@@ -195,7 +195,7 @@ def test_large_frames_downscale_or_reject(probe: Probe, models: dict[str, Path])
                             every=lambda: probe.image_pub.publish(make_image(pixels, 'rgb8')))
     finally:
         assert probe.set_parameter('large_frames', 'downscale').successful
-        assert probe.set_parameter('max_pixels', params.DEFAULTS['max_pixels']).successful
+        assert probe.set_parameter('max_pixels', params.RESTORE_PARAMS.defaults['max_pixels']).successful
 
 
 def test_frames_are_skipped_without_subscribers(probe: Probe) -> None:
@@ -261,10 +261,10 @@ def test_missing_model_stops_startup_with_a_clear_message(tmp_path: Path) -> Non
 def test_qdr_run_restores_compressed_frames_end_to_end(tmp_path: Path, context: Context,
                                                        models: dict[str, Path]) -> None:
     """qdr-run with a custom params file (compressed input) and a namespace; one JPEG through, then SIGINT."""
-    values = {**params.DEFAULTS, 'input_compressed': True, 'warmup_width': 32, 'warmup_height': 32,
+    values = {**params.RESTORE_PARAMS.defaults, 'input_compressed': True, 'warmup_width': 32, 'warmup_height': 32,
               'diagnostics_period': 0.5}
     params_file = tmp_path / 'restore.yaml'
-    params_file.write_text(yaml.safe_dump({params.YAML_NODE_KEY: {'ros__parameters': values}}))
+    params_file.write_text(yaml.safe_dump({params.RESTORE_PARAMS.yaml_key: {'ros__parameters': values}}))
     process = subprocess.Popen(
         [sys.executable, '-m', 'qdr_ros.tools.run', '--model', str(models['int8']), '--threads', '1',
          '--params-file', str(params_file), '--namespace', 'qdr_run', '--input-topic', '/qdr_run/image',
