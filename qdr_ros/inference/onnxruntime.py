@@ -116,7 +116,8 @@ class OnnxRuntimeBackend(Backend):
             import onnx
 
             self._uint8_session = ort.InferenceSession(
-                with_uint8_io(onnx.load(self.model_path)).SerializeToString(), options, providers=wanted)
+                with_uint8_io(onnx.load(self.model_path), integer_input=device == "cpu").SerializeToString(), options,
+                providers=wanted)
         else:
             notes.append("onnx is not installed: 8-bit frames are converted in numpy (pip install onnx for the "
                          "faster uint8-I/O session)")

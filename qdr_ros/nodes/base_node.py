@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 import array
+import queue
 import sys
 import threading
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 LITTLE_ENDIAN = sys.byteorder == 'little'
 LOG_THROTTLE_S = 5.0
 T = TypeVar('T')
+R = TypeVar('R')
 
 
 class StartupError(RuntimeError):
@@ -110,6 +112,55 @@ class FrameWorker(Generic[T]):
     def _run(self) -> None:
         while (job := self._mailbox.take()) is not None:
             self._handle(job)
+
+
+class OutputStage(Generic[R, T]):
+    """A second thread that hands the worker's results on (publishes them), in order, none dropped.
+
+    The worker takes one of the stage's resources (an output buffer) with ``acquire``, fills it,
+    and gives it back with its result through ``submit``; ``handle(resource, item)`` then runs on
+    the stage's thread, and the resource is free again once it returns. While one result is
+    published the worker already runs the next frame into another resource, so publishing is no
+    longer part of the time between two frames; with every resource out, ``acquire`` waits, so
+    at most ``len(resources)`` results are ever in the stage.
+    """
+
+    def __init__(self, resources: Sequence[R], handle: Callable[[R, T], None], name: str) -> None:
+        self._free: queue.SimpleQueue[R] = queue.SimpleQueue()
+        for resource in resources:
+            self._free.put(resource)
+        self._pending: queue.SimpleQueue[tuple[R, T] | None] = queue.SimpleQueue()
+        self._handle = handle
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def acquire(self) -> R:
+        """Return a free resource, waiting while the stage holds all of them."""
+        return self._free.get()
+
+    def release(self, resource: R) -> None:
+        """Give back an acquired resource unused (the frame failed before it had a result)."""
+        self._free.put(resource)
+
+    def submit(self, resource: R, item: T) -> None:
+        """Queue ``item`` (whose data lives in ``resource``) for ``handle``; returns at once."""
+        self._pending.put((resource, item))
+
+    def close(self) -> None:
+        """Hand on what is queued, then stop (bounded wait); call after the producer has stopped."""
+        self._pending.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while (entry := self._pending.get()) is not None:
+            resource, item = entry
+            try:
+                self._handle(resource, item)
+            finally:
+                self._free.put(resource)
 
 
 def qos(reliability: str, depth: int) -> QoSProfile:

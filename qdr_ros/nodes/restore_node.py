@@ -19,7 +19,12 @@ Threading: the executor only runs cheap callbacks. The image callback checks the
 the frame into a one-slot mailbox (a newer frame overwrites an unprocessed one and counts as
 dropped); one worker thread takes frames from it and runs inference, so no queue can grow and a
 slow model never blocks parameters, services or diagnostics. Inference happens on the worker
-only, so frames come out in order and at most one runs at a time.
+only, so at most one runs at a time. The worker restores into one of two outgoing message buffers
+and hands the result to an output thread (``base_node.OutputStage``), which publishes the frame,
+its camera_info and the condition in the order the frames were restored, none dropped: the
+worker starts on the next frame while the previous one is published, so a camera faster than the
+node gets frames at the rate of inference alone. With both buffers still being published the
+worker waits, so results never pile up.
 
 Model swaps: a runtime change of ``model`` or a backend option is checked cheaply in the parameter
 callback (the file must be a usable model), which then returns; a second thread (the loader,
@@ -32,6 +37,7 @@ swaps it in. A load that fails leaves the old backend serving, is logged, shows 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 import sys
 import threading
 import time
@@ -53,8 +59,8 @@ except ImportError:  # not among the PyPI ROS wheels; present on a ROS 2 distrib
 
 from qdr_ros.nodes import params
 from qdr_ros.core.condition import Condition, ConditionTracker
-from qdr_ros.nodes.base_node import (LATCHED, LOG_THROTTLE_S, FrameWorker, ImageBuffer, Job, LabelInfo, QdrNode,
-                                     StartupError, delay_ms, image_msg, qos, run_node, to_label_info)
+from qdr_ros.nodes.base_node import (LATCHED, LOG_THROTTLE_S, FrameWorker, ImageBuffer, Job, LabelInfo, OutputStage,
+                                     QdrNode, StartupError, delay_ms, image_msg, qos, run_node, to_label_info)
 from qdr_ros.inference import Backend, Restoration, create_backend
 from qdr_ros.inference.base import restoration
 from qdr_ros.nodes.diagnostics import RESTORE
@@ -65,9 +71,21 @@ from qdr_ros.core.image_conversions import (DEFAULT_MAX_PIXELS, FrameError, Inpu
 
 
 UINT8_RGB = ('rgb8', 'bgr8')
-# In-process users (the demo): called on the worker for every restored frame with its header, the
+# In-process users (the demo): called on the output thread, in order, for every restored frame with its header, the
 # backend's restoration (image, raw condition, gate) and the steadied condition (None without one).
 RestoreListener = Callable[[Header, Restoration, 'Condition | None'], None]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What the worker hands the output thread for one frame: a restoration, or a message to pass on as it is."""
+
+    header: Header
+    encoding: str
+    restoration: Restoration | None = None
+    inference_ms: float | None = None
+    publish_gate: bool = False
+    message: Image | None = None  # bypass: the frame to publish unchanged
 
 
 def stamp_seconds(header: Header) -> float:
@@ -123,6 +141,9 @@ class RestoreNode(QdrNode):
         super().__init__(params.RESTORE_PARAMS, RESTORE, 'restoration', **kwargs)
         self._listener = listener
         self._frames: FrameWorker[Job] = FrameWorker(self._handle, 'restore_worker')
+        # Two outgoing message buffers: the worker restores into one while the other is being published.
+        self._output: OutputStage[ImageBuffer, Outgoing] = OutputStage((ImageBuffer(), ImageBuffer()), self._send,
+                                                                       'restore_output')
         self._loader: FrameWorker[tuple[int, dict[str, Any]]] = FrameWorker(self._load, 'model_loader')
         self._load_requests = 0  # numbers the loader's requests; only the newest failure reverts parameters
         self._load_status = 'ready'
@@ -136,7 +157,6 @@ class RestoreNode(QdrNode):
         self._camera_infos: deque[CameraInfo] = deque(maxlen=8)  # guarded by _info_lock (worker reads it)
         self._info_lock = threading.Lock()
         self._input_buffer = InputBuffer(self._backend.stride)
-        self._output_buffer = ImageBuffer()  # worker thread only
 
         out_qos = qos(values['output_reliability'], values['output_depth'])
         in_qos = qos(values['input_reliability'], values['input_depth'])
@@ -156,6 +176,7 @@ class RestoreNode(QdrNode):
             self._sub = self.create_subscription(Image, 'image', self._on_image, in_qos)
         self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, in_qos)
         self.create_service(SetBool, '~/set_bypass', self._on_set_bypass)
+        self._output.start()
         self._frames.start()
         self._loader.start()
         self.get_logger().info(
@@ -188,9 +209,10 @@ class RestoreNode(QdrNode):
             self.get_logger().warning(f'backend auto fell back to {b.name}: {b.fallback}')
 
     def destroy_node(self) -> None:
-        """Stop the loader and the worker before the publishers go away."""
+        """Stop the loader, the worker and then the output thread before the publishers go away."""
         self._loader.close()
         self._frames.close()
+        self._output.close()
         super().destroy_node()
 
     # --- executor callbacks (cheap, never block on inference) ---
@@ -331,11 +353,15 @@ class RestoreNode(QdrNode):
         except FrameError as exc:
             self._reject(exc)
         except Exception as exc:  # a failing backend must not kill the worker; diagnostics turn ERROR
-            if not self.context.ok():
-                return
-            self._stats.backend_error(f'{type(exc).__name__}: {exc}')
-            self.get_logger().error(f'inference failed, frame dropped: {type(exc).__name__}: {exc}',
-                                    throttle_duration_sec=LOG_THROTTLE_S)
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        """Count and log (throttled) a frame lost to an error in the worker or the output thread."""
+        if not self.context.ok():
+            return
+        self._stats.backend_error(f'{type(exc).__name__}: {exc}')
+        self.get_logger().error(f'inference failed, frame dropped: {type(exc).__name__}: {exc}',
+                                throttle_duration_sec=LOG_THROTTLE_S)
 
     def _process(self, job: Job) -> None:
         values, backend = self._values, self._backend  # one consistent configuration for this frame
@@ -347,12 +373,30 @@ class RestoreNode(QdrNode):
                                  f"{values['max_pixels']}; lower the camera resolution or raise max_pixels")
         else:
             view, encoding = job.view, msg.encoding
-        if values['bypass']:
-            self._publish(image_msg(msg.header, view, encoding), None)
-            return
-        restoration, inference_ms = self._restore(backend, view, encoding, values['max_pixels'])
-        self._publish(self._output_buffer.message(msg.header, restoration.image, encoding), inference_ms)
-        self._report_condition(msg.header, restoration, values['publish_gate'])
+        buffer = self._output.acquire()  # waits only while both buffers are still being published
+        try:
+            if values['bypass']:
+                out = Outgoing(msg.header, encoding, message=image_msg(msg.header, view, encoding))
+            else:
+                restoration, inference_ms = self._restore(backend, view, encoding, values['max_pixels'], buffer)
+                out = Outgoing(msg.header, encoding, restoration, inference_ms, values['publish_gate'])
+        except BaseException:
+            self._output.release(buffer)
+            raise
+        self._output.submit(buffer, out)
+
+    # --- output thread ---
+
+    def _send(self, buffer: ImageBuffer, out: Outgoing) -> None:
+        """Publish one frame the worker finished (restored into ``buffer``) and what the model says about it."""
+        try:
+            if out.restoration is None:
+                self._publish(out.message, None)
+                return
+            self._publish(buffer.message(out.header, out.restoration.image, out.encoding), out.inference_ms)
+            self._report_condition(out.header, out.restoration, out.publish_gate)
+        except Exception as exc:  # the output thread must survive a failing publish or listener
+            self._failed(exc)
 
     def _report_condition(self, header: Header, restoration: Restoration, publish_gate: bool) -> None:
         """Steady and publish what the model says about the frame (nothing for a model without a condition)."""
@@ -368,19 +412,19 @@ class RestoreNode(QdrNode):
         if self._listener is not None:
             self._listener(header, restoration, condition)
 
-    def _restore(self, backend: Backend, view: np.ndarray, encoding: str,
-                 max_pixels: int) -> tuple[Restoration, float]:
+    def _restore(self, backend: Backend, view: np.ndarray, encoding: str, max_pixels: int,
+                 buffer: ImageBuffer) -> tuple[Restoration, float]:
         """Restore ``view``; frames above ``max_pixels`` or the engine's size are restored shrunk, then resized back.
 
         8-bit RGB/BGR frames go to the backend as they are (``Backend.restore_uint8``: the ONNX Runtime
-        backend converts inside the graph and writes straight into the outgoing message's array);
+        backend converts inside the graph and writes straight into ``buffer``, the outgoing message's array);
         other encodings through the float tensor path.
         """
         height, width = view.shape[:2]
         alpha = alpha_channel(view, encoding)
         small, scale = downscale_to_fit(view, max_pixels, backend.max_hw)
         if encoding in UINT8_RGB:
-            target = self._output_buffer.view(height, width, 3) if scale == 1.0 else None
+            target = buffer.view(height, width, 3) if scale == 1.0 else None
             start = time.perf_counter()
             result = backend.restore_frame(small, bgr=encoding == 'bgr8', out=target)
             inference_ms = (time.perf_counter() - start) * 1e3

@@ -140,6 +140,25 @@ def test_uint8_path_matches_the_float_path(models: dict[str, Path], key: str, en
         assert np.abs(swapped.astype(int) - out.astype(int)).max() <= 1
 
 
+def test_uint8_input_table_gives_the_bytes_of_the_float_steps(models: dict[str, Path]) -> None:
+    """The CPU variant's input quantizer read as a table: every output equal, every byte value, both orders."""
+    from qdr_ros.inference.uint8_io import BGR_ORDER, CHANNELS, IMAGE, RGB_ORDER, with_uint8_io
+
+    model = onnx.load(models["cpu"])
+    table = with_uint8_io(model, integer_input=True)
+    assert [n.op_type for n in table.graph.node if n.name == "uint8_io_input_table"] == ["QLinearLeakyRelu"]
+    assert not any(n.name == "uint8_io_input_table" for n in with_uint8_io(onnx.load(models["int8"]), True).graph.node)
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                for m in (with_uint8_io(model), table)]
+    every_value = np.resize(np.arange(256, dtype=np.uint8), (1, 32, 40, 3))  # each value in each channel
+    noise = np.random.default_rng(6).integers(0, 256, (1, 48, 64, 3), dtype=np.uint8)
+    for frame in (every_value, noise):
+        for order in (RGB_ORDER, BGR_ORDER):
+            floats, ints = (s.run(None, {IMAGE: frame, CHANNELS: order}) for s in sessions)
+            for a, b in zip(floats, ints):
+                np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("size", [(48, 64), (37, 53)])
 def test_uint8_path_writes_into_the_callers_frame(models: dict[str, Path], size: tuple[int, int]) -> None:
     """``out=`` (the node's message array) gets exactly what a plain call returns; a wrong array is refused."""
