@@ -61,7 +61,7 @@ setup(
             'restore_node = qdr_ros.nodes.restore_node:main',
             'detect_node = qdr_ros.nodes.detect_node:main',
             'camera_source = qdr_ros.nodes.camera_source:main',
-            'qdr-bench = qdr_ros.tools.bench:main',
+            'qdr-bench = qdr_ros.tools.bench.cli:main',
         ],
     },
 )

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from qdr_ros.core.atomic import atomic_write
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 TASKS = ("denoise", "derain", "lowlight", "dehaze")   # the specialists, one condition each
 AUTO = "auto"                                          # one blind model for every condition of data.mixture
@@ -143,4 +145,4 @@ def _check_mixture(data: dict[str, Any]) -> None:
 
 def save_config(cfg: dict[str, Any], path: str | Path) -> None:
     """Write the resolved config (kept next to every checkpoint)."""
-    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    atomic_write(path, yaml.safe_dump(cfg, sort_keys=False))

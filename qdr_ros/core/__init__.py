@@ -1,1 +1,1 @@
-"""Frame and model code shared by nodes, tools and the trainer: no ROS, no torch."""
+"""Code shared by nodes, tools and the trainer: frames, models, percentiles, atomic files, figures; no ROS, no torch."""

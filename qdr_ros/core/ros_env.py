@@ -24,10 +24,11 @@ import os
 from pathlib import Path
 import random
 import shlex
-import shutil
 import sys
 import tempfile
 from typing import MutableMapping
+
+from qdr_ros.core.atomic import atomic_write
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAIN_ID_MAX = 101  # highest domain id whose ports are valid on every platform
@@ -64,10 +65,7 @@ def _install_yolo_font(config_dir: Path) -> None:
     font = _dejavu_font()
     if target.is_file() or font is None:
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f'.{target.name}.{os.getpid()}')
-    shutil.copyfile(font, partial)
-    os.replace(partial, target)  # atomic, so a parallel run never reads half a font
+    atomic_write(target, font.read_bytes())  # a parallel run never reads half a font
 
 
 def defaults(environ: MutableMapping[str, str]) -> dict[str, str]:

@@ -30,12 +30,12 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from qdr_ros.core.atomic import atomic_write
 from qdr_ros.inference.base import BackendUnavailable
 from qdr_ros.inference.cuda_runtime import cuda_call, import_cudart, import_tensorrt
 from qdr_ros.core.model_info import file_sha256, validate_model_file
@@ -105,13 +105,6 @@ def gpu_identity(device_id: int = 0) -> tuple[str, str]:
 def strongly_typed_flag(trt: Any) -> Any | None:
     """``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` where this TensorRT has it, else None."""
     return getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def make_logger(trt: Any) -> Any:
@@ -202,8 +195,8 @@ def build_engine(onnx_path: Path, engine_path: Path, timing_cache: Path, profile
     if serialized is None:
         raise EngineBuildError(f"TensorRT {trt.__version__} failed to build an engine from {onnx_path}: "
                                f"{_errors(logger.errors)}")
-    _atomic_write(timing_cache, bytes(config.get_timing_cache().serialize()))
-    _atomic_write(engine_path, bytes(serialized))
+    atomic_write(timing_cache, bytes(config.get_timing_cache().serialize()))
+    atomic_write(engine_path, bytes(serialized))
     LOG.info("built %s in %.0f s", engine_path, time.monotonic() - start)
     return engine_path
 
@@ -229,7 +222,7 @@ def build_or_load_engine(onnx_path: str | os.PathLike[str], cache_dir: str | os.
         return engine
     build_engine(onnx_path, engine, cache / f"timing-trt{trt.__version__}-sm{sm}.cache", profile, fp16,
                  dla_core=dla_core)
-    _atomic_write(sidecar_path(engine), json.dumps({"onnx": str(onnx_path), "metadata": info.metadata}).encode())
+    atomic_write(sidecar_path(engine), json.dumps({"onnx": str(onnx_path), "metadata": info.metadata}).encode())
     return engine
 
 

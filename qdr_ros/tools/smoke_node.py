@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from typing import Callable, Sequence
@@ -26,6 +25,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from qdr_ros.core import ros_env
+from qdr_ros.tools.probe import NodeProcess, Probe, ProbeError, stamp_key
 
 IMAGE_TOPIC = 'qdr_smoke/image'
 ECHO_TOPIC = 'qdr_smoke/image_echo'
@@ -89,29 +89,19 @@ def run_echo(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Round-trip ``args.frames`` frames through an echo process and report integrity and latency."""
-    echo = subprocess.Popen([sys.executable, '-m', 'qdr_ros.tools.smoke_node', 'echo', '--duration', '120'])
-    node = Node('qdr_smoke_demo')
-    try:
-        return _round_trips(node, args)
-    finally:
-        node.destroy_node()
-        echo.terminate()
-        try:
-            echo.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            echo.kill()
-            echo.wait()
+    with NodeProcess.start('qdr_ros.tools.smoke_node', 'echo', '--duration', '120') as echo, \
+            Probe('qdr_smoke_demo', watch=[echo]) as probe:
+        return _round_trips(probe, args)
 
 
-def _round_trips(node: Node, args: argparse.Namespace) -> int:
+def _round_trips(probe: Probe, args: argparse.Namespace) -> int:
     """Send frames one at a time and wait for each to come back; republish if one is lost."""
-    publisher = node.create_publisher(Image, IMAGE_TOPIC, QOS)
-    received: dict[int, Image] = {}
-    node.create_subscription(Image, ECHO_TOPIC, lambda m: received.setdefault(m.header.stamp.nanosec, m), QOS)
-    matched = spin_until(
-        node, lambda: publisher.get_subscription_count() > 0 and node.count_publishers(ECHO_TOPIC) > 0, 30.0)
-    if not matched:
-        print('qdr smoke: FAILED, the echo process was not discovered within 30 s', file=sys.stderr)
+    probe.publisher(IMAGE_TOPIC, Image, QOS)
+    echoed = probe.inbox(ECHO_TOPIC, Image, QOS)
+    try:
+        probe.wait_for_graph(publishers=[ECHO_TOPIC], subscribers=[IMAGE_TOPIC], timeout_s=30.0)
+    except ProbeError as exc:
+        print(f'qdr smoke: FAILED, the echo process was not discovered: {exc}', file=sys.stderr)
         return 1
     round_trips_ms = []
     intact = 0
@@ -119,14 +109,11 @@ def _round_trips(node: Node, args: argparse.Namespace) -> int:
         pixels = pattern(args.height, args.width, seed=index)
         sent = make_image(pixels, sec=index, nanosec=index, frame_id='qdr_smoke')
         start = time.perf_counter()
-        for _ in range(3):
-            publisher.publish(sent)
-            if spin_until(node, lambda: index in received, 2.0):
-                break
-        if index not in received:
+        try:
+            back = probe.exchange(IMAGE_TOPIC, sent, echoed, timeout_s=6.0, period_s=2.0)
+        except ProbeError:
             continue
-        round_trips_ms.append((time.perf_counter() - start) * 1e3)
-        back = received[index]
+        round_trips_ms.append((echoed.arrivals[stamp_key(sent)] - start) * 1e3)
         intact += (back.header.frame_id == sent.header.frame_id and back.encoding == 'rgb8'
                    and back.step == sent.step and bytes(back.data) == bytes(sent.data))
     domain = os.environ.get('ROS_DOMAIN_ID', '0')

@@ -2,8 +2,8 @@
 
     python -m qdr_ros.tools.soak --minutes 30 --rate 30 --size 640x480 --detect --out results/soak
 
-Samples each node's RSS (psutil) every second and the latency (receive time minus the camera
-stamp) of every restored frame and, with ``--detect``, of every annotated detection frame; per
+Samples each node's RSS (psutil) every second and the latency (receive time minus the time the frame
+with that stamp was published) of every restored frame and, with ``--detect``, of every annotated detection frame; per
 bucket (one minute, or a sixth of short runs) it records per stage latency p50/p99, frames
 received and drops (sent minus received: the nodes keep only the newest frame, so a slower stage
 drops rather than queues). Verdicts, after a warm-up of one bucket: each node's RSS growth from
@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from qdr_ros.tools.processes import stop_process
+from qdr_ros.core import plots
+from qdr_ros.core.atomic import atomic_write
+from qdr_ros.core.stats import percentiles
+
+if TYPE_CHECKING:  # rclpy is imported when the soak runs, so the judging logic is testable without it
+    from qdr_ros.tools.probe import Inbox
 
 NS = '/soak'
 RSS_GROWTH_LIMIT = 0.05
@@ -62,33 +65,12 @@ def _thirds(values: list[float]) -> tuple[list[float], list[float]]:
 
 @dataclass
 class Stage:
-    """One output the soak listens to: its topic and (seconds since start, latency ms) per received frame."""
+    """One output the soak listens to: its topic, then (seconds since start, latency ms) per received frame."""
 
     name: str
     topic: str
+    inbox: Inbox | None = None
     latencies: list[tuple[float, float]] = field(default_factory=list)
-
-
-@dataclass
-class Watched:
-    """One node process, its log (a temporary file: a pipe nobody reads would fill) and its RSS samples."""
-
-    name: str
-    process: subprocess.Popen
-    log: IO[str]
-    rss: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, bytes)
-
-    @classmethod
-    def start(cls, module: str, *ros_args: str) -> Watched:
-        """Start ``python -m module`` in the soak namespace."""
-        log = tempfile.TemporaryFile('w+')
-        process = subprocess.Popen([sys.executable, '-m', module, '--ros-args', '-r', f'__ns:={NS}', *ros_args],
-                                   stdout=subprocess.DEVNULL, stderr=log, text=True)
-        return cls(module.rsplit('.', 1)[-1], process, log)
-
-    def log_tail(self, lines: int = 20) -> str:
-        self.log.seek(0)
-        return '\n'.join(self.log.read().splitlines()[-lines:])
 
 
 def rss_growth(rss: list[tuple[float, int]], warmup_s: float) -> float | None:
@@ -106,7 +88,7 @@ def p99_trend(latencies: list[tuple[float, float]], warmup_s: float) -> tuple[fl
     if len(after) < 6:
         return None
     first, last = _thirds(after)
-    return float(np.percentile(first, 99)), float(np.percentile(last, 99))
+    return percentiles(first, (99,))[0], percentiles(last, (99,))[0]
 
 
 def judge(rss: dict[str, list[tuple[float, int]]], latencies: dict[str, list[tuple[float, float]]],
@@ -135,9 +117,8 @@ def buckets(duration: float, sent: list[float], latencies: dict[str, list[tuple[
         row: dict[str, Any] = {'start_s': float(start), 'sent': n_sent}
         for name, samples in latencies.items():
             lat = [v for t, v in samples if start <= t < end]
-            row[name] = {'received': len(lat), 'drops': max(0, n_sent - len(lat)),
-                         'p50_ms': float(np.percentile(lat, 50)) if lat else None,
-                         'p99_ms': float(np.percentile(lat, 99)) if lat else None}
+            p50, p99 = percentiles(lat, (50, 99)) or (None, None)
+            row[name] = {'received': len(lat), 'drops': max(0, n_sent - len(lat)), 'p50_ms': p50, 'p99_ms': p99}
         for name, samples in rss.items():
             mem = [v for t, v in samples if start <= t < end]
             row[f'{name}_rss_mib'] = mem[-1] / 2**20 if mem else None
@@ -145,18 +126,16 @@ def buckets(duration: float, sent: list[float], latencies: dict[str, list[tuple[
     return rows
 
 
-def plot(rows: list[dict[str, Any]], stages: list[Stage], watched: list[Watched], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], stages: list[Stage], rss: dict[str, list[tuple[float, int]]], path: Path) -> None:
     """RSS of each node over time; per stage latency p50/p99 per bucket, with the drops as bars."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    for w in watched:
-        top.plot([t / 60 for t, _ in w.rss], [v / 2**20 for _, v in w.rss], label=w.name)
+    fig, (top, bottom) = plots.pyplot().subplots(2, 1, figsize=(9, 6), sharex=True)
+    for name, samples in rss.items():
+        top.plot([t / 60 for t, _ in samples], [v / 2**20 for _, v in samples], label=name)
     top.set_ylabel('RSS (MiB)')
     top.legend()
     mid = [r['start_s'] / 60 for r in rows]
     drops = bottom.twinx()
+    drops.grid(False)  # the latency axis's grid is the one to read
     width = 0.6 * (mid[1] - mid[0]) / len(stages) if len(mid) > 1 else 0.1
     for i, stage in enumerate(stages):
         bottom.plot(mid, [r[stage.name]['p50_ms'] for r in rows], 'o-', label=f'{stage.name} p50')
@@ -166,10 +145,8 @@ def plot(rows: list[dict[str, Any]], stages: list[Stage], watched: list[Watched]
     bottom.set_ylabel('latency from camera stamp (ms)')
     bottom.set_xlabel('minutes')
     drops.set_ylabel('dropped frames per bucket')
-    bottom.legend(loc='upper left', fontsize='small')
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    bottom.legend(loc='upper left')
+    plots.save(fig, path)
 
 
 def summary_lines(verdict: dict[str, Any], stages: list[Stage], sent: int, alive: dict[str, bool]) -> list[str]:
@@ -192,83 +169,73 @@ def run(args: argparse.Namespace) -> int:
     """Run the soak and write the report; 0 when every node survived and every verdict passes."""
     import psutil
     import rclpy
-    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
     from qdr_ros.core import ros_env
     from qdr_ros.nodes.base_node import image_msg
+    from qdr_ros.tools.probe import NodeProcess, Probe, ProbeError
 
     ros_env.apply()
-    watched = [Watched.start('qdr_ros.nodes.restore_node', '-p', f'model:={args.model}',
-                             '-p', f'threads:={args.threads}', '-p', f'warmup_width:={args.width}',
-                             '-p', f'warmup_height:={args.height}')]
+    watched = [NodeProcess.start('qdr_ros.nodes.restore_node', namespace=NS, params={
+        'model': args.model, 'threads': args.threads, 'warmup_width': args.width, 'warmup_height': args.height})]
     stages = [Stage('restored', f'{NS}/image_restored')]
     if args.detect:
-        watched.append(Watched.start('qdr_ros.nodes.detect_node', '-r', 'image:=image_restored'))
+        watched.append(NodeProcess.start('qdr_ros.nodes.detect_node', namespace=NS,
+                                         remaps={'image': 'image_restored'}))
         stages.append(Stage('detections', f'{NS}/image_detections'))
+    rss: dict[str, list[tuple[float, int]]] = {w.name: [] for w in watched}  # (seconds since start, bytes)
+    sent: dict[tuple[int, int], float] = {}  # stamp -> perf_counter when published
     rclpy.init()
-    node = rclpy.create_node('qdr_soak')
-    sent: list[float] = []
-    t0 = time.monotonic()
-
-    def listener(stage: Stage) -> Callable[[Image], None]:
-        def on_frame(msg: Image) -> None:
-            stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-            stage.latencies.append((time.monotonic() - t0, (node.get_clock().now().nanoseconds - stamp_ns) / 1e6))
-        return on_frame
-
-    pub = node.create_publisher(Image, f'{NS}/image', qos_profile_sensor_data)
-    for stage in stages:
-        node.create_subscription(Image, stage.topic, listener(stage), 10)
+    probe = Probe('qdr_soak', watch=watched)
     pixels = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
     frame = image_msg(Image().header, pixels, 'rgb8')  # built once; each publish only restamps it
     frame.header.frame_id = 'soak'
     duration = args.minutes * 60
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not all(node.count_publishers(s.topic) for s in stages) or node.count_subscribers(f'{NS}/image') == 0:
-            dead = next((w for w in watched if w.process.poll() is not None), None)
-            if dead is not None or time.monotonic() > deadline:
-                w = dead or watched[0]
-                print(f'{w.name} did not start within {START_TIMEOUT_S:.0f} s:\n{w.log_tail()}',
-                      file=sys.stderr)
-                return 2
-            rclpy.spin_once(node, timeout_sec=0.1)
-        procs = [psutil.Process(w.process.pid) for w in watched]
-        t0 = time.monotonic()
+        pub = probe.publisher(f'{NS}/image')
+        for stage in stages:
+            stage.inbox = probe.inbox(stage.topic, raw=True)  # stamps only: no Python copy of every frame
+        try:
+            probe.wait_for_graph(publishers=[s.topic for s in stages], subscribers=[f'{NS}/image'],
+                                 timeout_s=START_TIMEOUT_S)
+        except ProbeError as exc:
+            print(f'the nodes did not start: {exc}', file=sys.stderr)
+            return 2
+        procs = [psutil.Process(w.pid) for w in watched]
+        t0 = time.perf_counter()
         next_frame = next_sample = 0.0
         with tqdm(total=int(duration), unit='s', desc='soak', disable=not sys.stderr.isatty()) as bar:
-            while (now := time.monotonic() - t0) < duration and all(w.process.poll() is None for w in watched):
+            while (now := time.perf_counter() - t0) < duration and all(w.alive for w in watched):
                 if now >= next_frame:
-                    frame.header.stamp = node.get_clock().now().to_msg()
+                    frame.header.stamp = probe.node.get_clock().now().to_msg()
                     pub.publish(frame)
-                    sent.append(now)
+                    sent[frame.header.stamp.sec, frame.header.stamp.nanosec] = time.perf_counter()
                     next_frame += 1.0 / args.rate
                 if now >= next_sample:
                     for w, proc in zip(watched, procs):
-                        w.rss.append((now, proc.memory_info().rss))
+                        rss[w.name].append((now, proc.memory_info().rss))
                     next_sample += 1.0
                     bar.update(int(now) - bar.n)
-                rclpy.spin_once(node, timeout_sec=max(0.0, min(next_frame, next_sample) - (time.monotonic() - t0)))
-        alive = {w.name: w.process.poll() is None for w in watched}
+                probe.spin_once(min(next_frame, next_sample) - (time.perf_counter() - t0))
+        alive = {w.name: w.alive for w in watched}
     finally:
-        node.destroy_node()
+        probe.close()
         rclpy.try_shutdown()
         for w in reversed(watched):
-            stop_process(w.process)
-            w.log.close()
+            w.stop()
+    for stage in stages:
+        stage.latencies = sorted((arrived - t0, (arrived - sent[key]) * 1e3)
+                                 for key, arrived in stage.inbox.arrivals.items() if key in sent)
     bucket_s = 60.0 if duration >= 180 else duration / 6
-    rss = {w.name: w.rss for w in watched}
     latencies = {s.name: s.latencies for s in stages}
-    rows = buckets(duration, sent, latencies, rss, bucket_s)
+    rows = buckets(duration, [t - t0 for t in sent.values()], latencies, rss, bucket_s)
     verdict = judge(rss, latencies, warmup_s=bucket_s)
     ok = all(alive.values()) and verdict['pass']
     report = {'args': {k: str(v) for k, v in vars(args).items()}, 'alive': alive, 'pass': ok, 'bucket_s': bucket_s,
               'sent': len(sent), 'received': {s.name: len(s.latencies) for s in stages}, 'verdict': verdict,
               'buckets': rows, 'rss_samples': rss}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / 'soak.json').write_text(json.dumps(report, indent=1))
-    plot(rows, stages, watched, args.out / 'soak.png')
+    atomic_write(args.out / 'soak.json', json.dumps(report, indent=1))
+    plot(rows, stages, rss, args.out / 'soak.png')
     for line in summary_lines(verdict, stages, len(sent), alive):
         print(line)
     print(f"soak {'PASS' if ok else 'MISS'}; report {args.out / 'soak.json'}, plot {args.out / 'soak.png'}")

@@ -29,6 +29,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from qdr_ros.core import plots
+from qdr_ros.core.atomic import atomic_write
 from qdr_ros.core.report_paths import shown_path
 from qdr_ros.core.ros_env import REPO_ROOT
 from qdr_train.evaluation.detection_scoring import Boxes, Sample, Scorer, coco_names, evaluate_map, load_labelled
@@ -136,11 +138,7 @@ def plot(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], path: P
     """Plot grouped bars of mAP50-95 per task and kind, one panel per image set."""
     import textwrap
 
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
+    plt = plots.pyplot()
     fig, axes = plt.subplots(1, len(all_results), figsize=(6 * len(all_results), 4), squeeze=False)
     for ax, (title, results) in zip(axes[0], all_results.items()):
         tasks = list(results)
@@ -152,10 +150,8 @@ def plot(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], path: P
         ax.set_ylim(0, 1)
         ax.set_ylabel('mAP50-95')
         ax.set_title(textwrap.fill(title, 70), fontsize=9)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        ax.legend()
+    plots.save(fig, path)
 
 
 def default_data_root() -> Path:
@@ -207,7 +203,7 @@ def bench_real_sets(args: argparse.Namespace, data: Path, scorer: Scorer, coco: 
         samples = load_folder_set(data / folder, coco, set(scorer.mapping.values()), args.limit)
         results = bench_real_set(samples, scorer, restorers, not args.no_progress)
         slug = Path(folder).name.lower()
-        (args.out / f'map_{slug}.json').write_text(json.dumps(results, indent=2))
+        atomic_write(args.out / f'map_{slug}.json', json.dumps(results, indent=2))
         boxes = sum(len(s.truth.classes) for s in samples)
         lines += [format_real_table(f'{folder} (REAL weather, {len(samples)} images, {boxes} labelled boxes; '
                                     f'scored: {classes}; restored at native size)', results), '']
@@ -260,11 +256,11 @@ def run(args: argparse.Namespace) -> int:
         f'{level}. COCO-style mAP (101-point AP, IoU .50:.05:.95, 100 detections per image).', '']
     for key, (samples, pseudo, title) in sets.items():
         results = bench_set(samples, scorer, restorers, pseudo, not args.no_progress, args.severity)
-        (args.out / f'map_{key}.json').write_text(json.dumps(_json_safe(results), indent=2))
+        atomic_write(args.out / f'map_{key}.json', json.dumps(_json_safe(results), indent=2))
         all_results[title] = results
         report += [format_table(title, results), '', format_gain(results), '']
     report += bench_real_sets(args, data, scorer, coco, classes)
-    (args.out / 'report.md').write_text('\n'.join(report))
+    atomic_write(args.out / 'report.md', '\n'.join(report))
     plot(all_results, args.out / 'map.png')
     print('\n'.join(report))
     print(f'written: {args.out}/report.md, map_*.json, map.png')

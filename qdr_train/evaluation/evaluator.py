@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from qdr_ros.core.atomic import atomic_write
 from qdr_ros.core.image_conversions import from_model_output, tensor_to_rgb_uint8, to_model_input
 from qdr_train.evaluation.baselines import BASELINES, classical_baseline
 from qdr_train.data.datasets import data_root, list_images, paired_folder, read_rgb, to_tensor
@@ -119,8 +120,4 @@ def format_table(report: dict[str, Any]) -> str:
 
 def write_json(report: dict[str, Any], path: str | Path) -> None:
     """Write ``report`` atomically: a run killed mid-write leaves the old file or none, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(report, indent=2))

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from qdr_ros.core.stats import percentiles
 from qdr_train.evaluation.detection_scoring import DARKNET_NAMES, Boxes, Sample, Scorer, evaluate_map, read_yolo_labels
 
 BOOTSTRAP_SAMPLES = 200
@@ -85,8 +86,7 @@ def paired_bootstrap(base: list[Boxes], others: dict[str, list[Boxes]], truths: 
             for key, values in diffs[name].items():
                 if np.isfinite(a[key]) and np.isfinite(b[key]):
                     values.append(b[key] - a[key])
-    return {name: {key: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for key, v in d.items() if v}
-            for name, d in diffs.items()}
+    return {name: {key: percentiles(v, (2.5, 97.5)) for key, v in d.items() if v} for name, d in diffs.items()}
 
 
 def bench_real_set(samples: list[Sample], scorer: Scorer, restorers: dict[str, Callable[[np.ndarray], np.ndarray]],

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from qdr_ros.core.stats import percentiles
 from qdr_train.data.datasets import list_images, read_rgb
 from qdr_train.evaluation.evaluator import Restorer
 
@@ -60,7 +61,7 @@ def score_real_lowlight(restore: Restorer, folder: str | Path, mosaic: str | Pat
     summary = {"frames": len(rows), "dark_frames": len(dark),
                "median_brightening_dark": float(np.median(gains)) if gains else None,
                "mean_extra_clipped_points": 100 * float(np.mean(extra)),
-               "p90_extra_clipped_points": 100 * float(np.percentile(extra, 90)),
+               "p90_extra_clipped_points": 100 * percentiles(extra, (90,))[0] if extra else None,
                "long_side": LONG_SIDE, "dark_below": DARK_BELOW, "clip_at": CLIP_AT}
     if mosaic:
         write_mosaic(tiles, Path(mosaic))

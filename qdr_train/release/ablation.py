@@ -30,6 +30,7 @@ from qdr_train.data.datasets import data_root
 from qdr_train.evaluation.evaluator import evaluate, write_json
 from qdr_train.engine.trainer import Trainer
 from qdr_train.export.onnx import export_model_file
+from qdr_ros.core.atomic import atomic_write
 from qdr_ros.core.model_info import file_sha256
 
 VARIANTS = {
@@ -190,12 +191,12 @@ def run_ablation(tasks: list[str], out: str | Path, overrides: list[str] | None 
             name = task if condition == task else f"{task}/{condition}"
             result = collect(name, out / task, reference, seeds, variants, condition)
             write_json(result, out / name / "ablation.json")
-            (out / name / "ablation.md").write_text(format_ablation(result))
+            atomic_write(out / name / "ablation.md", format_ablation(result))
             results.append(result)
     if len(results) > 1:
         summary = summarize(results)
         write_json(summary, out / "summary.json")
-        (out / "summary.md").write_text(format_summary(summary))
+        atomic_write(out / "summary.md", format_summary(summary))
     if failed:
         raise AblationError(f"{len(failed)} run(s) failed; the tables hold the others, and running the same "
                             "command again retries only these:\n  " + "\n  ".join(failed))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from qdr_ros.core.atomic import atomic_write
 from qdr_train.config import AUTO, eval_tasks
 from qdr_train.data.datasets import data_root
 from qdr_train.engine.checkpoint import load_model, safe_load
@@ -46,8 +46,8 @@ def release(run_dir: str | Path, models_dir: str | Path = "models", results_dir:
         "mean": {c: r["mean"] for c, r in reports.items()} if task == AUTO else reports[task]["mean"],
         "files": [str(p) for p in [model_file, *onnx_files]], "command": command,
     }
-    (out / f"MODEL_CARD_{precision}.md").write_text(format_card(card, "\n\n".join(tables)))
-    (out / f"model_card_{precision}.json").write_text(json.dumps(card, indent=2))
+    atomic_write(out / f"MODEL_CARD_{precision}.md", format_card(card, "\n\n".join(tables)))
+    write_json(card, out / f"model_card_{precision}.json")
     return card
 
 

@@ -32,6 +32,8 @@ OPTIONAL_IMPORTS = {
     'cuda': 'cuda-python for the TensorRT backend, with JetPack',
     'vision_msgs': 'Detection2DArray/LabelInfo: a ROS 2 distribution has it, no PyPI wheel',
     'skimage': "camera_source's bundled sample photos (training install); folders, videos and bags work without",
+    'matplotlib': 'report figures (qdr_ros.core.plots), imported on first use by the tools and the trainer; '
+                  'the nodes never plot, and the tools write their reports without a figure when it is absent',
 }
 
 

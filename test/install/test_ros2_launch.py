@@ -14,22 +14,18 @@ import os
 from pathlib import Path
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 import yaml
 
 from qdr_ros.nodes.base_node import image_msg
 from qdr_ros.core.frame_sources import sample_photos
-from qdr_ros.tools.processes import stop_process
+from qdr_ros.tools.probe import NodeProcess, Probe
 
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 
@@ -78,60 +74,42 @@ def fastestdet(repo_root: Path) -> Path:
 
 
 @pytest.fixture
-def probe() -> Iterator[tuple[Node, SingleThreadedExecutor]]:
+def probe() -> Iterator[Probe]:
     context = Context()
     rclpy.init(context=context)
-    node = rclpy.create_node('launch_probe', context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
+    with Probe('launch_probe', context=context) as probe:
+        yield probe
     rclpy.shutdown(context=context)
 
 
-def _launch(ws: Path, *arguments: str) -> subprocess.Popen:
+def _launch(ws: Path, *arguments: str) -> NodeProcess:
     command = f'source {ws / "install" / "setup.bash"} && exec ros2 launch qdr_ros restore.launch.py ' + ' '.join(
         arguments)
-    return subprocess.Popen(['bash', '-c', command], cwd=ws, env=_clean_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return NodeProcess('ros2 launch', ['bash', '-c', command], cwd=ws, env=_clean_env())
 
 
-def _stamp(msg: Image) -> tuple[int, int]:
-    return msg.header.stamp.sec, msg.header.stamp.nanosec
-
-
-def _restore_and_detect(probe: tuple[Node, SingleThreadedExecutor], launch: subprocess.Popen, raw: str,
-                        restored_topic: str, detections_topic: str, gate_topic: str | None = None) -> None:
+def _restore_and_detect(probe: Probe, launch: NodeProcess, raw: str, restored_topic: str, detections_topic: str,
+                        gate_topic: str | None = None) -> None:
     """Publish a photo on ``raw`` until a restored and a detection frame (and gate map) of one stamp come back."""
-    node, executor = probe
-    gates: dict[tuple[int, int], Image] = {}
-    if gate_topic is not None:
-        node.create_subscription(Image, gate_topic, lambda m: gates.__setitem__(_stamp(m), m), 10)
+    probe.watch(launch)
+    gates = probe.inbox(gate_topic) if gate_topic is not None else None
     photo = np.ascontiguousarray(next(f.rgb for f in sample_photos() if f.name == 'bus.jpg')[::2, ::2])
-    restored: dict[tuple[int, int], Image] = {}
-    detected: dict[tuple[int, int], Image] = {}
-    publisher = node.create_publisher(Image, raw, qos_profile_sensor_data)
-    node.create_subscription(Image, restored_topic, lambda m: restored.__setitem__(_stamp(m), m), 10)
-    node.create_subscription(Image, detections_topic, lambda m: detected.__setitem__(_stamp(m), m), 10)
-    deadline, last = time.monotonic() + WAIT_S, 0.0
-    while not set(restored) & set(detected) & (set(gates) if gate_topic else set(restored)):
-        if launch.poll() is not None:
-            pytest.fail(f'ros2 launch exited ({launch.returncode}): {launch.stdout.read()[-4000:]}')
-        if time.monotonic() > deadline:
-            pytest.fail(f'after {WAIT_S} s: {len(restored)} frames on {restored_topic}, {len(detected)} on '
-                        f'{detections_topic}, {len(gates)} on {gate_topic}')
-        if time.monotonic() - last > 1.0:
-            header = Header(stamp=node.get_clock().now().to_msg(), frame_id='camera_optical_frame')
-            publisher.publish(image_msg(header, photo, 'rgb8'))
-            last = time.monotonic()
-        executor.spin_once(timeout_sec=0.05)
-    stamp = min(set(restored) & set(detected))
+    restored, detected = probe.inbox(restored_topic), probe.inbox(detections_topic)
+
+    def common() -> set[tuple[int, int]]:
+        return restored.keys() & detected.keys() & (gates.keys() if gates is not None else restored.keys())
+
+    def send() -> None:
+        header = Header(stamp=probe.node.get_clock().now().to_msg(), frame_id='camera_optical_frame')
+        probe.publish(raw, image_msg(header, photo, 'rgb8'))
+    probe.wait(lambda: bool(common()), f'frames of one stamp on {restored_topic}, {detections_topic} and {gate_topic}',
+               WAIT_S, every=send, period_s=1.0)
+    stamp = min(common())
     frame, boxes = restored[stamp], detected[stamp]
     pixels = np.frombuffer(bytes(frame.data), np.uint8).reshape(photo.shape)
     drawn = np.frombuffer(bytes(boxes.data), np.uint8).reshape(photo.shape)
     assert np.any(drawn != pixels, axis=2).mean() > 0.001, 'no detection box drawn on a photo of a bus and people'
-    if gate_topic is not None:
+    if gates is not None:
         gate = gates[stamp]
         assert (gate.encoding, gate.width, gate.height) == ('mono8', photo.shape[1], photo.shape[0])
 
@@ -144,26 +122,26 @@ def _node_topics(node: Node, name: str, namespace: str) -> set[str]:
 
 
 def test_launch_with_detector_feeds_the_rviz_topics(workspace: Path, rviz_topics: dict[str, str],
-                                                    fastestdet: Path, probe) -> None:
+                                                    fastestdet: Path, probe: Probe) -> None:
     assert set(rviz_topics) == {'Raw', 'Restored', 'Gate', 'Detections'}
     launch = _launch(workspace, 'use_detector:=true', f'detector_model:={fastestdet}', 'publish_gate:=true')
     try:
         _restore_and_detect(probe, launch, rviz_topics['Raw'], rviz_topics['Restored'], rviz_topics['Detections'],
                             rviz_topics['Gate'])
     finally:
-        assert stop_process(launch) == 0, launch.stdout.read()[-4000:]
+        assert launch.stop() == 0, launch.log_tail(60)
 
 
 def test_namespace_moves_every_topic(workspace: Path, rviz_topics: dict[str, str], fastestdet: Path,
-                                     probe) -> None:
+                                     probe: Probe) -> None:
     launch = _launch(workspace, 'namespace:=robot7', 'use_detector:=true', f'detector_model:={fastestdet}',
                      'log_level:=warn')
     try:
         _restore_and_detect(probe, launch, *('/robot7' + rviz_topics[k] for k in ('Raw', 'Restored', 'Detections')))
-        node = probe[0]
+        node = probe.node
         for name in ('restore_node', 'detect_node'):
             assert ('/robot7/camera', name) in [(ns, n) for n, ns in node.get_node_names_and_namespaces()]
             topics = _node_topics(node, name, '/robot7/camera')
             assert topics and all(t.startswith('/robot7/camera/') for t in topics - GLOBAL_TOPICS), (name, topics)
     finally:
-        stop_process(launch)
+        launch.stop()

@@ -22,23 +22,19 @@ from pathlib import Path
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 
 import numpy as np
 import pytest
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 import qdr_ros
 from qdr_ros.nodes import params
 from qdr_ros.nodes.base_node import image_msg
 from qdr_ros.core.frame_sources import sample_photos
-from qdr_ros.tools.processes import stop_process
+from qdr_ros.tools.probe import NodeProcess, Probe
 
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 
@@ -144,58 +140,40 @@ def test_camera_source_replays_without_and_degrades_only_with_the_training_stack
 
 @pytest.fixture(scope='module')
 def nodes(runtime_python: Path, runtime_env: dict[str, str], repo_root: Path,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[subprocess.Popen]]:
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
     """restore_node on the default model and detect_node on FastestDet, from the runtime-only venv."""
     cwd = tmp_path_factory.mktemp('runtime_cwd')
-    model = repo_root / params.RESTORE_PARAMS.defaults['model']
-    restore = [str(runtime_python), '-m', 'qdr_ros.nodes.restore_node', '--ros-args', '-p', f'model:={model}',
-               '-p', 'warmup_width:=64', '-p', 'warmup_height:=64',
-               '-r', f'image:={NS}/image_raw', '-r', f'image_restored:={NS}/image_restored']
-    detect = [str(runtime_python), '-m', 'qdr_ros.nodes.detect_node', '--ros-args',
-              '-p', f'model:={_shared(repo_root) / FASTESTDET}', '-p', 'iou:=0.45',
-              '-r', f'image:={NS}/image_restored', '-r', f'image_detections:={NS}/image_detections']
-    processes = [subprocess.Popen(command, env=runtime_env, cwd=cwd, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True) for command in (restore, detect)]
-    yield processes
-    for process in processes:
-        stop_process(process)
+    started = [
+        NodeProcess.start('qdr_ros.nodes.restore_node', params={
+            'model': repo_root / params.RESTORE_PARAMS.defaults['model'], 'warmup_width': 64, 'warmup_height': 64},
+            remaps={'image': f'{NS}/image_raw', 'image_restored': f'{NS}/image_restored'},
+            python=runtime_python, env=runtime_env, cwd=cwd),
+        NodeProcess.start('qdr_ros.nodes.detect_node', params={
+            'model': _shared(repo_root) / FASTESTDET, 'iou': 0.45},
+            remaps={'image': f'{NS}/image_restored', 'image_detections': f'{NS}/image_detections'},
+            python=runtime_python, env=runtime_env, cwd=cwd)]
+    yield started
+    for node in started:
+        node.stop()
 
 
-def _stamp(msg: Image) -> tuple[int, int]:
-    return msg.header.stamp.sec, msg.header.stamp.nanosec
-
-
-def test_nodes_restore_and_detect_over_dds(nodes: list[subprocess.Popen]) -> None:
+def test_nodes_restore_and_detect_over_dds(nodes: list[NodeProcess]) -> None:
     photo = next(frame.rgb for frame in sample_photos() if frame.name == 'bus.jpg')
     photo = np.ascontiguousarray(photo[::2, ::2])  # not a multiple of the model's stride: padded on the way
     context = Context()
     rclpy.init(context=context)
-    node = rclpy.create_node('runtime_probe', context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    restored: dict[tuple[int, int], Image] = {}
-    detected: dict[tuple[int, int], Image] = {}
     try:
-        publisher = node.create_publisher(Image, f'{NS}/image_raw', qos_profile_sensor_data)
-        node.create_subscription(Image, f'{NS}/image_restored', lambda m: restored.__setitem__(_stamp(m), m), 10)
-        node.create_subscription(Image, f'{NS}/image_detections', lambda m: detected.__setitem__(_stamp(m), m), 10)
-        deadline, last = time.monotonic() + WAIT_S, 0.0
-        while not set(restored) & set(detected):
-            for process in nodes:
-                if process.poll() is not None:
-                    pytest.fail(f'a node exited ({process.returncode}): {process.stdout.read()[-3000:]}')
-            if time.monotonic() > deadline:
-                pytest.fail(f'after {WAIT_S} s: {len(restored)} restored, {len(detected)} detection frames')
-            if time.monotonic() - last > 1.0:
-                header = Header(stamp=node.get_clock().now().to_msg(), frame_id='camera_optical_frame')
-                publisher.publish(image_msg(header, photo, 'rgb8'))
-                last = time.monotonic()
-            executor.spin_once(timeout_sec=0.05)
+        with Probe('runtime_probe', context=context, watch=nodes) as probe:
+            restored, detected = probe.inbox(f'{NS}/image_restored'), probe.inbox(f'{NS}/image_detections')
+
+            def send() -> None:
+                header = Header(stamp=probe.node.get_clock().now().to_msg(), frame_id='camera_optical_frame')
+                probe.publish(f'{NS}/image_raw', image_msg(header, photo, 'rgb8'))
+            probe.wait(lambda: bool(restored.keys() & detected.keys()), 'a restored and a detection frame of one '
+                       'stamp', WAIT_S, every=send, period_s=1.0)
     finally:
-        executor.shutdown()
-        node.destroy_node()
         rclpy.shutdown(context=context)
-    stamp = min(set(restored) & set(detected))
+    stamp = min(restored.keys() & detected.keys())
     frame, boxes = restored[stamp], detected[stamp]
     assert (frame.height, frame.width, frame.encoding) == (*photo.shape[:2], 'rgb8')
     assert frame.header.frame_id == boxes.header.frame_id == 'camera_optical_frame'

@@ -9,25 +9,17 @@ matched to the frame by ``frame_stamp``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-import subprocess
-import sys
-import time
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import pytest
-import rclpy
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from qdr_ros.nodes import params
 from qdr_ros.nodes.base_node import image_msg
 from qdr_ros.core.frame_sources import Degrader, sample_photos
-from qdr_ros.tools.processes import stop_process
+from qdr_ros.tools.probe import Inbox, NodeProcess, Probe, stamp_key
 from qdr_train.metrics import psnr
 
 pytestmark = pytest.mark.ros
@@ -42,61 +34,34 @@ if not params.resolve_model_path(params.RESTORE_PARAMS.defaults['model']).is_fil
 
 
 @pytest.fixture(scope='module')
-def node_process() -> Iterator[subprocess.Popen]:
+def node_process() -> Iterator[NodeProcess]:
     """restore_node with its defaults (the auto model); statuses often, so each frame's shows up."""
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'qdr_ros.nodes.restore_node', '--ros-args', '-p', 'diagnostics_period:=0.1',
-         '-p', 'condition_time_constant:=0.0', '-r', f'image:={NS}/image', '-r', f'image_restored:={NS}/restored'],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    yield process
-    stop_process(process)
+    with NodeProcess.start('qdr_ros.nodes.restore_node', params={
+            'diagnostics_period': 0.1, 'condition_time_constant': 0.0},
+            remaps={'image': f'{NS}/image', 'image_restored': f'{NS}/restored'}) as node:
+        yield node
 
 
 @pytest.fixture(scope='module')
-def graph(node_process: subprocess.Popen) -> Iterator[dict[str, Any]]:
-    context = Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node('auto_probe', context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    seen: dict[str, Any] = {'restored': {}, 'conditions': {}}
-
-    def on_diagnostics(msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name.endswith(': condition'):
-                values = {kv.key: kv.value for kv in status.values}
-                seen['conditions'][values['frame_stamp']] = values
-
-    node.create_subscription(Image, f'{NS}/restored', lambda m: seen['restored'].__setitem__(_stamp(m), m), 10)
-    node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 50)
-    seen.update(node=node, executor=executor, process=node_process,
-                pub=node.create_publisher(Image, f'{NS}/image', qos_profile_sensor_data))
-    yield seen
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.shutdown(context=context)
+def graph(context: Context, node_process: NodeProcess) -> Iterator[tuple[Probe, Inbox]]:
+    """The probe, collecting /diagnostics from the start, and the restored frames by stamp."""
+    with Probe('auto_probe', context=context, watch=[node_process]) as probe:
+        probe.watch_diagnostics()
+        yield probe, probe.inbox(f'{NS}/restored')
 
 
-def _stamp(msg: Any) -> str:
-    return f'{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}'
-
-
-def exchange(graph: dict[str, Any], rgb: np.ndarray) -> tuple[np.ndarray, dict[str, str]]:
+def exchange(graph: tuple[Probe, Inbox], rgb: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """Publish ``rgb`` (resent while lost) until its restored frame and its condition status arrive."""
-    header = Header(frame_id='auto_cam', stamp=graph['node'].get_clock().now().to_msg())
+    probe, restored = graph
+    header = Header(frame_id='auto_cam', stamp=probe.node.get_clock().now().to_msg())
     msg = image_msg(header, np.ascontiguousarray(rgb), 'rgb8')
-    key = _stamp(msg)
-    deadline, last = time.monotonic() + WAIT_S, 0.0
-    while key not in graph['restored'] or key not in graph['conditions']:
-        if graph['process'].poll() is not None:
-            pytest.fail(f"restore_node exited: {graph['process'].stdout.read()[-3000:]}")
-        assert time.monotonic() < deadline, f'no restored frame and condition status for {key} in {WAIT_S} s'
-        if time.monotonic() - last > 1.0:
-            graph['pub'].publish(msg)
-            last = time.monotonic()
-        graph['executor'].spin_once(timeout_sec=0.05)
-    out = graph['restored'][key]
-    return np.frombuffer(bytes(out.data), np.uint8).reshape(rgb.shape), graph['conditions'][key]
+    sec, nanosec = stamp_key(msg)
+    out = probe.exchange(f'{NS}/image', msg, restored, timeout_s=WAIT_S, period_s=1.0)
+    condition = probe.wait_status(
+        lambda v: v['name'].endswith(': condition') and v.get('frame_stamp') == f'{sec}.{nanosec:09d}',
+        f'the condition status of frame {sec}.{nanosec:09d}', new=False, timeout_s=WAIT_S,
+        every=lambda: probe.publish(f'{NS}/image', msg), period_s=1.0)
+    return np.frombuffer(bytes(out.data), np.uint8).reshape(rgb.shape), condition
 
 
 @pytest.fixture(scope='module')
@@ -107,7 +72,8 @@ def photos() -> list[np.ndarray]:
     return found
 
 
-def test_clean_photos_come_back_unchanged_and_called_clean(graph: dict[str, Any], photos: list[np.ndarray]) -> None:
+def test_clean_photos_come_back_unchanged_and_called_clean(graph: tuple[Probe, Inbox],
+                                                           photos: list[np.ndarray]) -> None:
     errors, present = [], []
     for rgb in photos:
         restored, condition = exchange(graph, rgb)
@@ -119,7 +85,7 @@ def test_clean_photos_come_back_unchanged_and_called_clean(graph: dict[str, Any]
 
 
 @pytest.mark.parametrize('condition', sorted(NAMED))
-def test_a_degraded_frame_is_named_in_diagnostics(graph: dict[str, Any], photos: list[np.ndarray],
+def test_a_degraded_frame_is_named_in_diagnostics(graph: tuple[Probe, Inbox], photos: list[np.ndarray],
                                                   condition: str) -> None:
     degrade = Degrader(condition)
     hits = 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-import time
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -20,14 +19,13 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
-from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from qdr_ros.nodes.detect_node import DetectNode, to_detection_array, to_label_info
 from qdr_ros.detectors import Detection, default_model_path, to_bgr8
 from qdr_ros.nodes.base_node import StartupError
+from qdr_ros.tools.probe import Probe
 
 pytestmark = pytest.mark.ros
 
@@ -44,37 +42,29 @@ def bus_rgb() -> np.ndarray:
 
 @pytest.fixture(scope='module')
 def graph() -> Iterator[dict[str, Any]]:
-    """One DetectNode (real default model) and a probe node on their own context and executor."""
+    """One DetectNode (real default model) and a probe on their own context and executor."""
     context = Context()
     rclpy.init(context=context)
     found: dict[int, list[Detection]] = {}
     node = DetectNode(listener=lambda header, dets: found.__setitem__(header.stamp.nanosec, list(dets)),
                       context=context, namespace=NS, parameter_overrides=[Parameter('imgsz', value=640)])
-    probe = rclpy.create_node('detect_probe', namespace=NS, context=context)
-    annotated: dict[int, Image] = {}
-    probe.create_subscription(Image, 'image_detections', lambda m: annotated.__setitem__(m.header.stamp.nanosec, m), 10)
-    pub = probe.create_publisher(Image, 'image', qos_profile_sensor_data)
-    statuses: list[Any] = []
-    probe.create_subscription(DiagnosticArray, '/diagnostics', lambda m: statuses.extend(m.status), 10)
     executor = MultiThreadedExecutor(context=context)
     executor.add_node(node)
-    executor.add_node(probe)
-    yield {'node': node, 'probe': probe, 'pub': pub, 'executor': executor, 'found': found, 'annotated': annotated,
-           'statuses': statuses}
+    probe = Probe('detect_probe', context=context, namespace=NS, executor=executor)
+    probe.watch_diagnostics()
+    yield {'node': node, 'probe': probe, 'found': found, 'annotated': probe.inbox('image_detections')}
     executor.shutdown()
+    probe.close()
     node.destroy_node()
-    probe.destroy_node()
     rclpy.shutdown(context=context)
 
 
 def spin_until(graph: dict[str, Any], done: Callable[[], bool], send: Callable[[], None], what: str) -> None:
-    deadline, last = time.monotonic() + WAIT_S, 0.0
-    while not done():
-        assert time.monotonic() < deadline, f'timed out waiting for {what}'
-        if time.monotonic() - last > 2.0:
-            send()
-            last = time.monotonic()
-        graph['executor'].spin_once(timeout_sec=0.05)
+    graph['probe'].wait(done, what, WAIT_S, every=send, period_s=2.0)
+
+
+def publish(graph: dict[str, Any], msg: Image) -> Callable[[], None]:
+    return lambda: graph['probe'].publish('image', msg)
 
 
 def image_msg(pixels: np.ndarray, encoding: str, nanosec: int, step: int | None = None) -> Image:
@@ -92,14 +82,14 @@ def test_people_found_on_bus_photo_with_header_kept(graph: dict[str, Any], encod
     pixels = rgb if encoding == 'rgb8' else rgb[..., ::-1]
     stamp = 100 if encoding == 'rgb8' else 200
     msg = image_msg(pixels, encoding, stamp)
-    spin_until(graph, lambda: stamp in graph['annotated'] and stamp in graph['found'],
-               lambda: graph['pub'].publish(msg), f'the annotated {encoding} frame')
+    spin_until(graph, lambda: (1, stamp) in graph['annotated'] and stamp in graph['found'], publish(graph, msg),
+               f'the annotated {encoding} frame')
     people = graph['found'][stamp]
     assert len(people) >= 3, people
     assert all(d.name == 'person' and d.class_id in (0, 1) and 0.25 <= d.score <= 1 for d in people)
     assert all(0 <= d.xyxy[0] < d.xyxy[2] <= rgb.shape[1] and 0 <= d.xyxy[1] < d.xyxy[3] <= rgb.shape[0]
                for d in people)
-    out = graph['annotated'][stamp]
+    out = graph['annotated'][1, stamp]
     assert out.header.frame_id == 'bus_camera' and (out.header.stamp.sec, out.header.stamp.nanosec) == (1, stamp)
     assert (out.encoding, out.height, out.width, out.step) == (encoding, rgb.shape[0], rgb.shape[1], rgb.shape[1] * 3)
     drawn = np.frombuffer(bytes(out.data), np.uint8).reshape(rgb.shape)
@@ -110,18 +100,11 @@ def test_people_found_on_bus_photo_with_header_kept(graph: dict[str, Any], encod
 
 
 def test_diagnostics_name_the_node_and_the_camera(graph: dict[str, Any]) -> None:
-    statuses = graph['statuses']
     msg = image_msg(bus_rgb(), 'rgb8', 500)
-
-    def detected() -> dict[str, str] | None:
-        for status in reversed(statuses):
-            values = {kv.key: kv.value for kv in status.values}
-            if status.name == f'{NS}/detect_node: detection' and int(values['frames_out']) >= 1:
-                return {'hardware_id': status.hardware_id, 'level': status.level, **values}
-        return None
-    spin_until(graph, lambda: 500 in graph['found'] and detected() is not None, lambda: graph['pub'].publish(msg),
-               'a detection status after a frame')
-    status = detected()
+    spin_until(graph, lambda: 500 in graph['found'], publish(graph, msg), 'detections of a frame')
+    status = graph['probe'].wait_status(
+        lambda v: v['name'] == f'{NS}/detect_node: detection' and int(v['frames_out']) >= 1,
+        'a detection status after a frame', new=False, timeout_s=WAIT_S, every=publish(graph, msg), period_s=2.0)
     assert status['hardware_id'] == 'bus_camera'
     assert 0 < float(status['inference_ms_p50']) <= float(status['inference_ms_p95'])
     assert status['input_topic'] == f'{NS}/image' and status['model'].endswith('best.pt')
@@ -137,9 +120,9 @@ def test_bad_frames_are_dropped_and_counted(graph: dict[str, Any]) -> None:
         return node._stats.snapshot().rejected
 
     def send() -> None:  # one at a time: the input keeps only the newest frame
-        graph['pub'].publish(unsupported if 'bad_step' in rejected() else bad)
+        graph['probe'].publish('image', unsupported if 'bad_step' in rejected() else bad)
     spin_until(graph, lambda: {'bad_step', 'unsupported_encoding'} <= rejected().keys(), send, 'rejected frames')
-    assert 300 not in graph['annotated'] and 301 not in graph['annotated']
+    assert (1, 300) not in graph['annotated'] and (1, 301) not in graph['annotated']
 
 
 def test_runtime_parameters_are_validated(graph: dict[str, Any]) -> None:
@@ -158,7 +141,7 @@ def test_max_det_takes_effect_at_runtime(graph: dict[str, Any]) -> None:
     assert node.set_parameters([Parameter('max_det', value=1)])[0].successful
     try:
         msg = image_msg(rgb, 'rgb8', 400)
-        spin_until(graph, lambda: 400 in graph['found'], lambda: graph['pub'].publish(msg), 'a frame with max_det 1')
+        spin_until(graph, lambda: 400 in graph['found'], publish(graph, msg), 'a frame with max_det 1')
         assert len(graph['found'][400]) == 1  # the bus photo has at least 3 people (test above)
     finally:
         assert node.set_parameters([Parameter('max_det', value=300)])[0].successful

@@ -19,12 +19,14 @@ import pytest
 from rclpy.context import Context
 
 from qdr_ros.core import ros_env
-from support.restore_probe import Probe, make_image, offline, open_probe
-from qdr_ros.tools.processes import stop_process
+from support.frames import make_image, offline
+from qdr_ros.tools.probe import Inbox, NodeProcess, Probe
 
 pytestmark = pytest.mark.ros
 
 NS = '/faults'
+NODE = f'{NS}/restore_node'
+IMAGE, RESTORED = f'{NS}/image', f'{NS}/restored'
 PROCESS_START_S = 60.0  # a fresh camera process imports rclpy and joins discovery; slow on loaded CPUs
 
 
@@ -80,20 +82,24 @@ def served(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope='module')
-def node_process(served: Path) -> Iterator[subprocess.Popen]:
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'qdr_ros.nodes.restore_node', '--ros-args', '-r', f'__ns:={NS}',
-         '-p', f'model:={served}',
-         '-p', 'warmup_width:=32', '-p', 'warmup_height:=32', '-p', 'diagnostics_period:=0.3', '-p', 'threads:=1',
-         '-r', 'image_restored:=restored', '-r', 'image_restored/camera_info:=restored/camera_info'],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    yield process
-    stop_process(process)
+def node_process(served: Path) -> Iterator[NodeProcess]:
+    with NodeProcess.start('qdr_ros.nodes.restore_node', namespace=NS, params={
+            'model': served, 'warmup_width': 32, 'warmup_height': 32, 'diagnostics_period': 0.3, 'threads': 1},
+            remaps={'image_restored': 'restored', 'image_restored/camera_info': 'restored/camera_info'}) as node:
+        yield node
 
 
 @pytest.fixture(scope='module')
-def probe(context: Context, node_process: subprocess.Popen) -> Iterator[Probe]:  # noqa: F811
-    yield from open_probe(context, node_process, 'qdr_faults_probe', NS)
+def probe(context: Context, node_process: NodeProcess) -> Iterator[Probe]:  # noqa: F811
+    with Probe('qdr_faults_probe', context=context, watch=[node_process]) as probe:
+        yield probe
+
+
+@pytest.fixture(scope='module')
+def restored(probe: Probe) -> Inbox:
+    inbox = probe.inbox(RESTORED)
+    probe.wait_for_graph(publishers=[RESTORED])
+    return inbox
 
 
 def _kill(process: subprocess.Popen) -> None:
@@ -101,29 +107,29 @@ def _kill(process: subprocess.Popen) -> None:
     process.wait(timeout=10)
 
 
-def _alive(node_process: subprocess.Popen) -> None:
-    assert node_process.poll() is None, 'restore_node died:\n' + node_process.communicate()[0]
+def _alive(node_process: NodeProcess) -> None:
+    assert node_process.alive, 'restore_node died:\n' + node_process.log()
 
 
-def test_camera_dies_and_comes_back(probe: Probe, node_process: subprocess.Popen) -> None:
+def test_camera_dies_and_comes_back(probe: Probe, restored: Inbox, node_process: NodeProcess) -> None:
     for generation in (1, 2, 3):
-        camera = subprocess.Popen([sys.executable, '-c', CAMERA, f'{NS}/image', f'camera_{generation}'])
+        camera = subprocess.Popen([sys.executable, '-c', CAMERA, IMAGE, f'camera_{generation}'])
         try:
-            probe.spin_until(lambda: any(m.header.frame_id == f'camera_{generation}' for m in probe.restored.values()),
-                             timeout=PROCESS_START_S, what=f'restored frames from camera generation {generation}')
+            probe.wait(lambda: any(m.header.frame_id == f'camera_{generation}' for m in restored.values()),
+                       f'restored frames from camera generation {generation}', timeout_s=PROCESS_START_S)
         finally:
             _kill(camera)
         _alive(node_process)
-    status = probe.latest_status(f'{NS}/image', lambda v: True)
+    status = probe.wait_status(lambda v: v.get('input_topic') == IMAGE, f'diagnostics of the node on {IMAGE}')
     assert int(status['backend_errors']) == 0 and int(status['frames_out']) >= 3
 
 
-def test_downstream_dies_and_comes_back(probe: Probe, node_process: subprocess.Popen) -> None:
-    probe.node.destroy_subscription(probe.restored_sub)
-    camera = subprocess.Popen([sys.executable, '-c', CAMERA, f'{NS}/image', 'camera_steady'])
+def test_downstream_dies_and_comes_back(probe: Probe, restored: Inbox, node_process: NodeProcess) -> None:
+    restored.unsubscribe()
+    camera = subprocess.Popen([sys.executable, '-c', CAMERA, IMAGE, 'camera_steady'])
     try:
         for mode in ('die', 'die', 'exit'):
-            listener = subprocess.Popen([sys.executable, '-c', LISTENER, f'{NS}/restored', mode],
+            listener = subprocess.Popen([sys.executable, '-c', LISTENER, RESTORED, mode],
                                         stdout=subprocess.PIPE, text=True)
             try:
                 out = listener.communicate(timeout=120)[0]
@@ -133,12 +139,12 @@ def test_downstream_dies_and_comes_back(probe: Probe, node_process: subprocess.P
             _alive(node_process)
     finally:
         _kill(camera)
-        probe.subscribe_restored()
+        restored.subscribe()
     msg = make_image(np.full((8, 8, 3), 33, np.uint8), 'rgb8')
-    assert probe.exchange(msg).header.frame_id == 'qdr_cam'
+    assert probe.exchange(IMAGE, msg, restored).header.frame_id == 'qdr_cam'
 
 
-def test_model_file_corrupted_while_running(probe: Probe, node_process: subprocess.Popen, served: Path,
+def test_model_file_corrupted_while_running(probe: Probe, restored: Inbox, node_process: NodeProcess, served: Path,
                                             models: dict[str, Path]) -> None:  # noqa: F811
     pixels = np.random.default_rng(11).integers(0, 256, (16, 24, 3), dtype=np.uint8)
     good = served.read_bytes()
@@ -150,13 +156,14 @@ def test_model_file_corrupted_while_running(probe: Probe, node_process: subproce
         served.write_bytes(good)
         expected = offline(served, msg)
         served.write_bytes(models['corrupt'].read_bytes())
-        assert bytes(probe.exchange(msg).data) == expected, 'the loaded model must keep serving from memory'
+        out = probe.exchange(IMAGE, msg, restored)
+        assert bytes(out.data) == expected, 'the loaded model must keep serving from memory'
         for bad in (served.with_name('missing.onnx'), replacement, models['corrupt'], served):
-            result = probe.set_parameter('model', str(bad), node=f'{NS}/restore_node')
+            result = probe.set_parameter(NODE, 'model', str(bad))
             assert not result.successful, f'a reload of {bad} was accepted'
             assert bad.name in result.reason and 'still serving' in result.reason, result.reason
             msg = make_image(pixels, 'rgb8')
-            assert bytes(probe.exchange(msg).data) == expected, 'the old model stopped serving'
+            assert bytes(probe.exchange(IMAGE, msg, restored).data) == expected, 'the old model stopped serving'
         _alive(node_process)
     finally:
         served.write_bytes(good)
@@ -172,11 +179,11 @@ def test_model_file_corrupted_while_running(probe: Probe, node_process: subproce
     ('diagnostics_period', -1.0, ''),
     ('max_pixels', 0, ''),
 ])
-def test_invalid_parameter_updates_are_refused(probe: Probe, node_process: subprocess.Popen, name: str,
-                                               value: object, why: str) -> None:
-    result = probe.set_parameter(name, value, node=f'{NS}/restore_node')
+def test_invalid_parameter_updates_are_refused(probe: Probe, restored: Inbox, node_process: NodeProcess,
+                                               name: str, value: object, why: str) -> None:
+    result = probe.set_parameter(NODE, name, value)
     assert not result.successful, f'{name}:={value!r} was accepted'
     assert result.reason and why in result.reason, result.reason
     msg = make_image(np.full((8, 8, 3), int(time.time()) % 256, np.uint8), 'rgb8')
-    assert probe.exchange(msg).header.frame_id == 'qdr_cam'
+    assert probe.exchange(IMAGE, msg, restored).header.frame_id == 'qdr_cam'
     _alive(node_process)

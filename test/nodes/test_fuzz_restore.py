@@ -13,8 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 import re
-import subprocess
-import sys
 from typing import Callable
 
 import cv2
@@ -22,12 +20,11 @@ import numpy as np
 import pytest
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
-import rclpy
 from sensor_msgs.msg import CompressedImage, Image
 
 from qdr_ros.core.image_conversions import FrameError, decode_compressed, image_view
-from support.restore_probe import Probe, key, make_image, offline
-from qdr_ros.tools.processes import stop_process
+from support.frames import make_image, offline
+from qdr_ros.tools.probe import Inbox, NodeProcess, Probe, stamp_key
 
 pytestmark = pytest.mark.ros
 
@@ -130,13 +127,10 @@ COMPRESSED_CASES = [
 ]
 
 
-def _start(models: dict[str, Path], ns: str, *extra: str) -> subprocess.Popen:  # noqa: F811 (fixture argument)
-    return subprocess.Popen(
-        [sys.executable, '-m', 'qdr_ros.nodes.restore_node', '--ros-args', '-r', f'__ns:={ns}',
-         '-p', f"model:={models['int8']}", '-p', 'warmup_width:=32', '-p', 'warmup_height:=32',
-         '-p', 'diagnostics_period:=0.2', '-p', 'threads:=1', *extra,
-         '-r', 'image_restored:=restored', '-r', 'image_restored/camera_info:=restored/camera_info'],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _start(models: dict[str, Path], ns: str, **params: object) -> NodeProcess:  # noqa: F811 (fixture argument)
+    return NodeProcess.start('qdr_ros.nodes.restore_node', namespace=ns, params={
+        'model': models['int8'], 'warmup_width': 32, 'warmup_height': 32, 'diagnostics_period': 0.2, 'threads': 1,
+        **params}, remaps={'image_restored': 'restored', 'image_restored/camera_info': 'restored/camera_info'})
 
 
 @pytest.fixture(scope='module')
@@ -146,30 +140,35 @@ def executor(context: Context) -> Iterator[SingleThreadedExecutor]:  # noqa: F81
     ex.shutdown()
 
 
+@dataclass
+class Graph:
+    """One fuzzed node: the probe, its input topics and the restored frames by stamp."""
+
+    probe: Probe
+    ns: str
+    restored: Inbox
+
+    def input_of(self, msg: Image | CompressedImage) -> str:
+        return f'{self.ns}/image/compressed' if isinstance(msg, CompressedImage) else f'{self.ns}/image'
+
+
 @contextmanager
 def _probe(context: Context, executor: SingleThreadedExecutor, ns: str,  # noqa: F811
-           process: subprocess.Popen) -> Iterator[Probe]:
+           process: NodeProcess) -> Iterator[Graph]:
     """A probe node on ``ns`` once the node there is up; removed again afterwards."""
-    node = rclpy.create_node(f'qdr_fuzz_probe_{ns.strip("/")}', context=context)
-    executor.add_node(node)
-    try:
-        probe = Probe(node, executor, ns)
-        probe.spin_until(lambda: node.count_publishers(f'{ns}/restored') > 0 or process.poll() is not None,
-                         what=f'restore_node in {ns} to appear')
-        assert process.poll() is None, process.communicate()[0]
-        yield probe
-    finally:
-        executor.remove_node(node)
-        node.destroy_node()
+    with Probe(f'qdr_fuzz_probe_{ns.strip("/")}', context=context, executor=executor, watch=[process]) as probe:
+        restored = probe.inbox(f'{ns}/restored')
+        probe.wait_for_graph(publishers=[restored.topic])
+        yield Graph(probe, ns, restored)
 
 
 def _good(index: int) -> Image:
     return make_image(np.full((8, 8, 3), index % 256, np.uint8), 'rgb8', frame_id=f'good_{index}')
 
 
-def _check_restored(probe: Probe, msg: Image | CompressedImage, model: Path) -> None:
-    out = probe.exchange(msg)
-    assert (out.header.frame_id, key(out)) == (msg.header.frame_id, key(msg)), 'header not kept'
+def _check_restored(graph: Graph, msg: Image | CompressedImage, model: Path) -> None:
+    out = graph.probe.exchange(graph.input_of(msg), msg, graph.restored)
+    assert (out.header.frame_id, stamp_key(out)) == (msg.header.frame_id, stamp_key(msg)), 'header not kept'
     expected = msg
     if isinstance(msg, CompressedImage):
         expected = make_image(decode_compressed(msg.data, msg.format)[0], 'bgr8')
@@ -177,26 +176,32 @@ def _check_restored(probe: Probe, msg: Image | CompressedImage, model: Path) -> 
     assert bytes(out.data) == offline(model, expected), 'node output != offline inference'
 
 
-def _run_table(probe: Probe, cases: list[Case], input_topic: str, model: Path) -> dict[str, str]:
+def _status(graph: Graph, input_topic: str, done: Callable[[dict[str, str]], bool],
+            every: Callable[[], None] | None = None) -> dict[str, str]:
+    return graph.probe.wait_status(lambda v: v.get('input_topic') == input_topic and done(v),
+                                   f'diagnostics of the node on {input_topic}', every=every, period_s=1.0)
+
+
+def _run_table(graph: Graph, cases: list[Case], input_topic: str, model: Path) -> dict[str, str]:
     """Send every case with a good frame after it; return the final balanced /diagnostics values."""
-    pub = probe.compressed_pub if input_topic.endswith('compressed') else probe.image_pub
+    compressed = input_topic.endswith('compressed')
     counted: dict[str, int] = {}
     for index, case in enumerate(cases):
         if case.reason is None:
-            _check_restored(probe, case.build(), model)
+            _check_restored(graph, case.build(), model)
         else:
             before = counted.get(case.reason, 0)
             msg = case.build()
-            status = probe.latest_status(input_topic, lambda v: int(v.get(f'rejected.{case.reason}', 0)) > before,
-                                         every=lambda: pub.publish(msg), period=1.0)
+            status = _status(graph, input_topic, lambda v: int(v.get(f'rejected.{case.reason}', 0)) > before,
+                             every=lambda: graph.probe.publish(input_topic, msg))
             counted = {k[len('rejected.'):]: int(v) for k, v in status.items() if k.startswith('rejected.')}
-        good = _good(index) if pub is probe.image_pub else _compressed(_jpeg(np.full((8, 8, 3), index, np.uint8)))
-        _check_restored(probe, good, model)
+        good = _compressed(_jpeg(np.full((8, 8, 3), index, np.uint8))) if compressed else _good(index)
+        _check_restored(graph, good, model)
 
     def balanced(v: dict[str, str]) -> bool:
         handled = sum(int(v[k]) for k in ('frames_out', 'dropped', 'skipped', 'rejected', 'backend_errors'))
         return int(v['frames_in']) == handled
-    status = probe.latest_status(input_topic, balanced, period=1.0)
+    status = _status(graph, input_topic, balanced)
     by_reason = {k[len('rejected.'):]: int(v) for k, v in status.items() if k.startswith('rejected.')}
     assert sum(by_reason.values()) == int(status['rejected'])
     assert set(by_reason) == set(counted) == {c.reason for c in cases if c.reason}
@@ -205,11 +210,11 @@ def _run_table(probe: Probe, cases: list[Case], input_topic: str, model: Path) -
     return status
 
 
-def _check_log(process: subprocess.Popen) -> None:
+def _check_log(process: NodeProcess) -> None:
     """Stop the node; every logged rejection must name its reason and an operator action."""
-    assert process.poll() is None, 'the node died during fuzzing:\n' + process.communicate()[0]
-    assert stop_process(process) == 0
-    log = process.communicate()[0]
+    assert process.alive, 'the node died during fuzzing:\n' + process.log()
+    assert process.stop() == 0
+    log = process.log()
     assert 'Traceback' not in log, log
     drops = [line for line in log.splitlines() if re.search(r'dropping frame \([a-z_]+\): ', line)]
     assert drops, log
@@ -220,27 +225,21 @@ def _check_log(process: subprocess.Popen) -> None:
 def test_raw_fuzz_table(context: Context, executor: SingleThreadedExecutor,  # noqa: F811
                         models: dict[str, Path]) -> None:  # noqa: F811
     assert len(RAW_CASES) + len(COMPRESSED_CASES) >= 25
-    process = _start(models, RAW_NS)
-    try:
-        with _probe(context, executor, RAW_NS, process) as probe:
-            _check_restored(probe, _good(-1), models['int8'])
-            status = _run_table(probe, RAW_CASES, f'{RAW_NS}/image', models['int8'])
+    with _start(models, RAW_NS) as process:
+        with _probe(context, executor, RAW_NS, process) as graph:
+            _check_restored(graph, _good(-1), models['int8'])
+            status = _run_table(graph, RAW_CASES, f'{RAW_NS}/image', models['int8'])
             assert int(status['rejected']) >= sum(c.reason is not None for c in RAW_CASES)
         _check_log(process)
-    finally:
-        stop_process(process)
 
 
 def test_compressed_fuzz_table(context: Context, executor: SingleThreadedExecutor,  # noqa: F811
                                models: dict[str, Path]) -> None:  # noqa: F811
-    process = _start(models, JPEG_NS, '-p', 'input_compressed:=true')
-    try:
-        with _probe(context, executor, JPEG_NS, process) as probe:
-            _check_restored(probe, _compressed(_jpeg(_rgb())), models['int8'])
-            _run_table(probe, COMPRESSED_CASES, f'{JPEG_NS}/image/compressed', models['int8'])
+    with _start(models, JPEG_NS, input_compressed=True) as process:
+        with _probe(context, executor, JPEG_NS, process) as graph:
+            _check_restored(graph, _compressed(_jpeg(_rgb())), models['int8'])
+            _run_table(graph, COMPRESSED_CASES, f'{JPEG_NS}/image/compressed', models['int8'])
         _check_log(process)
-    finally:
-        stop_process(process)
 
 
 @pytest.mark.parametrize('case', [c for c in RAW_CASES + COMPRESSED_CASES if c.reason], ids=lambda c: c.name)

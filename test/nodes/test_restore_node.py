@@ -13,46 +13,67 @@ from pathlib import Path
 import subprocess
 import sys
 import time
+from typing import Any, Callable
 
 import cv2
 import numpy as np
 import pytest
-import rclpy
 from rcl_interfaces.srv import GetParameters
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool
 import yaml
 
 from support.auto_model import AUTO_LABELS, auto_model_reference
-from support.restore_probe import NS, Probe, key, make_image, offline, open_probe
+from support.frames import make_image, offline
 from qdr_ros.nodes import params
 from qdr_ros.inference import create_backend
 from qdr_ros.nodes.diagnostics import ERROR, OK, WARN, FrameStats, assess
 from qdr_ros.core.image_conversions import decode_compressed, downscale_to_fit, from_model_output, to_model_input
 from qdr_ros.nodes.base_node import Job, Mailbox
-from qdr_ros.tools.processes import stop_process
+from qdr_ros.tools.probe import Inbox, NodeProcess, Probe, stamp_key
 
 pytestmark = pytest.mark.ros
 
+NS = '/qdr_test'
+NODE = '/restore_node'
+IMAGE, COMPRESSED, INFO, RESTORED = f'{NS}/image', f'{NS}/image/compressed', f'{NS}/camera_info', f'{NS}/restored'
+
 
 @pytest.fixture(scope='module')
-def node_process(models: dict[str, Path]) -> Iterator[subprocess.Popen]:
+def node_process(models: dict[str, Path]) -> Iterator[NodeProcess]:
     """restore_node in its own process, as an operator would start it."""
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'qdr_ros.nodes.restore_node', '--ros-args', '-p', f"model:={models['int8']}",
-         '-p', 'warmup_width:=64', '-p', 'warmup_height:=48', '-p', 'diagnostics_period:=0.5',
-         '-r', f'image:={NS}/image', '-r', f'camera_info:={NS}/camera_info',
-         '-r', f'image_restored:={NS}/restored', '-r', f'image_restored/camera_info:={NS}/restored/camera_info'],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    yield process
-    stop_process(process)
+    with NodeProcess.start('qdr_ros.nodes.restore_node', params={
+            'model': models['int8'], 'warmup_width': 64, 'warmup_height': 48, 'diagnostics_period': 0.5}, remaps={
+            'image': IMAGE, 'camera_info': INFO, 'image_restored': RESTORED,
+            'image_restored/camera_info': f'{RESTORED}/camera_info'}) as node:
+        yield node
 
 
 @pytest.fixture(scope='module')
-def probe(context: Context, node_process: subprocess.Popen) -> Iterator[Probe]:
-    yield from open_probe(context, node_process, 'qdr_restore_probe')
+def probe(context: Context, node_process: NodeProcess) -> Iterator[Probe]:
+    with Probe('qdr_restore_probe', context=context, watch=[node_process]) as probe:
+        yield probe
+
+
+@pytest.fixture(scope='module')
+def infos(probe: Probe) -> Inbox:
+    return probe.inbox(f'{RESTORED}/camera_info', CameraInfo)
+
+
+@pytest.fixture(scope='module')
+def restored(probe: Probe, infos: Inbox) -> Inbox:
+    """The restored frames by stamp, once restore_node publishes them (both inboxes exist before it is up)."""
+    inbox = probe.inbox(RESTORED)
+    probe.wait_for_graph(publishers=[RESTORED, infos.topic])
+    return inbox
+
+
+def status(probe: Probe, done: Callable[[dict[str, Any]], bool], input_topic: str = IMAGE,
+           **wait: Any) -> dict[str, Any]:
+    """Wait for a new /diagnostics status of the node reading ``input_topic`` that satisfies ``done``."""
+    return probe.wait_status(lambda v: v.get('input_topic') == input_topic and done(v),
+                             f'diagnostics of the node on {input_topic}', **wait)
 
 
 def frames() -> list[tuple[str, np.ndarray, int]]:
@@ -66,25 +87,28 @@ def frames() -> list[tuple[str, np.ndarray, int]]:
     ]
 
 
-def test_restored_frames_match_offline_inference(probe: Probe, models: dict[str, Path]) -> None:
+def test_restored_frames_match_offline_inference(probe: Probe, restored: Inbox, infos: Inbox,
+                                                 models: dict[str, Path]) -> None:
     info = CameraInfo(width=64, height=48, distortion_model='plumb_bob')
     info.k[0] = 321.0
     for encoding, pixels, pad in frames():
         msg = make_image(pixels, encoding, pad)
         info.header = msg.header
-        out = probe.exchange(msg, info if encoding == 'rgb8' else None)
+        before = (lambda: probe.publish(INFO, info)) if encoding == 'rgb8' else None
+        out = probe.exchange(IMAGE, msg, restored, before=before)
         h, w = pixels.shape[:2]
-        assert (out.header.frame_id, key(out)) == (msg.header.frame_id, key(msg))
+        assert (out.header.frame_id, stamp_key(out)) == (msg.header.frame_id, stamp_key(msg))
         assert (out.height, out.width, out.encoding) == (h, w, encoding)
         assert out.step == w * pixels.shape[2] * pixels.itemsize
         assert bytes(out.data) == offline(models['int8'], msg), f'{encoding} {w}x{h}: node != offline inference'
         assert bytes(out.data) != pixels.tobytes(), 'the frame came back unrestored'
-    probe.spin_until(lambda: probe.infos, timeout=5, what='the restored camera_info')
-    restored_info = next(iter(probe.infos.values()))
+    probe.wait(lambda: len(infos) > 0, 'the restored camera_info', timeout_s=5)
+    restored_info = infos.values()[0]
     assert restored_info.k[0] == 321.0 and restored_info.header.frame_id == 'qdr_cam'
 
 
-def test_bad_frames_are_counted_and_good_frames_still_served(probe: Probe, models: dict[str, Path]) -> None:
+def test_bad_frames_are_counted_and_good_frames_still_served(probe: Probe, restored: Inbox,
+                                                             models: dict[str, Path]) -> None:
     good = np.full((16, 16, 3), 90, np.uint8)
     bad = {
         'bad_data_size': make_image(good, 'rgb8'),
@@ -101,57 +125,59 @@ def test_bad_frames_are_counted_and_good_frames_still_served(probe: Probe, model
     cycle = itertools.cycle(bad.values())  # one at a time: the depth-1 input keeps only the newest
 
     def send_bad() -> None:
-        probe.image_pub.publish(next(cycle))
-    status = probe.latest_status(f'{NS}/image', lambda v: all(f'rejected.{r}' in v for r in bad),
-                                 every=send_bad, period=0.1)
-    assert int(status['rejected']) >= len(bad)
-    assert status['level'] in (WARN, OK)
+        probe.publish(IMAGE, next(cycle))
+    seen = status(probe, lambda v: all(f'rejected.{r}' in v for r in bad), every=send_bad, period_s=0.1)
+    assert int(seen['rejected']) >= len(bad)
+    assert seen['level'] in (WARN, OK)
     msg = make_image(good, 'rgb8')
-    assert bytes(probe.exchange(msg).data) == offline(models['int8'], msg)
+    assert bytes(probe.exchange(IMAGE, msg, restored).data) == offline(models['int8'], msg)
 
 
 def test_bad_parameter_updates_are_rejected_with_a_reason(probe: Probe) -> None:
-    result = probe.set_parameter('backend', 'cuda')
+    result = probe.set_parameter(NODE, 'backend', 'cuda')
     assert not result.successful and 'backend must be one of' in result.reason
-    result = probe.set_parameter('large_frames', 'crop')
+    result = probe.set_parameter(NODE, 'large_frames', 'crop')
     assert not result.successful and 'reject, downscale' in result.reason
-    result = probe.set_parameter('threads', -3)
+    result = probe.set_parameter(NODE, 'threads', -3)
     assert not result.successful and result.reason
-    result = probe.set_parameter('input_depth', 5)
+    result = probe.set_parameter(NODE, 'input_depth', 5)
     assert not result.successful and result.reason
-    assert probe.set_parameter('input_timeout', 3.0).successful
+    assert probe.set_parameter(NODE, 'input_timeout', 3.0).successful
 
 
-def serving(probe: Probe, model: Path) -> dict[str, str]:
+def serving(probe: Probe, model: Path) -> dict[str, Any]:
     """Wait until diagnostics say ``model`` (or its CPU twin) serves: swaps happen on the loader thread."""
     names = {str(model), str(model.with_name(f'{model.stem}_cpu{model.suffix}'))}
-    return probe.latest_status(f'{NS}/image', lambda v: v['model'] in names and v['model_load'] == 'ready')
+    return status(probe, lambda v: v['model'] in names and v['model_load'] == 'ready')
 
 
-def test_runtime_model_swap(probe: Probe, models: dict[str, Path], auto_model: Path) -> None:
+def test_runtime_model_swap(probe: Probe, restored: Inbox, models: dict[str, Path], auto_model: Path) -> None:
     """Swaps load off the executor (the call returns, the old model serves meanwhile); bad files are refused."""
     pixels = np.random.default_rng(5).integers(0, 256, (24, 32, 3), dtype=np.uint8)
     try:
-        assert probe.set_parameter('model', str(models['fp32'])).successful
+        assert probe.set_parameter(NODE, 'model', str(models['fp32'])).successful
         serving(probe, models['fp32'])
         msg = make_image(pixels, 'rgb8')
-        assert bytes(probe.exchange(msg).data) == offline(models['fp32'], msg)
+        assert bytes(probe.exchange(IMAGE, msg, restored).data) == offline(models['fp32'], msg)
 
-        result = probe.set_parameter('model', str(models['corrupt']))
+        result = probe.set_parameter(NODE, 'model', str(models['corrupt']))
         assert not result.successful
         assert 'corrupt.onnx' in result.reason and 'still serving' in result.reason
         msg = make_image(pixels, 'rgb8')
-        assert bytes(probe.exchange(msg).data) == offline(models['fp32'], msg), 'the old model stopped serving'
+        out = probe.exchange(IMAGE, msg, restored)
+        assert bytes(out.data) == offline(models['fp32'], msg), 'the old model stopped serving'
 
-        assert probe.set_parameter('model', str(auto_model)).successful  # three outputs: restored, condition, gate
-        status = serving(probe, auto_model)
-        assert status['outputs'] == "['restored', 'condition', 'gate']"
-        assert status['condition_labels'] == str(list(AUTO_LABELS))
+        # three outputs: restored, condition, gate
+        assert probe.set_parameter(NODE, 'model', str(auto_model)).successful
+        ready = serving(probe, auto_model)
+        assert ready['outputs'] == "['restored', 'condition', 'gate']"
+        assert ready['condition_labels'] == str(list(AUTO_LABELS))
         msg = make_image(pixels, 'bgr8')
-        out = np.frombuffer(bytes(probe.exchange(msg).data), np.uint8).astype(int)
+        out = np.frombuffer(bytes(probe.exchange(IMAGE, msg, restored).data), np.uint8).astype(int)
         assert np.abs(out - np.frombuffer(offline(auto_model, msg), np.uint8)).max() <= 1  # uint8 vs float path
         stamp = f'{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}'
-        seen = probe.condition_status(lambda v: v['frame_stamp'] == stamp)
+        seen = probe.wait_status(lambda v: v['name'].endswith(': condition') and v['frame_stamp'] == stamp,
+                                 'the condition status in /diagnostics')
         expected = auto_model_reference(to_model_input(pixels[..., ::-1], 'rgb8', stride=8)[0])['condition'][0]
         for label, probability in zip(AUTO_LABELS, expected):  # the first frame of a new model: not smoothed yet
             assert float(seen[label]) == pytest.approx(float(probability), abs=2e-3), (label, seen)
@@ -159,29 +185,30 @@ def test_runtime_model_swap(probe: Probe, models: dict[str, Path], auto_model: P
         assert seen['present'] == ','.join(present) and seen['hardware_id'] == 'qdr_cam'
         assert 0.0 <= float(seen['gate_open']) <= 1.0
     finally:
-        assert probe.set_parameter('model', str(models['int8'])).successful
+        assert probe.set_parameter(NODE, 'model', str(models['int8'])).successful
         serving(probe, models['int8'])
 
 
-def test_a_model_change_that_fails_to_load_keeps_the_old_model(probe: Probe, models: dict[str, Path]) -> None:
+def test_a_model_change_that_fails_to_load_keeps_the_old_model(probe: Probe, restored: Inbox,
+                                                               models: dict[str, Path]) -> None:
     """backend:=tensorrt cannot load here: accepted at once, fails on the loader, reported and set back."""
-    result = probe.set_parameter('backend', 'tensorrt')
+    result = probe.set_parameter(NODE, 'backend', 'tensorrt')
     assert result.successful, result.reason
-    status = probe.latest_status(f'{NS}/image', lambda v: v['model_load'].startswith('failed'))
-    assert 'TensorRT is not installed' in status['model_load'] and status['backend'] == 'onnxruntime'
+    failed = status(probe, lambda v: v['model_load'].startswith('failed'))
+    assert 'TensorRT is not installed' in failed['model_load'] and failed['backend'] == 'onnxruntime'
     request = GetParameters.Request(names=['backend'])
-    probe.spin_until(lambda: probe.call(GetParameters, '/restore_node/get_parameters', request).values[0]
-                     .string_value == 'auto', what='backend to be set back to auto')
+    probe.wait(lambda: probe.call(GetParameters, f'{NODE}/get_parameters', request).values[0]
+               .string_value == 'auto', 'backend to be set back to auto')
     msg = make_image(np.full((16, 24, 3), 40, np.uint8), 'rgb8')
-    assert bytes(probe.exchange(msg).data) == offline(models['int8'], msg)
+    assert bytes(probe.exchange(IMAGE, msg, restored).data) == offline(models['int8'], msg)
 
 
-def test_large_frames_downscale_or_reject(probe: Probe, models: dict[str, Path]) -> None:
+def test_large_frames_downscale_or_reject(probe: Probe, restored: Inbox, models: dict[str, Path]) -> None:
     pixels = np.random.default_rng(7).integers(0, 256, (24, 32, 3), dtype=np.uint8)
     try:
-        assert probe.set_parameter('max_pixels', 192).successful  # 32x24 = 768 px: restored at 16x12
+        assert probe.set_parameter(NODE, 'max_pixels', 192).successful  # 32x24 = 768 px: restored at 16x12
         msg = make_image(pixels, 'rgb8')
-        out = probe.exchange(msg)
+        out = probe.exchange(IMAGE, msg, restored)
         assert (out.width, out.height, out.encoding) == (32, 24, 'rgb8'), 'downscale must resize back to input size'
         backend = create_backend(models['int8'], 'onnxruntime', threads=1)
         small, scale = downscale_to_fit(pixels, 192)
@@ -190,60 +217,60 @@ def test_large_frames_downscale_or_reject(probe: Probe, models: dict[str, Path])
                               interpolation=cv2.INTER_LINEAR)
         assert (small.shape[:2], bytes(out.data)) == ((12, 16), expected.tobytes())
 
-        assert probe.set_parameter('large_frames', 'reject').successful
-        probe.latest_status(f'{NS}/image', lambda v: int(v.get('rejected.too_large', 0)) >= 2,
-                            every=lambda: probe.image_pub.publish(make_image(pixels, 'rgb8')))
+        assert probe.set_parameter(NODE, 'large_frames', 'reject').successful
+        status(probe, lambda v: int(v.get('rejected.too_large', 0)) >= 2,
+               every=lambda: probe.publish(IMAGE, make_image(pixels, 'rgb8')))
     finally:
-        assert probe.set_parameter('large_frames', 'downscale').successful
-        assert probe.set_parameter('max_pixels', params.RESTORE_PARAMS.defaults['max_pixels']).successful
+        assert probe.set_parameter(NODE, 'large_frames', 'downscale').successful
+        assert probe.set_parameter(NODE, 'max_pixels', params.RESTORE_PARAMS.defaults['max_pixels']).successful
 
 
-def test_frames_are_skipped_without_subscribers(probe: Probe) -> None:
-    probe.node.destroy_subscription(probe.restored_sub)
+def test_frames_are_skipped_without_subscribers(probe: Probe, restored: Inbox) -> None:
+    restored.unsubscribe()
     try:
-        before = int(probe.latest_status(f'{NS}/image', lambda v: True)['skipped'])
-        probe.latest_status(f'{NS}/image', lambda v: int(v['skipped']) > before,
-                            every=lambda: probe.image_pub.publish(make_image(np.zeros((8, 8, 3), np.uint8), 'rgb8')))
+        before = int(status(probe, lambda v: True)['skipped'])
+        status(probe, lambda v: int(v['skipped']) > before,
+               every=lambda: probe.publish(IMAGE, make_image(np.zeros((8, 8, 3), np.uint8), 'rgb8')))
     finally:
-        probe.subscribe_restored()
+        restored.subscribe()
 
 
-def test_bypass_by_service_and_parameter(probe: Probe, models: dict[str, Path]) -> None:
+def test_bypass_by_service_and_parameter(probe: Probe, restored: Inbox, models: dict[str, Path]) -> None:
     pixels = np.random.default_rng(6).integers(0, 256, (20, 28, 3), dtype=np.uint8)
-    reply = probe.call(SetBool, '/restore_node/set_bypass', SetBool.Request(data=True))
+    reply = probe.call(SetBool, f'{NODE}/set_bypass', SetBool.Request(data=True))
     assert reply.success, reply.message
     msg = make_image(pixels, 'bgr8', pad=3)
-    out = probe.exchange(msg)
+    out = probe.exchange(IMAGE, msg, restored)
     assert (bytes(out.data), out.step, out.encoding, out.header.frame_id) == \
         (bytes(msg.data), msg.step, 'bgr8', 'qdr_cam')
-    assert probe.call(SetBool, '/restore_node/set_bypass', SetBool.Request(data=False)).success
+    assert probe.call(SetBool, f'{NODE}/set_bypass', SetBool.Request(data=False)).success
     msg = make_image(pixels, 'bgr8')
-    assert bytes(probe.exchange(msg).data) == offline(models['int8'], msg)
+    assert bytes(probe.exchange(IMAGE, msg, restored).data) == offline(models['int8'], msg)
 
-    assert probe.set_parameter('bypass', True).successful
+    assert probe.set_parameter(NODE, 'bypass', True).successful
     msg = make_image(pixels, 'rgb8')
-    assert bytes(probe.exchange(msg).data) == bytes(msg.data)
-    assert probe.set_parameter('bypass', False).successful
+    assert bytes(probe.exchange(IMAGE, msg, restored).data) == bytes(msg.data)
+    assert probe.set_parameter(NODE, 'bypass', False).successful
     msg = make_image(pixels, 'rgb8')
-    assert bytes(probe.exchange(msg).data) == offline(models['int8'], msg)
+    assert bytes(probe.exchange(IMAGE, msg, restored).data) == offline(models['int8'], msg)
 
 
-def test_diagnostics_report_real_numbers(probe: Probe, models: dict[str, Path]) -> None:
-    probe.exchange(make_image(np.full((32, 32, 3), 7, np.uint8), 'rgb8'))
-    status = probe.latest_status(f'{NS}/image', lambda v: float(v.get('output_rate_hz', 0)) > 0)
-    assert status['name'] == '/restore_node: restoration' and status['hardware_id'] == 'qdr_cam'
-    assert 0 < float(status['inference_ms_p50']) <= float(status['inference_ms_p95'])
-    assert 0 < float(status['delay_ms_p50']) <= float(status['delay_ms_p95']) < 60_000
-    assert int(status['frames_out']) >= 1 and int(status['frames_in']) >= int(status['frames_out'])
-    assert int(status['dropped']) >= 0 and int(status['skipped']) >= 0
-    assert (status['backend'], status['precision']) == ('onnxruntime', 'int8')
-    assert status['model'] == str(models['int8'].with_name('efm_int8_cpu.onnx'))
-    assert 'CPU variant' in status['reason']
+def test_diagnostics_report_real_numbers(probe: Probe, restored: Inbox, models: dict[str, Path]) -> None:
+    probe.exchange(IMAGE, make_image(np.full((32, 32, 3), 7, np.uint8), 'rgb8'), restored)
+    seen = status(probe, lambda v: float(v.get('output_rate_hz', 0)) > 0)
+    assert seen['name'] == '/restore_node: restoration' and seen['hardware_id'] == 'qdr_cam'
+    assert 0 < float(seen['inference_ms_p50']) <= float(seen['inference_ms_p95'])
+    assert 0 < float(seen['delay_ms_p50']) <= float(seen['delay_ms_p95']) < 60_000
+    assert int(seen['frames_out']) >= 1 and int(seen['frames_in']) >= int(seen['frames_out'])
+    assert int(seen['dropped']) >= 0 and int(seen['skipped']) >= 0
+    assert (seen['backend'], seen['precision']) == ('onnxruntime', 'int8')
+    assert seen['model'] == str(models['int8'].with_name('efm_int8_cpu.onnx'))
+    assert 'CPU variant' in seen['reason']
 
 
-def test_sigint_is_a_clean_exit(probe: Probe, node_process: subprocess.Popen) -> None:
-    assert stop_process(node_process) == 0, node_process.communicate()[0]
-    log = node_process.communicate()[0]
+def test_sigint_is_a_clean_exit(probe: Probe, node_process: NodeProcess) -> None:
+    assert node_process.stop() == 0, node_process.log()
+    log = node_process.log()
     assert 'Traceback' not in log, log
     assert 'using backend onnxruntime' in log and 'why:' in log
 
@@ -265,37 +292,30 @@ def test_qdr_run_restores_compressed_frames_end_to_end(tmp_path: Path, context: 
               'diagnostics_period': 0.5}
     params_file = tmp_path / 'restore.yaml'
     params_file.write_text(yaml.safe_dump({params.RESTORE_PARAMS.yaml_key: {'ros__parameters': values}}))
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'qdr_ros.tools.run', '--model', str(models['int8']), '--threads', '1',
-         '--params-file', str(params_file), '--namespace', 'qdr_run', '--input-topic', '/qdr_run/image',
-         '--camera-info-topic', '/qdr_run/camera_info', '--output-topic', '/qdr_run/restored'],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    node = rclpy.create_node('qdr_run_probe', context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    try:
-        probe = Probe(node, executor, '/qdr_run')
-        pixels = np.random.default_rng(8).integers(0, 256, (40, 56, 3), dtype=np.uint8)
-        msg = CompressedImage(format='jpeg', data=cv2.imencode('.jpg', pixels)[1].tobytes())
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns(), 10**9)
-        msg.header.frame_id = 'qdr_run_cam'
-        out = probe.exchange(msg)
-        assert process.poll() is None, process.communicate()[0]
-        decoded, encoding = decode_compressed(msg.data, msg.format)
-        expected = make_image(decoded, encoding)
-        assert (out.encoding, out.width, out.height, out.header.frame_id) == ('bgr8', 56, 40, 'qdr_run_cam')
-        assert bytes(out.data) == offline(models['int8'], expected)
+    with NodeProcess.start('qdr_ros.tools.run', '--model', str(models['int8']), '--threads', '1',
+                           '--params-file', str(params_file), '--namespace', 'qdr_run', '--input-topic',
+                           '/qdr_run/image', '--camera-info-topic', '/qdr_run/camera_info', '--output-topic',
+                           '/qdr_run/restored') as process:
+        with Probe('qdr_run_probe', context=context, watch=[process]) as probe:
+            restored = probe.inbox('/qdr_run/restored')
+            pixels = np.random.default_rng(8).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+            msg = CompressedImage(format='jpeg', data=cv2.imencode('.jpg', pixels)[1].tobytes())
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns(), 10**9)
+            msg.header.frame_id = 'qdr_run_cam'
+            out = probe.exchange('/qdr_run/image/compressed', msg, restored)
+            assert process.alive, process.log()
+            decoded, encoding = decode_compressed(msg.data, msg.format)
+            expected = make_image(decoded, encoding)
+            assert (out.encoding, out.width, out.height, out.header.frame_id) == ('bgr8', 56, 40, 'qdr_run_cam')
+            assert bytes(out.data) == offline(models['int8'], expected)
 
-        garbage = CompressedImage(format='jpeg', data=b'\xff\xd8 not really a jpeg')
-        status = probe.latest_status('/qdr_run/image/compressed', lambda v: 'rejected.decode_failed' in v,
-                                     every=lambda: probe.compressed_pub.publish(garbage))
-        assert int(status['rejected.decode_failed']) >= 1
-        assert probe.set_parameter('bypass', True, node='/qdr_run/restore_node').successful
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        code = stop_process(process)
-    log = process.communicate()[0]
+            garbage = CompressedImage(format='jpeg', data=b'\xff\xd8 not really a jpeg')
+            seen = status(probe, lambda v: 'rejected.decode_failed' in v, '/qdr_run/image/compressed',
+                          every=lambda: probe.publish('/qdr_run/image/compressed', garbage))
+            assert int(seen['rejected.decode_failed']) >= 1
+            assert probe.set_parameter('/qdr_run/restore_node', 'bypass', True).successful
+        code = process.stop()
+    log = process.log()
     assert code == 0, log
     assert 'running restore_node in one process' in log and 'Traceback' not in log, log
 

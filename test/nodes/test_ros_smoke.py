@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+
+from qdr_ros.tools.probe import NodeProcess, Probe
 
 pytestmark = pytest.mark.ros
 
@@ -32,21 +31,12 @@ def context() -> Iterator[Context]:
 
 
 @pytest.fixture
-def publisher_process() -> Iterator[subprocess.Popen]:
+def publisher_process() -> Iterator[NodeProcess]:
     """Start ``qdr_ros.tools.smoke_node publish`` in another process; it republishes until stopped."""
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'qdr_ros.tools.smoke_node', 'publish', '--width', str(WIDTH), '--height', str(HEIGHT),
-         '--seed', str(SEED), '--sec', str(STAMP_SEC), '--nanosec', str(STAMP_NANOSEC), '--frame-id', FRAME_ID,
-         '--duration', '90'],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    yield process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with NodeProcess.start('qdr_ros.tools.smoke_node', 'publish', '--width', str(WIDTH), '--height', str(HEIGHT),
+                           '--seed', str(SEED), '--sec', str(STAMP_SEC), '--nanosec', str(STAMP_NANOSEC),
+                           '--frame-id', FRAME_ID, '--duration', '90') as process:
+        yield process
 
 
 def _expected_pixels() -> bytes:
@@ -55,32 +45,21 @@ def _expected_pixels() -> bytes:
     return ((index * 31 + SEED) % 251).astype(np.uint8).tobytes()
 
 
-def test_image_crosses_processes_intact(context: Context, publisher_process: subprocess.Popen) -> None:
-    node = rclpy.create_node('qdr_smoke_test_listener', context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    received: list[Image] = []
+def test_image_crosses_processes_intact(context: Context, publisher_process: NodeProcess) -> None:
     qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    node.create_subscription(Image, TOPIC, received.append, qos)
+    with Probe('qdr_smoke_test_listener', context=context, watch=[publisher_process]) as probe:
+        received = probe.inbox(TOPIC, qos=qos)
+        probe.wait(lambda: len(received) > 0, f'an Image on {TOPIC}', timeout_s=60)
 
-    deadline = time.monotonic() + 60
-    while not received and time.monotonic() < deadline and publisher_process.poll() is None:
-        executor.spin_once(timeout_sec=0.05)
-    discovered = node.count_publishers(TOPIC)
-    executor.shutdown()
-    node.destroy_node()
-
-    assert publisher_process.poll() is None, publisher_process.communicate()[0]
-    assert received, f'no Image within 60 s (publishers discovered: {discovered})'
-    msg = received[0]
+    msg = received.values()[0]
     assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (STAMP_SEC, STAMP_NANOSEC)
     assert msg.header.frame_id == FRAME_ID
     assert (msg.height, msg.width, msg.encoding, msg.is_bigendian) == (HEIGHT, WIDTH, 'rgb8', 0)
     assert msg.step == WIDTH * 3
     assert bytes(msg.data) == _expected_pixels()
 
-    publisher_process.terminate()
-    assert publisher_process.wait(timeout=15) == 0, 'publisher did not treat SIGTERM as a normal exit'
+    publisher_process.process.terminate()
+    assert publisher_process.process.wait(timeout=15) == 0, 'publisher did not treat SIGTERM as a normal exit'
 
 
 @pytest.mark.slow

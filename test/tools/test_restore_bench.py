@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 import torch
 
-from qdr_ros.tools import bench, restore_bench
+from qdr_ros.tools.bench import cli, settings
+from qdr_ros.tools.bench.report import TARGETS
+from qdr_ros.tools.bench.engines import Timing
+from qdr_ros.tools.bench.rounds import ros_round, ros_row
 from qdr_train.engine.checkpoint import save_model_file
 from qdr_train.export.cpu_variant import to_cpu_variant
 from qdr_train.export.onnx import export_onnx
@@ -42,8 +45,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_bench(tmp_path: Path, models_dir: Path, *extra: str) -> dict[str, Any]:
     out = tmp_path / 'out'
-    code = bench.main(['restore', '--quick', '--task', 'denoise', '--models-dir', str(models_dir), '--out', str(out),
-                       '--json', str(out / 'restore.json'), *extra])
+    code = cli.main(['restore', '--quick', '--task', 'denoise', '--models-dir', str(models_dir), '--out', str(out),
+                     '--json', str(out / 'restore.json'), *extra])
     assert code == 0
     assert (out / 'restore.md').read_text().startswith('# Restore benchmark (denoise)')
     assert (out / 'restore_latency.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
@@ -56,7 +59,7 @@ def check_engine_rows(report: dict[str, Any]) -> None:
     int8 = next(r for r in report['engine'] if r['backend'] == 'onnxruntime' and r['precision'] == 'int8')
     assert Path(int8['model']).name == 'efm_int8_cpu.onnx'  # the node's choice: the CPU twin
     for row in report['engine']:
-        assert row['size'] == 'x'.join(map(str, restore_bench.QUICK_SIZE))
+        assert row['size'] == 'x'.join(map(str, settings.QUICK_SIZE))
         for key in ('runs', 'median_ms', 'p95_ms', 'mean_ms', 'fps', 'macs', 'gmac_per_s'):
             assert row[key] > 0, (key, row)
         assert row['p95_ms'] >= row['median_ms']
@@ -76,7 +79,7 @@ def test_quick_engine_only(tmp_path: Path, models_dir: Path) -> None:
     assert {(r['backend'], r['timed_alone']) for r in report['engine']} == {('torch', False), ('onnxruntime', True)}
     assert report['ros'] == []
     targets = {t['name']: t for t in report['targets']}
-    assert set(targets) == set(restore_bench.TARGETS)
+    assert set(targets) == set(TARGETS)
     assert targets['int8_file_size']['value'] > 0 and targets['int8_file_size']['status'] in ('PASS', 'MISS')
     assert targets['node_overhead']['status'] == 'n/a'  # 640x480 through ROS was not part of this run
 
@@ -105,31 +108,30 @@ def test_quick_with_restore_node(tmp_path: Path, models_dir: Path) -> None:
 
 
 def test_sizes_are_parsed_and_checked() -> None:
-    assert restore_bench.parse_size('640x480') == (640, 480)
+    assert cli.parse_size('640x480') == (640, 480)
     with pytest.raises(argparse.ArgumentTypeError, match='640x480'):
-        restore_bench.parse_size('640*480')
+        cli.parse_size('640*480')
 
 
 def test_missing_models_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.main(['restore', '--quick', '--no-ros', '--models-dir', str(tmp_path), '--out',
-                       str(tmp_path / 'out')]) == 1
+    assert cli.main(['restore', '--quick', '--no-ros', '--models-dir', str(tmp_path), '--out',
+                     str(tmp_path / 'out')]) == 1
     assert 'no models in' in capsys.readouterr().err
 
 
 def test_each_round_is_judged_against_its_own_engine_timing() -> None:
     """A machine that slows down between rounds moves engine and node together: the ratios stay put."""
-    def timing(ms: float) -> restore_bench.Timing:
-        return restore_bench.Timing.of([ms / 1e3] * 5)
+    def timing(ms: float) -> Timing:
+        return Timing.of([ms / 1e3] * 5)
 
-    rounds = [restore_bench.ros_round((timing(1.0), timing(0.5)), timing(1.0 + engine * 1.05),
-                                      saturated=(0.9e3 / engine, 50, lost), cpu=150.0, engine=timing(engine))
+    rounds = [ros_round((timing(1.0), timing(0.5)), timing(1.0 + engine * 1.05),
+                        saturated=(0.9e3 / engine, 50, lost), cpu=150.0, engine=timing(engine))
               for engine, lost in ((20.0, 0), (30.0, 2), (25.0, 1))]
     assert [r['overhead_percent'] for r in rounds] == [5.0, 5.0, 5.0]
     assert [r['overhead_back_to_back_percent'] for r in rounds] == [7.5, 6.7, 7.0]  # + 0.5 ms of 20, 30, 25 ms
     assert [r['saturated_percent'] for r in rounds] == [90.0, 90.0, 90.0]
-    row = restore_bench.ros_row(640, 480, rounds, rss=200.0)
+    row = ros_row(640, 480, rounds, rss=200.0)
     assert row['engine_median_ms'] == 25.0 and row['end_to_end_ms'] == pytest.approx(27.25)
     assert row['overhead_percent'] == 5.0 and row['saturated_percent'] == 90.0
     assert row['saturated_frames'] == 150 and row['saturated_lost'] == 3 and len(row['rounds']) == 3
-    assert restore_bench.ros_round((timing(1.0), timing(1.0)), timing(30.0), (30.0, 10, 0), 100.0,
-                                   None)['overhead_percent'] is None
+    assert ros_round((timing(1.0), timing(1.0)), timing(30.0), (30.0, 10, 0), 100.0, None)['overhead_percent'] is None
