@@ -158,8 +158,9 @@ def _planes(view: np.ndarray) -> list[np.ndarray]:
     """Split an HxW(xC) frame into its channel planes.
 
     Native-endian interleaved pixels (row padding allowed) go through ``cv2.split``: the division
-    that follows then reads contiguous planes, which halves ``to_model_input`` (0.26 vs 0.5 ms at
-    640x480 rgb8). Anything else (big-endian or misaligned 16-bit, odd strides) is sliced as numpy views.
+    that follows then reads contiguous planes, which makes ``to_model_input`` about twice as fast
+    (docs/benchmarks.md#design-measurements). Anything else (big-endian or misaligned 16-bit, odd
+    strides) is sliced as numpy views.
     """
     if view.ndim == 2:
         return [view]

@@ -5,7 +5,8 @@ Why: the only pretrained ultralytics model that installs offline detects people 
 ultralytics nor torch, so ``detect_node`` and ``qdr-bench detection`` accept it as their ``model``.
 
 The network sees a 352x352 BGR frame scaled to [0, 1] (plain resize, no letterbox: what it was
-trained on; BGR scores 36.3 vs 30.9 mAP50-95 for RGB on the COCO samples) and returns one
+trained on; BGR scores clearly above RGB on the COCO samples, docs/benchmarks.md#design-measurements)
+and returns one
 ``(5 + C) x H x W`` grid: objectness (sigmoid applied in the graph), box centre offsets in cells
 (tanh), box size as a fraction of the frame (sigmoid), class probabilities (softmax in the graph).
 A cell's score is ``obj^0.6 * cls^0.4``; boxes are kept per class by non-maximum suppression.

@@ -1,18 +1,16 @@
 """ONNX Runtime backend: CPU everywhere, CUDA/TensorRT execution providers where ORT was built with them.
 
-Measured on the dev CPU (2 Zen 4 cores, EFM INT8 CPU variant, 1x3x480x640): ``session.run`` and
-IO binding with a preallocated output both take ~34 ms, so the simpler ``run`` is used.
+For the float-tensor path ``session.run`` and IO binding with a preallocated output took the same
+time, so the simpler ``run`` is used.
 
-On the CPU the intra-op pool threads do not spin-wait for work (``allow_spinning`` 0). A/B on the
-dev CPU, INT8 640x480, 2 threads: spinning saved ~2% of engine latency with the cores to itself
-(26.6 vs 27.1 ms), but it keeps a core busy after every run that the node's executor, Fast DDS
-and the camera driver need: through restore_node the saturated rate rose from 26-29 to 31-35 FPS
-with the node at ~150 instead of ~180% CPU, and with other processes on the cores inference
-itself got 1.7x faster (54 vs 92 ms median).
+On the CPU the intra-op pool threads do not spin-wait for work (``allow_spinning`` 0): spinning
+saves a little engine latency with the cores to itself, but it keeps a core busy after every run
+that the node's executor, Fast DDS and the camera driver need, so through restore_node the
+saturated rate is higher without it, at less CPU (docs/benchmarks.md#design-measurements).
 
 The uint8-I/O twin session (``uint8_io``) needs the ``onnx`` package to build its graph. ``onnx``
 has no rosdep key and is not in requirements/runtime.txt, so without it the backend converts
-frames in numpy (``Backend._infer_uint8``, ~1 ms more per 640x480 frame) and says so in ``reason``;
+frames in numpy (``Backend._infer_uint8``, slower) and says so in ``reason``;
 a frame that needs stride padding takes that numpy path in either case.
 """
 

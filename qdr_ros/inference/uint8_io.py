@@ -1,9 +1,9 @@
 """Wrap a restoration ONNX model so camera bytes go in and come out: uint8 (N, H, W, 3) in and out.
 
-The model takes (N, 3, H, W) float32 RGB in [0, 1]. Converting a 640x480 rgb8 frame to that and
-back in numpy cost ~1.5 ms per frame inside the node (cold message buffers), 7% of the INT8
-inference itself; as graph operators ONNX Runtime runs the same steps on its intra-op threads in
-~0.3 ms. The wrapper adds, around the unchanged model:
+The model takes (N, 3, H, W) float32 RGB in [0, 1]. Converting a camera frame to that and back in
+numpy inside the node costs a noticeable share of the INT8 inference itself (cold message
+buffers); as graph operators ONNX Runtime runs the same steps on its intra-op threads several
+times faster (docs/benchmarks.md#design-measurements). The wrapper adds, around the unchanged model:
 
     image (N, H, W, 3) uint8 -> Transpose to planes -> Gather(channels) -> DequantizeLinear(1/255)
       -> model -> QuantizeLinear(1/255, uint8) -> Gather(channels) -> Transpose -> (N, H, W, 3) uint8

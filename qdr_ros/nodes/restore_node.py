@@ -252,7 +252,7 @@ class RestoreNode(QdrNode):
             self._hand_over(Job(msg, None))
 
     def _hand_over(self, job: Job) -> None:
-        """Give the worker ``job`` and the GIL at once, not ~0.3 ms later when the executor next waits."""
+        """Give the worker ``job`` and the GIL at once, not later when the executor next waits."""
         self._stats.offered(dropped=int(self._frames.put(job)))
         time.sleep(0)
 
