@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="PSNR/SSIM of input, model and classical baseline")
     ev.add_argument("--task", required=True)
-    ev.add_argument("--model", required=True, help="model file / checkpoint (.pt) or ONNX file (FP32 or INT8)")
+    ev.add_argument("--model", required=True, nargs="+",
+                    help="model file / checkpoint (.pt) or ONNX file (FP32 or INT8); several: a chain, in turn")
     src = ev.add_mutually_exclusive_group()
     src.add_argument("--clean", help="clean images, degraded deterministically (default: data.val, Kodak24)")
     src.add_argument("--pairs", help="folder with input/ and target/ (real degraded pairs)")

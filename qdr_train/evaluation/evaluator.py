@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +46,18 @@ def load_restorer(path: str | Path, threads: int = 0) -> Restorer:
     return restore
 
 
+def load_chain(paths: Sequence[str | Path], threads: int = 0) -> Restorer:
+    """The models of ``paths`` applied in turn, as a robot would chain specialists (e.g. lowlight, then denoise)."""
+    restorers = [load_restorer(p, threads) for p in paths]
+
+    def restore(rgb: np.ndarray) -> np.ndarray:
+        for step in restorers:
+            rgb = step(rgb)
+        return rgb
+
+    return restorers[0] if len(restorers) == 1 else restore
+
+
 def degraded_input(clean: np.ndarray, task: str, cfg: dict[str, Any], name: str,
                    severity: float | None = None) -> np.ndarray:
     """Make the deterministic degraded frame for ``clean``: the documented level, or a severity in [0, 1]."""
@@ -57,12 +69,16 @@ def degraded_input(clean: np.ndarray, task: str, cfg: dict[str, Any], name: str,
     return tensor_to_rgb_uint8(degrade(x, task, params, gen))
 
 
-def evaluate(cfg: dict[str, Any], model_path: str | Path, clean_dir: str | Path | None = None,
+def evaluate(cfg: dict[str, Any], model_path: str | Path | Sequence[str | Path], clean_dir: str | Path | None = None,
              pairs_dir: str | Path | None = None, severity: float | None = None, limit: int = 0,
              baseline: bool = True, threads: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Score input, model output and the classical baseline on every image; returns the report dict."""
+    """Score input, model output and the classical baseline on every image; returns the report dict.
+
+    Several model paths are scored as one chain, applied in the order given.
+    """
     task = cfg["task"]
-    restore = load_restorer(model_path, threads)
+    paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
+    restore = load_chain(paths, threads)
     if pairs_dir:
         items = [(name, lambda p=inp: read_rgb(p), read_rgb(tgt)) for name, inp, tgt in paired_folder(pairs_dir)]
     else:
@@ -87,7 +103,8 @@ def evaluate(cfg: dict[str, Any], model_path: str | Path, clean_dir: str | Path 
     level = cfg["levels"][task] if severity is None else {"severity": severity}
     pooled = {"psnr_pooled": pooled_psnr([r["mse"] for r in images]),
               "changed_pixels": float(np.mean([r["changed"] for r in images]))}
-    return {"task": task, **pooled, "model": _shown(model_path), "data": _shown(pairs_dir or clean_dir),
+    shown = " -> ".join(_shown(p) for p in paths)
+    return {"task": task, **pooled, "model": shown, "data": _shown(pairs_dir or clean_dir),
             "synthetic": not pairs_dir, "seed": cfg["seed"], "level": None if pairs_dir else level,
             "mean": mean, "images": images}
 

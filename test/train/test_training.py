@@ -9,17 +9,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from qdr_train.cli import main
 from qdr_train.config import load_config
-from qdr_train.data.datasets import data_root
+from qdr_train.data.datasets import data_root, list_images, read_rgb
 from qdr_train.engine.checkpoint import CheckpointError, load_model, safe_load
 from qdr_train.engine.stages import losses_of
 from qdr_train.engine.trainer import Trainer
 from qdr_train.losses.restoration import RestorationLoss, balance_weights
+from qdr_train.metrics import image_metrics
 
 if not (data_root() / "clean" / "CBSD68").is_dir():
     pytest.skip(f"training photos not found under {data_root()}", allow_module_level=True)
@@ -156,6 +158,26 @@ def test_eval_cli_on_checkpoint_and_onnx(tmp_path: Path) -> None:
     assert len(pt["images"]) == 2 and pt["level"] == load_config("dehaze")["levels"]["dehaze"]
     assert pt["mean"]["input"] == onnx_report["mean"]["input"]
     assert abs(pt["mean"]["output"]["psnr"] - onnx_report["mean"]["output"]["psnr"]) < 0.05
+
+
+def test_eval_scores_a_chain_of_models_in_the_given_order(tmp_path: Path, repo_root: Path) -> None:
+    """Two models on the command line are one restorer: the second runs on the first one's output."""
+    from qdr_train.evaluation.evaluator import degraded_input, load_restorer
+
+    first, second = (repo_root / "models" / task / "efm_int8.onnx" for task in ("lowlight", "denoise"))
+    out = tmp_path / "chain.json"
+    assert main(["eval", "--task", "night", "--model", str(first), str(second), "--limit", "1", "--no-baseline",
+                 "--threads", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["model"].count(" -> ") == 1 and report["model"].index("lowlight") < report["model"].index("denoise")
+    cfg = load_config("night")
+    clean_path = list_images(data_root() / cfg["data"]["val"])[0]
+    clean = read_rgb(clean_path)
+    lq = degraded_input(clean, "night", cfg, clean_path.name)
+    lowlight, denoise = load_restorer(first, 1), load_restorer(second, 1)
+    in_order, reversed_order = denoise(lowlight(lq)), lowlight(denoise(lq))
+    assert not np.array_equal(in_order, reversed_order)
+    assert report["images"][0]["output"] == image_metrics(in_order, clean)
 
 
 def test_eval_on_real_pairs(tmp_path: Path) -> None:
