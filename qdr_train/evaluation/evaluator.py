@@ -47,7 +47,7 @@ def load_restorer(path: str | Path, threads: int = 0) -> Restorer:
 
 
 def load_chain(paths: Sequence[str | Path], threads: int = 0) -> Restorer:
-    """The models of ``paths`` applied in turn, as a robot would chain specialists (e.g. lowlight, then denoise)."""
+    """Apply the models of ``paths`` in turn, as a robot would chain specialists (e.g. lowlight, then denoise)."""
     restorers = [load_restorer(p, threads) for p in paths]
 
     def restore(rgb: np.ndarray) -> np.ndarray:
