@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import rclpy
+from rclpy.context import Context
 
 from qdr_ros.core import ros_env
 from support.auto_model import AUTO_LABELS, AUTO_WEIGHTS
@@ -28,6 +31,15 @@ def ros_environment() -> dict[str, str]:
     """
     os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', TEST_TRANSPORTS)
     return ros_env.apply()
+
+
+@pytest.fixture
+def context() -> Iterator[Context]:
+    """Give each test its own rclpy context, shut down even when it fails (node tests share one per module)."""
+    ctx = Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    ctx.try_shutdown()
 
 
 @pytest.fixture(scope='session')

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.context import Context
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -19,15 +18,6 @@ pytestmark = pytest.mark.ros
 WIDTH, HEIGHT, SEED = 64, 48, 7
 STAMP_SEC, STAMP_NANOSEC, FRAME_ID = 1_700_000_000, 123_456_789, 'qdr_test_camera'
 TOPIC = 'qdr_smoke/image'
-
-
-@pytest.fixture
-def context() -> Iterator[Context]:
-    """Give each test its own rclpy context, shut down even when the test fails."""
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    ctx.try_shutdown()
 
 
 @pytest.fixture

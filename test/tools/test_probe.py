@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 import sys
 
 import pytest
-import rclpy
 from rclpy.context import Context
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
@@ -15,14 +13,6 @@ from sensor_msgs.msg import Image
 from qdr_ros.tools.probe import NodeProcess, Probe, ProbeError, ros_arguments, stamp_of
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture
-def context() -> Iterator[Context]:
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    ctx.try_shutdown()
 
 
 def test_ros_arguments_as_an_operator_types_them() -> None:
