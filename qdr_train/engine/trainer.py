@@ -216,7 +216,8 @@ class Trainer:
         files = list_images(data_root(d["root"]) / d["val"])[: d["val_images"]]
         model = self.shipped
         model.eval()
-        rows, psnr_in, psnr_out, clean_out = [], [], [], []
+        rows, psnr_in, psnr_out = [], [], []
+        per_condition: dict[str, list[float]] = {}
         for index, path in enumerate(files):
             img = read_rgb(path)
             h, w = img.shape[:2]
@@ -226,9 +227,8 @@ class Trainer:
             lq = synthesize(gt, condition, self.cfg["levels"], self.cfg["seed"], path.name)
             out = model(lq.to(self.device)).clamp(0, 1).cpu()
             score = min(float(psnr_torch(torch.round(out * 255) / 255, gt)), PSNR_CAP)
-            if condition == "clean":
-                clean_out.append(score)
-            else:
+            per_condition.setdefault(condition, []).append(score)
+            if condition != "clean":
                 psnr_in.append(float(psnr_torch(lq, gt)))
                 psnr_out.append(score)
             rows.append(torch.cat([lq, out, gt], dim=3)[0])
@@ -236,8 +236,8 @@ class Trainer:
         grid = (torch.cat(rows[:3], dim=1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         cv2.imwrite(str(self.run_dir / f"val_{self.step:06d}.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
         logs = {"val_psnr_input": float(np.mean(psnr_in)), "val_psnr": float(np.mean(psnr_out))} if psnr_in else {}
-        if clean_out:
-            logs["val_psnr_clean"] = float(np.mean(clean_out))
+        if self.cfg["task"] == AUTO:
+            logs.update({f"val_psnr_{name}": float(np.mean(v)) for name, v in per_condition.items()})
         return logs
 
 

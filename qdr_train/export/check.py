@@ -12,6 +12,9 @@ Rules checked (TensorRT 10 "explicit quantization"; ONNX Runtime fuses the same 
    256 camera values; a skip through it shifts half of all pixel values even where the gate is
    shut. The Add has no Q/DQ, so TensorRT runs that one layer in FP16/FP32 while rule 4 keeps
    every conv in INT8.
+Element-wise ops between a DequantizeLinear and a QuantizeLinear (the gate's sigmoid and its dead
+zone, the condition probabilities) run in float on tensors of one channel or one value; the rules
+bind the convs, where the time goes.
 ``cpu=True`` checks the CPU twin instead: activations uint8 with zero point 128 (the same grid).
 """
 

@@ -139,13 +139,13 @@ def test_checker_rejects_float_convs_and_broken_rules(int8_onnx: Path, tmp_path:
     assert any("zero point" in v for v in report.violations)
 
 
-def _shut_gate_int8(model_cfg: dict[str, object]) -> nn.Module:
+def _shut_gate_int8(model_cfg: dict[str, object], gate_logit: float = -10.0) -> nn.Module:
     """A calibrated INT8 model whose tail would change every pixel, but whose gate is shut everywhere."""
     torch.manual_seed(0)
     model = build_model(model_cfg)
     nn.init.normal_(model.tail.conv.weight, std=0.5)
     nn.init.normal_(model.gate_logit.conv.weight, std=0.01)
-    nn.init.constant_(model.gate_logit.conv.bias, -10.0)
+    nn.init.constant_(model.gate_logit.conv.bias, gate_logit)
     return calibrate(prepare_qat(model), [torch.rand(2, 3, 32, 32)], progress=False)
 
 
@@ -173,6 +173,53 @@ def test_shut_gate_passes_every_8bit_value_exactly_through_int8(tmp_path: Path) 
             changed[name, on_cpu] = int(np.count_nonzero(np.rint(out * 255) != np.rint(x * 255)))
     assert changed["exact", False] == changed["exact", True] == 0
     assert changed["quantized", False] > 0.3 * x.size
+
+
+def test_gate_floor_shuts_a_gate_that_a_sigmoid_leaves_ajar(tmp_path: Path) -> None:
+    """A gate probability of about 0.1 changes pixels through INT8; a floor of 0.15 makes it pass them exactly."""
+    x = _every_8bit_value()
+    changed = {}
+    for floor in (0.0, 0.15):
+        cfg = {**TINY, "exact_skip": True, "condition_head": True, "gate_floor": floor}
+        path = export_onnx(_shut_gate_int8(cfg, gate_logit=-2.2), tmp_path / str(floor) / "efm_int8.onnx",
+                           {"model": cfg})
+        cpu = to_cpu_variant(path, tmp_path / str(floor) / "efm_int8_cpu.onnx")
+        for file, on_cpu in ((path, False), (cpu, True)):
+            report = check_int8(file, cpu=on_cpu)
+            assert report.ok and report.skip == "exact", report.summary()
+            out, _, gate = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+            changed[floor, on_cpu] = int(np.count_nonzero(np.rint(out * 255) != np.rint(x * 255)))
+            assert (float(gate.max()) == 0.0) == (floor > 0)
+    assert changed[0.0, False] > 0.3 * x.size and changed[0.0, True] > 0.3 * x.size
+    assert changed[0.15, False] == changed[0.15, True] == 0
+
+
+@pytest.mark.parametrize("clean_logit", [10.0, -10.0])
+def test_a_head_sure_of_a_clean_frame_shuts_an_open_gate(tmp_path: Path, clean_logit: float) -> None:
+    """clean_shuts_gate: the local gate is open (0.9), so only the head's P(clean) decides whether pixels pass."""
+    cfg = {**TINY, "exact_skip": True, "condition_head": True, "clean_shuts_gate": True}
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    head = model.condition[-1].conv
+    nn.init.normal_(head.weight, std=0.01)
+    nn.init.constant_(head.bias, -10.0)
+    head.bias.data[0] = clean_logit
+    nn.init.normal_(model.tail.conv.weight, std=0.5)
+    nn.init.normal_(model.gate_logit.conv.weight, std=0.01)
+    nn.init.constant_(model.gate_logit.conv.bias, 2.2)
+    int8 = calibrate(prepare_qat(model), [torch.rand(2, 3, 32, 32)], progress=False)
+    path = export_onnx(int8, tmp_path / "efm_int8.onnx", {"model": cfg})
+    cpu = to_cpu_variant(path, tmp_path / "efm_int8_cpu.onnx")
+    x = _every_8bit_value()
+    for file, on_cpu in ((path, False), (cpu, True)):
+        assert check_int8(file, cpu=on_cpu).ok
+        out, condition, gate = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+        changed = int(np.count_nonzero(np.rint(out * 255) != np.rint(x * 255)))
+        assert (condition[0, 0] > 0.5) == (clean_logit > 0)
+        if clean_logit > 0:
+            assert changed == 0 and float(gate.max()) == 0.0
+        else:
+            assert changed > 0.3 * x.size and float(gate.min()) > 0.5
 
 
 def test_condition_model_exports_restored_condition_and_gate(tmp_path: Path) -> None:

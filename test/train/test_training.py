@@ -72,6 +72,21 @@ def test_loss_falls_and_validation_writes_a_grid(tmp_path: Path) -> None:
     assert (run / "config.yaml").exists() and (run / "tb").is_dir()
 
 
+def test_auto_run_logs_every_condition_and_keeps_its_gate_floor(tmp_path: Path) -> None:
+    """A short blind run: validation scores each mixture condition, and the model file keeps the gate's dead zone."""
+    cfg = load_config("auto", overrides=tiny(tmp_path, 10, **{"data.val_images": 7, "train.val_every": 10,
+                                                              "model.gate_floor": 0.2}))
+    run = Trainer(cfg).fit()
+    logged = {k for _, k, _ in (line.split(",") for line in (run / "log.csv").read_text().splitlines()[1:])}
+    assert {f"val_psnr_{c}" for c in cfg["data"]["mixture"]} <= logged
+    assert {"gate_bce", "condition_bce"} <= logged
+    model, _ = load_model(run / "model.pt")
+    with torch.no_grad():
+        _, feats = model(torch.rand(1, 3, 32, 32), return_features=True)
+    assert model.gate_floor == 0.2
+    torch.testing.assert_close(feats["gate"], torch.relu(feats["gate_prob"] - 0.2))
+
+
 def test_reconstruction_loss_terms_and_their_config() -> None:
     pred, target = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     rec, aux = losses_of(load_config("denoise", overrides=["loss.l1=0", "loss.mse=1", "loss.fft=0", "loss.gate=0.5",
