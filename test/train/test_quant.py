@@ -213,7 +213,8 @@ def test_a_head_sure_of_a_clean_frame_shuts_an_open_gate(tmp_path: Path, clean_l
     x = _every_8bit_value()
     for file, on_cpu in ((path, False), (cpu, True)):
         assert check_int8(file, cpu=on_cpu).ok
-        out, condition, gate = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+        session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        out, condition, gate = session.run(None, {"image": x})
         changed = int(np.count_nonzero(np.rint(out * 255) != np.rint(x * 255)))
         assert (condition[0, 0] > 0.5) == (clean_logit > 0)
         if clean_logit > 0:
