@@ -22,18 +22,15 @@ runs it in FP16/FP32; every conv stays INT8), and a gate below half an INT8 step
 quantizer makes the correction exactly zero: a clean 8-bit frame comes back bit for bit.
 
 ``gate_floor``: a dead zone, ``g = relu(sigmoid(z) - gate_floor)``. A sigmoid never reaches 0, and in
-INT8 a gate shuts only below half a step of its quantizer (sigmoid logit < -5.5), which supervision
-alone rarely pushes a clean textured region to: the first auto model's gate had a median of 0.2
-on clean photos and changed 58% of Kodak24's clean pixels by a level. With a floor, every place
-the gate's probability is below it gets exactly zero correction; the gate loss supervises the
-probability (``gate_prob``), which keeps a gradient below the floor.
+INT8 a gate shuts only below half a step of its quantizer (logit < -5.5), which supervision alone
+rarely pushes a clean textured region to. Below the floor the correction is exactly zero; the gate
+loss supervises the sigmoid before the floor (``gate_prob``), which keeps a gradient there.
 
-``clean_shuts_gate`` (needs the condition head): the head's probability that the whole frame is clean
-raises the dead zone, ``g = relu(sigmoid(z) - gate_floor - P(clean))``. The head knows a frame is clean
-from the whole bottleneck (clean frames called clean: 1.00 on Kodak24) where the local gate, which sees
-texture at half resolution, stays ajar (median 0.26 on clean photos); a frame the head is sure of passes
-bit for bit, a degraded one (P(clean) ~ 0) keeps its local gate, and a doubtful one is corrected only
-where the local gate is surer than the head.
+``clean_shuts_gate`` (needs the condition head): the head's probability that the whole frame is
+clean joins the floor, ``g = relu(sigmoid(z) - gate_floor - P(clean))``. The head judges the whole
+frame where the local gate sees texture at half resolution: a frame the head is sure of passes bit
+for bit, a degraded one (P(clean) ~ 0) keeps its local gate, and a doubtful one is corrected only
+where the local gate is surer than the head (measurements: docs/training.md, the auto model).
 
 ``condition_head``: what the camera sees, as one logit per label of ``LABELS`` (several at once:
 night is lowlight and noise), from the globally pooled bottleneck through two 1x1 convs.
