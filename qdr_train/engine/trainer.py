@@ -79,12 +79,8 @@ class Trainer:
         if self.distributed:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        params = [p for p in list(self.model.parameters()) + list(self.stage.objective.parameters())
-                  if p.requires_grad]
         o = cfg["optim"]
-        groups = [{"params": [p for p in params if p.dim() > 1], "weight_decay": o["weight_decay"]},
-                  {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
-        self.optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]))
+        self.optimizer = torch.optim.AdamW(self._param_groups(o), lr=o["lr"], betas=tuple(o["betas"]))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: cosine_lr(s, cfg["train"]["iters"], o["warmup"], o["min_lr_ratio"]))
         decay = cfg["train"]["ema"]
@@ -103,6 +99,27 @@ class Trainer:
     @property
     def last_path(self) -> Path:
         return self.run_dir / "last.pt"
+
+    def _param_groups(self, o: dict[str, Any]) -> list[dict[str, Any]]:
+        """AdamW groups: weight decay on weights only; modules named in ``optim.slow`` at ``slow_lr_ratio`` of the lr.
+
+        A slow part keeps what it learned elsewhere (a specialist's encoder, say) while the rest adapts.
+        """
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        named += [(f"objective.{n}", p) for n, p in self.stage.objective.named_parameters() if p.requires_grad]
+        if o["slow_lr_ratio"] < 0:
+            raise ValueError(f"optim.slow_lr_ratio must be >= 0, got {o['slow_lr_ratio']}")
+        unknown = [m for m in o["slow"] if not any(n == m or n.startswith(f"{m}.") for n, _ in named)]
+        if unknown:
+            raise ValueError(f"optim.slow names no trainable module: {unknown} (top-level modules: "
+                             f"{sorted({n.split('.')[0] for n, _ in named})})")
+        groups = []
+        for slow in (False, True):
+            part = [(n, p) for n, p in named if any(n == m or n.startswith(f"{m}.") for m in o["slow"]) == slow]
+            lr = o["lr"] * (o["slow_lr_ratio"] if slow else 1.0)
+            groups += [{"params": [p for _, p in part if p.dim() > 1], "weight_decay": o["weight_decay"], "lr": lr},
+                       {"params": [p for _, p in part if p.dim() <= 1], "weight_decay": 0.0, "lr": lr}]
+        return [g for g in groups if g["params"]]
 
     def _resume(self) -> None:
         if not self.last_path.exists():

@@ -88,6 +88,19 @@ def test_auto_run_logs_every_condition_and_keeps_its_gate_floor(tmp_path: Path) 
     torch.testing.assert_close(feats["gate"], torch.relu(feats["gate_prob"] - 0.2 - clean))
 
 
+def test_slow_modules_train_at_their_ratio_and_unknown_names_are_refused(tmp_path: Path) -> None:
+    """optim.slow with ratio 0 freezes the named encoder while the rest of the net trains."""
+    cfg = load_config("denoise", overrides=tiny(tmp_path, 5, **{"optim.slow": "[enc1]", "optim.slow_lr_ratio": 0.0}))
+    trainer = Trainer(cfg)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.fit()
+    moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and not any(n.startswith("enc1.") for n in moved), sorted(moved)
+    assert any(n.startswith("enc2.") for n in moved)
+    with pytest.raises(ValueError, match="optim.slow names no trainable module"):
+        Trainer(load_config("denoise", overrides=tiny(tmp_path, 5, name="bad", **{"optim.slow": "[encoder9]"})))
+
+
 def test_reconstruction_loss_terms_and_their_config() -> None:
     pred, target = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     rec, aux = losses_of(load_config("denoise", overrides=["loss.l1=0", "loss.mse=1", "loss.fft=0", "loss.gate=0.5",
