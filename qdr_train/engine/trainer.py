@@ -101,7 +101,7 @@ class Trainer:
         return self.run_dir / "last.pt"
 
     def _param_groups(self, o: dict[str, Any]) -> list[dict[str, Any]]:
-        """AdamW groups: weight decay on weights only; modules named in ``optim.slow`` at ``slow_lr_ratio`` of the lr.
+        """Optimizer groups: weight decay on weights only; modules in ``optim.slow`` at ``slow_lr_ratio`` of the lr.
 
         A slow part keeps what it learned elsewhere (a specialist's encoder, say) while the rest adapts.
         """
