@@ -105,20 +105,21 @@ class Trainer:
 
         A slow part keeps what it learned elsewhere (a specialist's encoder, say) while the rest adapts.
         """
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        named += [(f"objective.{n}", p) for n, p in self.stage.objective.named_parameters() if p.requires_grad]
         if o["slow_lr_ratio"] < 0:
             raise ValueError(f"optim.slow_lr_ratio must be >= 0, got {o['slow_lr_ratio']}")
-        unknown = [m for m in o["slow"] if not any(n == m or n.startswith(f"{m}.") for n, _ in named)]
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        named += [(f"objective.{n}", p) for n, p in self.stage.objective.named_parameters() if p.requires_grad]
+        module_of = {n: next((m for m in o["slow"] if n == m or n.startswith(f"{m}.")), None) for n, _ in named}
+        unknown = sorted(set(o["slow"]) - set(module_of.values()))
         if unknown:
             raise ValueError(f"optim.slow names no trainable module: {unknown} (top-level modules: "
                              f"{sorted({n.split('.')[0] for n, _ in named})})")
         groups = []
         for slow in (False, True):
-            part = [(n, p) for n, p in named if any(n == m or n.startswith(f"{m}.") for m in o["slow"]) == slow]
+            part = [p for n, p in named if (module_of[n] is not None) == slow]
             lr = o["lr"] * (o["slow_lr_ratio"] if slow else 1.0)
-            groups += [{"params": [p for _, p in part if p.dim() > 1], "weight_decay": o["weight_decay"], "lr": lr},
-                       {"params": [p for _, p in part if p.dim() <= 1], "weight_decay": 0.0, "lr": lr}]
+            groups += [{"params": [p for p in part if p.dim() > 1], "weight_decay": o["weight_decay"], "lr": lr},
+                       {"params": [p for p in part if p.dim() <= 1], "weight_decay": 0.0, "lr": lr}]
         return [g for g in groups if g["params"]]
 
     def _resume(self) -> None:

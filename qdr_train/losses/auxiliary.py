@@ -48,7 +48,7 @@ class AuxiliaryLoss(nn.Module):
                 labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         loss, logs = lq.new_zeros(()), {}
         if self.gate:
-            g = feats.get("gate_prob", feats["gate"]).float()
+            g = feats["gate_prob"].float()
             target = degraded_mask(lq, gt, tuple(g.shape[-2:]), self.gate_threshold)
             term = F.binary_cross_entropy(g.clamp(1e-6, 1 - 1e-6), target)
             loss, logs["gate_bce"] = loss + self.gate * term, float(term.detach())

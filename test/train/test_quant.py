@@ -139,10 +139,20 @@ def test_checker_rejects_float_convs_and_broken_rules(int8_onnx: Path, tmp_path:
     assert any("zero point" in v for v in report.violations)
 
 
-def _shut_gate_int8(model_cfg: dict[str, object], gate_logit: float = -10.0) -> nn.Module:
-    """A calibrated INT8 model whose tail would change every pixel, but whose gate is shut everywhere."""
+def _shut_gate_int8(model_cfg: dict[str, object], gate_logit: float = -10.0,
+                    clean_logit: float | None = None) -> nn.Module:
+    """A calibrated INT8 model whose tail would change every pixel, but whose gate is shut everywhere.
+
+    ``gate_logit`` sets how far the local gate is open; ``clean_logit`` fixes the head's clean logit
+    (every other label at -10) for models with a condition head.
+    """
     torch.manual_seed(0)
     model = build_model(model_cfg)
+    if clean_logit is not None:
+        head = model.condition[-1].conv
+        nn.init.normal_(head.weight, std=0.01)
+        nn.init.constant_(head.bias, -10.0)
+        head.bias.data[0] = clean_logit
     nn.init.normal_(model.tail.conv.weight, std=0.5)
     nn.init.normal_(model.gate_logit.conv.weight, std=0.01)
     nn.init.constant_(model.gate_logit.conv.bias, gate_logit)
@@ -198,16 +208,7 @@ def test_gate_floor_shuts_a_gate_that_a_sigmoid_leaves_ajar(tmp_path: Path) -> N
 def test_a_head_sure_of_a_clean_frame_shuts_an_open_gate(tmp_path: Path, clean_logit: float) -> None:
     """clean_shuts_gate: the local gate is open (0.9), so only the head's P(clean) decides whether pixels pass."""
     cfg = {**TINY, "exact_skip": True, "condition_head": True, "clean_shuts_gate": True}
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    head = model.condition[-1].conv
-    nn.init.normal_(head.weight, std=0.01)
-    nn.init.constant_(head.bias, -10.0)
-    head.bias.data[0] = clean_logit
-    nn.init.normal_(model.tail.conv.weight, std=0.5)
-    nn.init.normal_(model.gate_logit.conv.weight, std=0.01)
-    nn.init.constant_(model.gate_logit.conv.bias, 2.2)
-    int8 = calibrate(prepare_qat(model), [torch.rand(2, 3, 32, 32)], progress=False)
+    int8 = _shut_gate_int8(cfg, gate_logit=2.2, clean_logit=clean_logit)
     path = export_onnx(int8, tmp_path / "efm_int8.onnx", {"model": cfg})
     cpu = to_cpu_variant(path, tmp_path / "efm_int8_cpu.onnx")
     x = _every_8bit_value()
