@@ -78,7 +78,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _release(args: argparse.Namespace) -> int:
     from qdr_train.release.release import release
-    card = release(args.run, args.models, args.results, args.command, args.threads)
+    card = release(args.run, args.models, args.results, args.command, args.threads, args.eval_data)
     print(json.dumps({k: card[k] for k in ("task", "precision", "iterations", "mean", "files")}, indent=2))
     return 0
 
@@ -194,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--results", default="results/eval")
     rel.add_argument("--command", default="", help="the training command, recorded in the model card")
     rel.add_argument("--threads", type=int, default=0)
+    rel.add_argument("--eval-data", default="", help="held-out set under the data root (default: the run's data.val)")
     rel.set_defaults(func=_release)
 
     ab = sub.add_parser("ablate", help="train + export + evaluate every INT8 variant per task and seed; writes tables")

@@ -18,10 +18,20 @@ from qdr_train.models.profile import count_macs, count_params
 
 
 def release(run_dir: str | Path, models_dir: str | Path = "models", results_dir: str | Path = "results/eval",
-            command: str = "", threads: int = 0) -> dict[str, Any]:
-    """Copy the run's model file, export ONNX, evaluate the ONNX on the held-out set, write the card."""
+            command: str = "", threads: int = 0, eval_data: str = "") -> dict[str, Any]:
+    """Copy the run's model file, export ONNX, evaluate the ONNX on the held-out set, write the card.
+
+    ``eval_data`` (a folder under the data root) is the held-out set; empty means the run's ``data.val``,
+    which a run may have pointed at a training-split set to watch it (then pass the held-out set here).
+    """
     run_dir = Path(run_dir)
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    eval_data = eval_data or cfg["data"]["val"]
+    clean = data_root(cfg["data"]["root"]) / eval_data
+    if not clean.is_dir():
+        raise FileNotFoundError(f"evaluation set {clean} not found; pass --eval-data <folder under the data root>")
+    if eval_data in cfg["data"]["train"]:
+        raise ValueError(f"evaluation set {eval_data} is in the run's data.train; pass a held-out set with --eval-data")
     info = safe_load(run_dir / "model.pt")
     task, precision = cfg["task"], "int8" if info.get("quantized") else "fp32"
     out = Path(models_dir) / task
@@ -29,7 +39,6 @@ def release(run_dir: str | Path, models_dir: str | Path = "models", results_dir:
     model_file = out / f"efm_{precision}.pt"
     shutil.copyfile(run_dir / "model.pt", model_file)
     onnx_files = export_model_file(model_file, out, cfg)
-    clean = data_root(cfg["data"]["root"]) / cfg["data"]["val"]
     conditions = eval_tasks(task) + (("clean",) if task == AUTO else ())
     reports, tables = {}, []
     for condition in conditions:
@@ -41,7 +50,7 @@ def release(run_dir: str | Path, models_dir: str | Path = "models", results_dir:
     card = {
         "task": task, "precision": precision, "stage": cfg["stage"], "iterations": int(info["step"]),
         "params": count_params(model), "gmacs_640x480": round(count_macs(model, 480, 640) / 1e9, 3),
-        "train_data": cfg["data"]["train"], "eval_data": cfg["data"]["val"],
+        "train_data": cfg["data"]["train"], "eval_data": eval_data,
         "level": {c: cfg["levels"][c] for c in conditions} if task == AUTO else cfg["levels"][task],
         "mean": {c: r["mean"] for c, r in reports.items()} if task == AUTO else reports[task]["mean"],
         "files": [str(p) for p in [model_file, *onnx_files]], "command": command,

@@ -189,6 +189,23 @@ def test_eval_cli_on_checkpoint_and_onnx(tmp_path: Path) -> None:
     assert abs(pt["mean"]["output"]["psnr"] - onnx_report["mean"]["output"]["psnr"]) < 0.05
 
 
+def test_release_evaluates_on_the_held_out_set_it_is_given(tmp_path: Path) -> None:
+    """A run that watched a training-split set is released on a held-out set; a training set is refused."""
+    run = Trainer(load_config("derain", overrides=tiny(tmp_path, 5, **{"data.train": "[clean/CBSD68]",
+                                                                       "data.val": "clean/CBSD68"}))).fit()
+    models, results = tmp_path / "models", tmp_path / "results"
+    release = ["release", "--run", str(run), "--models", str(models), "--results", str(results), "--threads", "1"]
+    assert main(release) == 2
+    assert main([*release, "--eval-data", "clean/NoSuchSet"]) == 2
+    assert not models.exists()
+    assert main([*release, "--eval-data", "clean/Set14"]) == 0
+    card = json.loads((models / "derain" / "model_card_fp32.json").read_text())
+    report = json.loads((results / "derain_fp32.json").read_text())
+    assert card["eval_data"] == "clean/Set14" and card["iterations"] == 5
+    assert len(report["images"]) == len(list_images(data_root() / "clean" / "Set14"))
+    assert "clean/Set14 (never trained on)" in (models / "derain" / "MODEL_CARD_fp32.md").read_text()
+
+
 def test_eval_scores_a_chain_of_models_in_the_given_order(tmp_path: Path, repo_root: Path) -> None:
     """Two models on the command line are one restorer: the second runs on the first one's output."""
     from qdr_train.evaluation.evaluator import degraded_input, load_restorer
