@@ -16,7 +16,7 @@ $PY -m qdr_train.cli release --run "$RUN" --eval-data clean/Kodak24 --command "$
 $PY -m qdr_train.cli ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr \
     --seeds 0 1 2 --jobs 2 --out results/ablation/auto "${INT8_OVERRIDES[@]}"
 $PY -m qdr_train.cli release --run results/ablation/auto/auto/seed0/runs/qdr --eval-data clean/Kodak24 --command \
-    "qdr-train fit --task auto --config qdr_train/configs/int8.yaml stage=qdr quant.teacher=models/auto/efm_fp32.pt seed=0 (the qdr run of: qdr-train ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr --seeds 0 1 2 --jobs 2 train.progress=false data.crop=192 data.batch=4)"
+    "qdr-train fit --task auto --config qdr_train/configs/int8.yaml stage=qdr quant.teacher=models/auto/efm_fp32.pt seed=0 (the qdr run of: qdr-train ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr --seeds 0 1 2 --jobs 2 ${INT8_OVERRIDES[*]})"
 $PY -m qdr_train.cli check-int8 models/auto/efm_int8.onnx
 $PY -m qdr_train.cli check-int8 --cpu models/auto/efm_int8_cpu.onnx
 $PY -m qdr_train.cli conditions --model models/auto/efm_int8.onnx --json results/eval/auto_conditions_int8.json

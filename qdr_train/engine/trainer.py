@@ -105,8 +105,6 @@ class Trainer:
 
         A slow part keeps what it learned elsewhere (a specialist's encoder, say) while the rest adapts.
         """
-        if o["slow_lr_ratio"] < 0:
-            raise ValueError(f"optim.slow_lr_ratio must be >= 0, got {o['slow_lr_ratio']}")
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         named += [(f"objective.{n}", p) for n, p in self.stage.objective.named_parameters() if p.requires_grad]
         module_of = {n: next((m for m in o["slow"] if n == m or n.startswith(f"{m}.")), None) for n, _ in named}

@@ -26,6 +26,7 @@ def test_defaults_task_and_overrides_resolve() -> None:
     (["data.crop=50"], "multiple of the model stride"),
     (["nonsense"], "not key=value"),
     (["distill.lmr=uncertainty"], "distill.lmr='uncertainty' must be one of magnitude, bounded, gradient, aligned"),
+    (["optim.slow_lr_ratio=-0.5"], "optim.slow_lr_ratio=-0.5 must be >= 0"),
 ])
 def test_bad_overrides_fail_with_the_key_named(override: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
