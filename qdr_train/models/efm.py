@@ -31,6 +31,9 @@ clean joins the floor, ``g = relu(sigmoid(z) - gate_floor - P(clean))``. The hea
 frame where the local gate sees texture at half resolution: a frame the head is sure of passes bit
 for bit, a degraded one (P(clean) ~ 0) keeps its local gate, and a doubtful one is corrected only
 where the local gate is surer than the head (measurements: docs/training.md, the auto model).
+``clean_gain`` scales the head's share, ``g = relu(sigmoid(z) - gate_floor - clean_gain * P(clean))``:
+with a gain above 1 a frame the head calls clean only half-surely still passes unchanged, while a
+degraded frame (P(clean) ~ 0) keeps its gate. It changes no weight, so it can be set after training.
 
 ``condition_head``: what the camera sees, as one logit per label of ``LABELS`` (several at once:
 night is lowlight and noise), from the globally pooled bottleneck through two 1x1 convs.
@@ -65,7 +68,8 @@ class EFM(nn.Module):
 
     def __init__(self, widths: tuple[int, int, int] | list[int] = (16, 32, 64), num_blocks: int = 2,
                  global_context: bool = False, head_relu: bool = True, exact_skip: bool = False,
-                 condition_head: bool = False, gate_floor: float = 0.0, clean_shuts_gate: bool = False) -> None:
+                 condition_head: bool = False, gate_floor: float = 0.0, clean_shuts_gate: bool = False,
+                 clean_gain: float = 1.0) -> None:
         super().__init__()
         c1, c2, c3 = widths
         self.q_in = QuantPoint()
@@ -91,6 +95,9 @@ class EFM(nn.Module):
         if clean_shuts_gate and not condition_head:
             raise ValueError("clean_shuts_gate needs condition_head: the clean probability comes from the head")
         self.clean_shuts_gate = clean_shuts_gate
+        if clean_gain < 0.0:
+            raise ValueError(f"clean_gain must be >= 0, got {clean_gain}")
+        self.clean_gain = clean_gain
         self.condition = (nn.Sequential(QuantPoint(), ConvAct(c3, CONDITION_HIDDEN, kernel=1),
                                         ConvAct(CONDITION_HIDDEN, len(LABELS), kernel=1, act=False))
                           if condition_head else None)
@@ -136,7 +143,7 @@ class EFM(nn.Module):
         floor: torch.Tensor | float = self.gate_floor
         if self.clean_shuts_gate:
             clean = LABELS.index("clean")
-            floor = floor + torch.sigmoid(condition[:, clean:clean + 1]).view(-1, 1, 1, 1)
+            floor = floor + self.clean_gain * torch.sigmoid(condition[:, clean:clean + 1]).view(-1, 1, 1, 1)
         g = self.gate(torch.relu(p - floor) if self.clean_shuts_gate or self.gate_floor else p)
         y = (x if self.exact_skip else xq) + F.pixel_shuffle(self.tail(self.gated(g * d1)), 2)
         feats = {"bottleneck": b, "decoder": torch.cat([d2.flatten(1), d1.flatten(1)], 1), "gate": g,

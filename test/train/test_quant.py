@@ -224,6 +224,31 @@ def test_a_head_sure_of_a_clean_frame_shuts_an_open_gate(tmp_path: Path, clean_l
             assert changed > 0.3 * x.size and float(gate.min()) > 0.5
 
 
+@pytest.mark.parametrize("gain", [1.0, 2.0])
+def test_clean_gain_shuts_a_gate_the_head_is_only_half_sure_of(tmp_path: Path, gain: float) -> None:
+    """P(clean) 0.5 under an open local gate (0.9): gain 1 leaves 0.4 of the correction, gain 2 none.
+
+    A degraded frame (P(clean) ~ 0) keeps its gate at either gain.
+    """
+    cfg = {**TINY, "exact_skip": True, "condition_head": True, "clean_shuts_gate": True, "clean_gain": gain}
+    x = _every_8bit_value()
+    for clean_logit in (0.0, -10.0):
+        folder = tmp_path / str(clean_logit)
+        path = export_onnx(_shut_gate_int8(cfg, gate_logit=2.2, clean_logit=clean_logit), folder / "efm_int8.onnx",
+                           {"model": cfg})
+        cpu = to_cpu_variant(path, folder / "efm_int8_cpu.onnx")
+        for file, on_cpu in ((path, False), (cpu, True)):
+            assert check_int8(file, cpu=on_cpu).ok
+            out, condition, gate = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"]).run(
+                None, {"image": x})
+            changed = int(np.count_nonzero(np.rint(out * 255) != np.rint(x * 255)))
+            if clean_logit == 0.0 and gain > 1:
+                assert abs(float(condition[0, 0]) - 0.5) < 0.05
+                assert changed == 0 and float(gate.max()) == 0.0
+            else:
+                assert changed > 0.3 * x.size and float(gate.min()) > 0.3
+
+
 def test_condition_model_exports_restored_condition_and_gate(tmp_path: Path) -> None:
     model = _shut_gate_int8({**TINY, "exact_skip": True, "condition_head": True})
     path = export_onnx(model, tmp_path / "efm_int8.onnx", {"model": {"exact_skip": True}})
