@@ -208,6 +208,11 @@ def p50_p95(values: list[float]) -> dict[str, float | None]:
     return {'p50': round(found[0], 1), 'p95': round(found[1], 1)} if found else {'p50': None, 'p95': None}
 
 
+def _infinite(values: list[float | None]) -> int:
+    """How many PSNRs are infinite: frames identical to the clean reference."""
+    return sum(v is not None and math.isinf(v) for v in values)
+
+
 def mean_or_none(values: list[float | None]) -> float | None:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return round(float(np.mean(finite)), 2) if finite else None
@@ -459,6 +464,8 @@ def summarize(args: argparse.Namespace, model: Path, results: list[tuple[FrameRe
             'frames': len(group), 'truth': list(group[0].truth),
             'psnr_degraded_mean': mean_or_none([r.psnr_degraded for r in group]),
             'psnr_restored_mean': mean_or_none([r.psnr_restored for r in group]),
+            'infinite_psnr_frames': {'degraded': _infinite([r.psnr_degraded for r in group]),
+                                     'restored': _infinite([r.psnr_restored for r in group])},
             'detections_total': sum(r.detections for r in group),
             'label_accuracy': label_accuracy(group, labels)}
     return {
@@ -468,7 +475,8 @@ def summarize(args: argparse.Namespace, model: Path, results: list[tuple[FrameRe
         'frames': len(rows), 'frames_published': published, 'fps': None if fps is None else round(fps, 2),
         'latency_ms': p50_p95([r.latency_ms for r in rows]),
         'restore_latency_ms': p50_p95([r.restore_latency_ms for r in rows]),
-        'psnr_note': 'mean over frames with a finite PSNR (an unchanged clean frame scores infinity)',
+        'psnr_note': 'mean over frames with a finite PSNR; an unchanged clean frame scores infinity and is counted '
+                     'in infinite_psnr_frames',
         'per_condition': per_condition, 'label_accuracy': label_accuracy(rows, labels),
         'detections_per_frame': [r.detections for r in rows], 'detections_total': sum(r.detections for r in rows),
         'frames_seen': [{'name': r.name, 'condition': r.condition, 'truth': list(r.truth), 'seen': list(r.seen),
@@ -489,8 +497,13 @@ def print_summary(summary: dict[str, Any]) -> None:
           f"p95 {lat['p95']} ms")
     for condition, c in summary['per_condition'].items():
         accuracy = c['label_accuracy']['exact_set']
-        print(f"  {condition:10s} {c['frames']:3d} frames  PSNR {c['psnr_degraded_mean']} -> {c['psnr_restored_mean']}"
-              f" dB  detections {c['detections_total']:3d}  labels right {accuracy}")
+        psnr = {side: _db(c[f'psnr_{side}_mean']) if c[f'psnr_{side}_mean'] is not None
+                else ('inf' if c['infinite_psnr_frames'][side] == c['frames'] else 'n/a')
+                for side in ('degraded', 'restored')}
+        exact = c['infinite_psnr_frames']['restored']
+        print(f"  {condition:10s} {c['frames']:3d} frames  PSNR {psnr['degraded']} -> {psnr['restored']} dB"
+              f"{f' ({exact} bit for bit)' if exact else ''}  detections {c['detections_total']:3d}  "
+              f"labels right {accuracy}")
     overall = summary['label_accuracy']
     print(f"  labels          per label {overall['per_label']}, whole set right {overall['exact_set']}")
     print(f"  outputs         {', '.join(v for v in summary['outputs'].values() if v)}")

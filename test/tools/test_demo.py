@@ -45,6 +45,7 @@ def test_demo_plays_changing_weather_and_writes_sane_outputs(auto_model: Path, t
     # sigma 25 noise: about 20 dB; the model (0.8 x + 0.1) changes every frame, so PSNR stays finite
     assert 15 < conditions['denoise']['psnr_degraded_mean'] < 26
     assert math.isfinite(conditions['denoise']['psnr_restored_mean'])
+    assert conditions['denoise']['infinite_psnr_frames'] == {'degraded': 0, 'restored': 0}
     assert set(summary['label_accuracy']['per_label']) == set(AUTO_LABELS)  # the node reported a condition per frame
     assert all(frame['seen'] for frame in summary['frames_seen'])
     assert summary['detections_total'] == sum(summary['detections_per_frame'])
