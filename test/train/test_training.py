@@ -73,7 +73,10 @@ def test_loss_falls_and_validation_writes_a_grid(tmp_path: Path) -> None:
 
 
 def test_auto_run_logs_every_condition_and_keeps_its_gate_floor(tmp_path: Path) -> None:
-    """A short blind run: validation scores each mixture condition; the model file keeps the gate's dead zone."""
+    """A short blind run: validation scores each mixture condition; the model file keeps the gate's dead zone.
+
+    auto.yaml's clean_gain must survive into the model file: the INT8 stages read it from there.
+    """
     cfg = load_config("auto", overrides=tiny(tmp_path, 10, **{"data.val_images": 7, "train.val_every": 10,
                                                               "model.gate_floor": 0.2}))
     run = Trainer(cfg).fit()
@@ -83,9 +86,9 @@ def test_auto_run_logs_every_condition_and_keeps_its_gate_floor(tmp_path: Path) 
     model, _ = load_model(run / "model.pt")
     with torch.no_grad():
         _, feats = model(torch.rand(1, 3, 32, 32), return_features=True)
-    assert model.gate_floor == 0.2 and model.clean_shuts_gate
+    assert model.gate_floor == 0.2 and model.clean_shuts_gate and model.clean_gain == cfg["model"]["clean_gain"] > 1
     clean = torch.sigmoid(feats["condition"][:, model.labels.index("clean")]).view(-1, 1, 1, 1)
-    torch.testing.assert_close(feats["gate"], torch.relu(feats["gate_prob"] - 0.2 - clean))
+    torch.testing.assert_close(feats["gate"], torch.relu(feats["gate_prob"] - 0.2 - model.clean_gain * clean))
 
 
 def test_slow_modules_train_at_their_ratio_and_unknown_names_are_refused(tmp_path: Path) -> None:
