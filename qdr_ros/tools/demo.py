@@ -432,6 +432,11 @@ def _db(value: float | None) -> str:
     return 'n/a' if value is None else ('inf' if math.isinf(value) else f'{value:5.2f}')
 
 
+def _mean_db(mean: float | None, all_infinite: bool) -> str:
+    """Format a condition's mean PSNR: 'inf' when every frame matched its reference (no finite value)."""
+    return 'inf' if mean is None and all_infinite else _db(mean)
+
+
 def print_frame(index: int, total: int, result: FrameResult, results: list[tuple[FrameResult, Pending]]) -> None:
     quality = ('' if result.psnr_degraded is None
                else f'PSNR {_db(result.psnr_degraded)} -> {_db(result.psnr_restored)} dB, ')
@@ -497,8 +502,7 @@ def print_summary(summary: dict[str, Any]) -> None:
           f"p95 {lat['p95']} ms")
     for condition, c in summary['per_condition'].items():
         accuracy = c['label_accuracy']['exact_set']
-        psnr = {side: _db(c[f'psnr_{side}_mean']) if c[f'psnr_{side}_mean'] is not None
-                else ('inf' if c['infinite_psnr_frames'][side] == c['frames'] else 'n/a')
+        psnr = {side: _mean_db(c[f'psnr_{side}_mean'], c['infinite_psnr_frames'][side] == c['frames'])
                 for side in ('degraded', 'restored')}
         exact = c['infinite_psnr_frames']['restored']
         print(f"  {condition:10s} {c['frames']:3d} frames  PSNR {psnr['degraded']} -> {psnr['restored']} dB"
