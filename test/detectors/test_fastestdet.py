@@ -21,7 +21,8 @@ from qdr_ros.detectors import Detection, DetectorError, create_detector, default
 from qdr_ros.detectors.fastestdet import FastestDet, is_fastestdet
 from qdr_train.data.datasets import data_root
 from qdr_train.evaluation.detection_bench import LABELLED_SETS
-from qdr_train.evaluation.detection_scoring import Boxes, coco_names, evaluate_map, load_labelled, model_to_coco
+from qdr_train.evaluation.detection_scoring import (Boxes, Scorer, coco_names, evaluate_map, load_labelled,
+                                                    model_to_coco)
 
 MODEL = data_root() / 'detection' / 'FastestDet' / 'FastestDet.onnx'
 pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason='FastestDet not in the shared data')
@@ -74,6 +75,23 @@ def test_it_scores_the_labelled_coco_samples_on_every_class() -> None:
 
     scores = evaluate_map([boxes(detector.detect(s.rgb)) for s in samples], [s.truth for s in samples])
     assert scores['map50_95'] > 0.35 and scores['map50'] > 0.5, scores  # 0.398 / 0.550 on 21 images, 63 boxes
+
+
+def test_the_benchmark_gives_each_restored_gain_a_paired_bootstrap_interval() -> None:
+    """On clean frames: a restorer that returns its input gains exactly 0, one that blurs loses, both with intervals."""
+    from qdr_train.evaluation.detection_bench import bench_set, format_table
+
+    scorer = Scorer(str(MODEL), 'cpu', coco_names(data_root()))
+    samples = load_labelled([data_root() / s for s in LABELLED_SETS], set(range(80)), limit=8)
+    restorers = {'clean': {'fp32': lambda rgb: rgb, 'int8': lambda rgb: cv2.blur(rgb, (15, 15))}}
+    results, intervals = bench_set(samples, scorer, restorers, pseudo=False, progress=False)
+    assert intervals['clean']['fp32']['map50_95'] == (0.0, 0.0)
+    loss = 100 * (results['clean']['int8']['map50_95'] - results['clean']['degraded']['map50_95'])
+    low, high = (100 * v for v in intervals['clean']['int8']['map50_95'])
+    assert loss < -5 and low <= loss and high < 0, (loss, low, high)
+    row = format_table('coco', results, intervals).splitlines()[4]
+    assert row.startswith('| clean | mAP50-95 |')
+    assert row.endswith(f'| +0.0 (+0.0, +0.0) | {loss:+.1f} ({low:+.1f}, {high:+.1f}) |')
 
 
 def test_bad_models_and_settings_say_what_to_fix(tmp_path: Path) -> None:
