@@ -12,7 +12,9 @@ because a camera frame arrives as 8-bit. The models:
   ``y = 1 - (1 - x)(1 - opacity * R)`` (rain adds light, never darkens).
 - ``lowlight``: exposure cut in linear light (sRGB ~ gamma 2.2): ``l = exposure * x^2.2``,
   then shot and read noise on ``l``, then back to sRGB. Under-exposure is noisy in real
-  cameras; a model that only brightens would amplify that noise.
+  cameras; a model that only brightens would amplify that noise. An optional ``quiet`` share
+  (a chance, not a range) leaves that share of training crops noise-free: camera-denoised dark
+  JPEGs are dark without being noisy, and a head that only ever saw noisy darkness calls them clean.
 - ``dehaze``: atmospheric scattering ``y = x t + A (1 - t)``, ``t = exp(-beta d)``, with a
   plausible depth ``d`` in [0, 1]: far at the top of the frame, near at the bottom, plus a
   smooth random field for scene structure.
@@ -86,6 +88,8 @@ def derain(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
 def lowlight(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
     linear = _on(x, p["exposure"]) * x.clamp(0, 1) ** 2.2
     var = _on(x, p["shot"]) * linear + _on(x, p["read"]) ** 2
+    if "quiet" in p:
+        var = var * (1 - _on(x, p["quiet"]))
     linear = (linear + var.sqrt() * _randn(x, gen)).clamp(0, 1)
     return linear ** (1 / 2.2)
 
@@ -155,11 +159,20 @@ def degrade(x: torch.Tensor, task: str, params: Params, gen: torch.Generator) ->
 
 def sample_params(task: str, ranges: dict[str, Any], n: int, gen: torch.Generator,
                   severity: float | None = None) -> Params:
-    """Per-sample parameters: uniform in each range, or at ``severity`` in [0, 1] if given."""
+    """Per-sample parameters: uniform in each range, or at ``severity`` in [0, 1] if given.
+
+    A single number instead of a ``[mildest, worst]`` range is a share: 1 for that fraction of the
+    samples, else 0, and 0 at a fixed severity (the severities are the documented, noisy conditions).
+    """
     task_ranges = condition_ranges(task, ranges)
     nuisance = set(ranges.get("nuisance", []))
     out: Params = {}
-    for name, (lo, hi) in task_ranges.items():
+    for name, spec in task_ranges.items():
+        if not isinstance(spec, (list, tuple)):
+            share = float(spec) if severity is None else 0.0
+            out[name] = (torch.rand(n, generator=gen) < share).float()
+            continue
+        lo, hi = spec
         if severity is None or name in nuisance:
             u = torch.rand(n, generator=gen)
         else:
