@@ -13,8 +13,10 @@ because a camera frame arrives as 8-bit. The models:
 - ``lowlight``: exposure cut in linear light (sRGB ~ gamma 2.2): ``l = exposure * x^2.2``,
   then shot and read noise on ``l``, then back to sRGB. Under-exposure is noisy in real
   cameras; a model that only brightens would amplify that noise. An optional ``quiet`` share
-  (a chance, not a range) leaves that share of training crops noise-free: camera-denoised dark
-  JPEGs are dark without being noisy, and a head that only ever saw noisy darkness calls them clean.
+  (a chance, not a range) leaves that share of training crops noise-free, at an exposure drawn
+  from ``quiet_exposure`` if given: camera-denoised dark JPEGs are dark without being noisy, and a
+  head that only ever saw noisy darkness calls them clean. Noise-free darkness is only low light
+  when it is clearly dark; a dim indoor photo is not.
 - ``dehaze``: atmospheric scattering ``y = x t + A (1 - t)``, ``t = exp(-beta d)``, with a
   plausible depth ``d`` in [0, 1]: far at the top of the frame, near at the bottom, plus a
   smooth random field for scene structure.
@@ -86,10 +88,13 @@ def derain(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
 
 
 def lowlight(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
-    linear = _on(x, p["exposure"]) * x.clamp(0, 1) ** 2.2
+    exposure, quiet = p["exposure"], p.get("quiet")
+    if quiet is not None:
+        exposure = torch.where(quiet > 0, p.get("quiet_exposure", exposure), exposure)
+    linear = _on(x, exposure) * x.clamp(0, 1) ** 2.2
     var = _on(x, p["shot"]) * linear + _on(x, p["read"]) ** 2
-    if "quiet" in p:
-        var = var * (1 - _on(x, p["quiet"]))
+    if quiet is not None:
+        var = var * (1 - _on(x, quiet))
     linear = (linear + var.sqrt() * _randn(x, gen)).clamp(0, 1)
     return linear ** (1 / 2.2)
 

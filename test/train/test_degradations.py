@@ -134,8 +134,9 @@ def test_jpeg_nuisance_changes_pixels_more_at_low_quality(clean: torch.Tensor) -
 
 
 def test_a_quiet_share_leaves_that_share_of_low_light_crops_noise_free() -> None:
-    """``quiet`` (a share, not a range): those crops are only darkened, the others noisy; never at a severity."""
-    ranges = {"lowlight": {"exposure": [0.2, 0.1], "shot": [0.002, 0.004], "read": [0.008, 0.015], "quiet": 0.5}}
+    """``quiet`` (a share, not a range): those crops are only darkened, at ``quiet_exposure``; never at a severity."""
+    ranges = {"lowlight": {"exposure": [0.35, 0.2], "shot": [0.002, 0.004], "read": [0.008, 0.015], "quiet": 0.5,
+                           "quiet_exposure": [0.1, 0.05]}}
     flat = torch.full((400, 3, 16, 16), 0.6)
     gen = torch.Generator().manual_seed(0)
     params = sample_params("lowlight", ranges, 400, gen)
@@ -143,8 +144,10 @@ def test_a_quiet_share_leaves_that_share_of_low_light_crops_noise_free() -> None
     noise_free = (dark.flatten(1).std(1) == 0).float()
     assert torch.equal(noise_free, params["quiet"])
     assert 0.4 < float(noise_free.mean()) < 0.6
-    expected = torch.round((params["exposure"] * 0.6 ** 2.2) ** (1 / 2.2) * 255) / 255
+    expected = torch.round((params["quiet_exposure"] * 0.6 ** 2.2) ** (1 / 2.2) * 255) / 255
     assert torch.equal(dark[noise_free == 1, 0, 0, 0], expected[noise_free == 1])
+    noisy_level = (params["exposure"] * 0.6 ** 2.2) ** (1 / 2.2)
+    assert float((dark[noise_free == 0].mean((1, 2, 3)) - noisy_level[noise_free == 0]).abs().max()) < 0.02
     at_worst = sample_params("lowlight", ranges, 8, gen, severity=1.0)
     assert torch.equal(at_worst["quiet"], torch.zeros(8))
     assert float(degrade(flat[:8], "lowlight", at_worst, gen).flatten(1).std(1).min()) > 0
