@@ -37,6 +37,7 @@ from qdr_ros.core.atomic import atomic_write
 from qdr_ros.core.report_paths import shown_path
 from qdr_ros.core.ros_env import REPO_ROOT
 from qdr_train.evaluation.detection_scoring import Boxes, Sample, Scorer, coco_names, evaluate_map, load_labelled
+from qdr_train.evaluation.real_detection import gain_with_interval, paired_bootstrap
 
 KINDS = ('clean', 'degraded', 'fp32', 'int8')
 TASKS = ('denoise', 'derain', 'lowlight', 'dehaze')
@@ -79,7 +80,6 @@ def bench_set(samples: list[Sample], scorer: Scorer, restorers: dict[str, dict[s
 
     from qdr_train.config import load_config
     from qdr_train.evaluation.evaluator import degraded_input
-    from qdr_train.evaluation.real_detection import paired_bootstrap
 
     clean_pred = [scorer(s.rgb) for s in samples]
     truths = [pseudo_truth(p) if pseudo else s.truth for s, p in zip(samples, clean_pred)]
@@ -120,8 +120,7 @@ def _gain_cell(kinds: dict[str, dict[str, float]], ci: dict[str, tuple[float, fl
     gain = kinds[kind][metric] - kinds['degraded'][metric]
     if np.isnan(gain):
         return 'n/a'
-    lo, hi = ci.get(metric, (float('nan'), float('nan')))
-    return f'{100 * gain:+.1f} ({100 * lo:+.1f}, {100 * hi:+.1f})'
+    return gain_with_interval(gain, ci.get(metric, (float('nan'), float('nan'))))
 
 
 def format_table(title: str, results: Scores, intervals: Intervals) -> str:

@@ -89,6 +89,12 @@ def paired_bootstrap(base: list[Boxes], others: dict[str, list[Boxes]], truths: 
     return {name: {key: percentiles(v, (2.5, 97.5)) for key, v in d.items() if v} for name, d in diffs.items()}
 
 
+def gain_with_interval(gain: float, interval: tuple[float, float]) -> str:
+    """A gain in mAP points beside its bootstrap interval: ``+1.1 (-1.5, +3.6)``."""
+    lo, hi = interval
+    return f'{100 * gain:+.1f} ({100 * lo:+.1f}, {100 * hi:+.1f})'
+
+
 def bench_real_set(samples: list[Sample], scorer: Scorer, restorers: dict[str, Callable[[np.ndarray], np.ndarray]],
                    progress: bool = True) -> dict[str, dict[str, object]]:
     """``{'raw': {map50, map50_95}, model: {map50, map50_95, gain, interval95}}`` for one real set."""
@@ -117,7 +123,7 @@ def format_real_table(title: str, results: dict[str, dict[str, object]]) -> str:
             continue
         cells = []
         for key in ('map50', 'map50_95'):
-            lo, hi = r['interval95'].get(key, (float('nan'), float('nan')))
-            cells += [f'{100 * r[key]:.1f}', f"{100 * r['gain'][key]:+.1f} ({100 * lo:+.1f}, {100 * hi:+.1f})"]
+            interval = r['interval95'].get(key, (float('nan'), float('nan')))
+            cells += [f'{100 * r[key]:.1f}', gain_with_interval(r['gain'][key], interval)]
         lines.append(f'| restored by {name} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
