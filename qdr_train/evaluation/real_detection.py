@@ -90,7 +90,7 @@ def paired_bootstrap(base: list[Boxes], others: dict[str, list[Boxes]], truths: 
 
 
 def gain_with_interval(gain: float, interval: tuple[float, float]) -> str:
-    """A gain in mAP points beside its bootstrap interval: ``+1.1 (-1.5, +3.6)``."""
+    """Format a gain in mAP points beside its bootstrap interval: ``+1.1 (-1.5, +3.6)``."""
     lo, hi = interval
     return f'{100 * gain:+.1f} ({100 * lo:+.1f}, {100 * hi:+.1f})'
 
