@@ -120,7 +120,7 @@ def _gain_cell(kinds: dict[str, dict[str, float]], ci: dict[str, tuple[float, fl
     gain = kinds[kind][metric] - kinds['degraded'][metric]
     if np.isnan(gain):
         return 'n/a'
-    return gain_with_interval(gain, ci.get(metric, (float('nan'), float('nan'))))
+    return gain_with_interval(gain, ci.get(metric))
 
 
 def format_table(title: str, results: Scores, intervals: Intervals) -> str:

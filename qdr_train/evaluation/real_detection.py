@@ -89,9 +89,9 @@ def paired_bootstrap(base: list[Boxes], others: dict[str, list[Boxes]], truths: 
     return {name: {key: percentiles(v, (2.5, 97.5)) for key, v in d.items() if v} for name, d in diffs.items()}
 
 
-def gain_with_interval(gain: float, interval: tuple[float, float]) -> str:
-    """Format a gain in mAP points beside its bootstrap interval: ``+1.1 (-1.5, +3.6)``."""
-    lo, hi = interval
+def gain_with_interval(gain: float, interval: tuple[float, float] | None) -> str:
+    """Format a gain in mAP points beside its bootstrap interval: ``+1.1 (-1.5, +3.6)``; nan when none."""
+    lo, hi = interval or (float('nan'), float('nan'))
     return f'{100 * gain:+.1f} ({100 * lo:+.1f}, {100 * hi:+.1f})'
 
 
@@ -123,7 +123,6 @@ def format_real_table(title: str, results: dict[str, dict[str, object]]) -> str:
             continue
         cells = []
         for key in ('map50', 'map50_95'):
-            interval = r['interval95'].get(key, (float('nan'), float('nan')))
-            cells += [f'{100 * r[key]:.1f}', gain_with_interval(r['gain'][key], interval)]
+            cells += [f'{100 * r[key]:.1f}', gain_with_interval(r['gain'][key], r['interval95'].get(key))]
         lines.append(f'| restored by {name} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
