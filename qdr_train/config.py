@@ -138,8 +138,9 @@ def _check_mixture(data: dict[str, Any]) -> None:
     mixture = data["mixture"]
     if any(v < 0 for v in mixture.values()) or sum(mixture.values()) <= 0:
         raise ConfigError(f"data.mixture={mixture}: shares must be >= 0 and not all zero")
-    if not 0.0 <= data["jpeg_prob"] <= 1.0:
-        raise ConfigError(f"data.jpeg_prob={data['jpeg_prob']} must be a probability in [0, 1]")
+    for key in ("jpeg_prob", "clean_jpeg"):
+        if not 0.0 <= data[key] <= 1.0:
+            raise ConfigError(f"data.{key}={data[key]} must be a probability in [0, 1]")
     low, high = data["jpeg_quality"]
     if not 1 <= low <= high <= 100:
         raise ConfigError(f"data.jpeg_quality={data['jpeg_quality']} must be [low, high] within 1..100")

@@ -102,7 +102,9 @@ class TrainBatches:
     A specialist task degrades every crop with its own model. ``auto`` draws each crop's condition
     from ``mixture`` (proportions of clean and degraded conditions); a degraded crop is then
     JPEG-compressed with probability ``jpeg_prob`` (a nuisance of real camera streams, never a
-    label); clean crops are never recompressed, so their target is exactly their input.
+    label). A clean crop's target is exactly its input: a ``clean_jpeg`` share of clean crops comes
+    as a compressed stream delivers it (JPEG at ``jpeg_quality``, input and target the same decoded
+    frame), so JPEG blocks alone never read as a condition to correct.
     """
 
     sampler: CropSampler
@@ -114,6 +116,7 @@ class TrainBatches:
     mixture: dict[str, float] | None = None
     jpeg_prob: float = 0.0
     jpeg_quality: tuple[float, float] = (50.0, 95.0)
+    clean_jpeg: float = 0.0
 
     def __call__(self, step: int, device: torch.device) -> Batch:
         """(degraded, clean, labels): labels are (N, len(LABELS)) multi-hot over ``LABELS``."""
@@ -132,6 +135,13 @@ class TrainBatches:
             idx = torch.tensor([i for i, c in enumerate(conditions) if c != "clean" and pick[i]], dtype=torch.long)
             if len(idx):
                 lq[idx] = jpeg(lq[idx], quality[idx])
+        if self.clean_jpeg > 0:
+            pick = (torch.rand(self.batch_size, generator=gen) < self.clean_jpeg).tolist()
+            quality = self.jpeg_quality[0] + torch.rand(self.batch_size, generator=gen) * (
+                self.jpeg_quality[1] - self.jpeg_quality[0])
+            idx = torch.tensor([i for i, c in enumerate(conditions) if c == "clean" and pick[i]], dtype=torch.long)
+            if len(idx):
+                lq[idx] = clean[idx] = jpeg(clean[idx], quality[idx])
         labels = torch.stack([label_vector(c) for c in conditions])
         return lq.to(device), clean.to(device), labels.to(device)
 
@@ -153,7 +163,7 @@ def build_train_batches(cfg: dict[str, Any], rank: int = 0) -> TrainBatches:
     auto = cfg["task"] == "auto"
     mixture = {k: v for k, v in d["mixture"].items() if v > 0} if auto else None
     return TrainBatches(sampler, cfg["task"], cfg["degradation"], d["batch"], cfg["seed"], rank, mixture,
-                        d["jpeg_prob"] if auto else 0.0, tuple(d["jpeg_quality"]))
+                        d["jpeg_prob"] if auto else 0.0, tuple(d["jpeg_quality"]), d["clean_jpeg"] if auto else 0.0)
 
 
 def paired_folder(folder: str | Path) -> list[tuple[str, Path, Path]]:

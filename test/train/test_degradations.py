@@ -126,6 +126,23 @@ def test_mixture_batches_clean_crops_are_untouched_and_labelled(clean: torch.Ten
     assert float(lq[night].mean()) < float(gt[night].mean()) - 0.2
 
 
+def test_clean_jpeg_crops_come_compressed_with_their_target_the_same_frame(clean: torch.Tensor) -> None:
+    """``clean_jpeg``: a compressed stream's clean frame is the target itself, so blocks alone are never corrected."""
+    class Crops:
+        def batch(self, n: int, gen: torch.Generator) -> torch.Tensor:
+            return clean[..., :64, :64].repeat(n, 1, 1, 1)
+
+    mixture = {"clean": 0.5, "denoise": 0.5}
+    plain = TrainBatches(Crops(), "auto", CFG["degradation"], 32, seed=0, mixture=mixture)
+    lq, gt, labels = TrainBatches(Crops(), "auto", CFG["degradation"], 32, seed=0, mixture=mixture, clean_jpeg=0.5)(
+        0, torch.device("cpu"))
+    is_clean = labels[:, LABELS.index("clean")] == 1
+    assert torch.equal(lq[is_clean], gt[is_clean])
+    compressed = (gt[is_clean] - clean[..., :64, :64]).abs().flatten(1).amax(1) > 0
+    assert 0 < int(compressed.sum()) < int(is_clean.sum())
+    assert torch.equal(plain(0, torch.device("cpu"))[1], clean[..., :64, :64].repeat(32, 1, 1, 1))
+
+
 def test_jpeg_nuisance_changes_pixels_more_at_low_quality(clean: torch.Tensor) -> None:
     x = clean[..., :64, :64].repeat(2, 1, 1, 1)
     out = jpeg(x, torch.tensor([30.0, 95.0]))
