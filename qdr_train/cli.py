@@ -27,7 +27,7 @@ def _eval(args: argparse.Namespace) -> int:
     cfg = load_config(args.task, args.config, args.overrides)
     clean = args.clean or (None if args.pairs else data_root(cfg["data"]["root"]) / cfg["data"]["val"])
     report = evaluate(cfg, args.model, clean_dir=clean, pairs_dir=args.pairs, severity=args.severity,
-                      limit=args.limit, baseline=not args.no_baseline, threads=args.threads)
+                      limit=args.limit, baseline=not args.no_baseline, threads=args.threads, jpeg_quality=args.jpeg)
     return _show(report, format_table(report), args.json)
 
 
@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--pairs", help="folder with input/ and target/ (real degraded pairs)")
     ev.add_argument("--severity", type=float, help="0..1 in the training range instead of the documented level")
     ev.add_argument("--limit", type=int, default=0, help="first N images only")
+    ev.add_argument("--jpeg", type=int, metavar="QUALITY",
+                    help="take each clean photo JPEG-compressed at QUALITY as the reference (a compressed camera)")
     ev.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
     ev.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: physical cores)")
     ev.add_argument("--json", help="write the full report (per image and mean) here")

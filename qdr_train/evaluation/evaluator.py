@@ -20,7 +20,7 @@ from tqdm import tqdm
 from qdr_ros.core.atomic import atomic_write
 from qdr_ros.core.image_conversions import from_model_output, tensor_to_rgb_uint8, to_model_input
 from qdr_train.evaluation.baselines import BASELINES, classical_baseline
-from qdr_train.data.datasets import data_root, list_images, paired_folder, read_rgb, to_tensor
+from qdr_train.data.datasets import data_root, jpeg, list_images, paired_folder, read_rgb, to_tensor
 from qdr_train.data.degradations import degrade, image_seed, sample_params, synthesize
 from qdr_train.engine.checkpoint import load_model
 from qdr_train.metrics import image_metrics
@@ -69,13 +69,23 @@ def degraded_input(clean: np.ndarray, task: str, cfg: dict[str, Any], name: str,
     return tensor_to_rgb_uint8(degrade(x, task, params, gen))
 
 
+def as_jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """Return the frame as a camera that streams JPEG at ``quality`` delivers it (encoded, then decoded)."""
+    return tensor_to_rgb_uint8(jpeg(to_tensor(rgb), torch.tensor([float(quality)])))
+
+
 def evaluate(cfg: dict[str, Any], model_path: str | Path | Sequence[str | Path], clean_dir: str | Path | None = None,
              pairs_dir: str | Path | None = None, severity: float | None = None, limit: int = 0,
-             baseline: bool = True, threads: int = 0, progress: bool = True) -> dict[str, Any]:
+             baseline: bool = True, threads: int = 0, progress: bool = True,
+             jpeg_quality: int | None = None) -> dict[str, Any]:
     """Score input, model output and the classical baseline on every image; returns the report dict.
 
-    Several model paths are scored as one chain, applied in the order given.
+    Several model paths are scored as one chain, applied in the order given. ``jpeg_quality``: each
+    clean photo is first JPEG-compressed at that quality and taken as the reference, so with task
+    ``clean`` it scores what a model does to the clean frames of a compressed camera stream.
     """
+    if jpeg_quality is not None and (pairs_dir or not 1 <= jpeg_quality <= 100):
+        raise ValueError(f"--jpeg {jpeg_quality}: a JPEG quality in 1..100, for synthetic (--clean) data only")
     task = cfg["task"]
     paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
     restore = load_chain(paths, threads)
@@ -88,6 +98,8 @@ def evaluate(cfg: dict[str, Any], model_path: str | Path | Sequence[str | Path],
         items = items[:limit]
     images = []
     for name, read_input, clean in tqdm(items, desc=f"eval {task}", disable=not progress, leave=False):
+        if jpeg_quality is not None:
+            clean = as_jpeg(clean, jpeg_quality)
         lq = read_input() if read_input else degraded_input(clean, task, cfg, name, severity)
         if lq.shape != clean.shape:
             raise ValueError(f"{name}: input {lq.shape} and target {clean.shape} differ in size")
@@ -106,6 +118,7 @@ def evaluate(cfg: dict[str, Any], model_path: str | Path | Sequence[str | Path],
     shown = " -> ".join(_shown(p) for p in paths)
     return {"task": task, **pooled, "model": shown, "data": _shown(pairs_dir or clean_dir),
             "synthetic": not pairs_dir, "seed": cfg["seed"], "level": None if pairs_dir else level,
+            "jpeg_quality": jpeg_quality,
             "mean": mean, "images": images}
 
 
@@ -126,7 +139,8 @@ def _shown(path: str | Path | None) -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     """Markdown table of the mean metrics."""
-    lines = [f"{report['task']} on {report['data']} ({len(report['images'])} images)",
+    jpeg_note = f", as JPEG quality {report['jpeg_quality']}" if report.get("jpeg_quality") is not None else ""
+    lines = [f"{report['task']} on {report['data']} ({len(report['images'])} images{jpeg_note})",
              "| | PSNR | SSIM | PSNR-Y | SSIM-Y |", "|---|---|---|---|---|"]
     for kind, m in report["mean"].items():
         lines.append(f"| {kind} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} |")

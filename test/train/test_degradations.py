@@ -140,7 +140,9 @@ def test_clean_jpeg_crops_come_compressed_with_their_target_the_same_frame(clean
     assert torch.equal(lq[is_clean], gt[is_clean])
     compressed = (gt[is_clean] - clean[..., :64, :64]).abs().flatten(1).amax(1) > 0
     assert 0 < int(compressed.sum()) < int(is_clean.sum())
-    assert torch.equal(plain(0, torch.device("cpu"))[1], clean[..., :64, :64].repeat(32, 1, 1, 1))
+    plain_lq, plain_gt, plain_labels = plain(0, torch.device("cpu"))
+    assert torch.equal(plain_labels, labels) and torch.equal(plain_gt, clean[..., :64, :64].repeat(32, 1, 1, 1))
+    assert torch.equal(plain_lq[~is_clean], lq[~is_clean]) and torch.equal(plain_gt[~is_clean], gt[~is_clean])
 
 
 def test_jpeg_nuisance_changes_pixels_more_at_low_quality(clean: torch.Tensor) -> None:

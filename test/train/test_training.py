@@ -229,6 +229,26 @@ def test_eval_scores_a_chain_of_models_in_the_given_order(tmp_path: Path, repo_r
     assert report["images"][0]["output"] == image_metrics(in_order, clean)
 
 
+def test_eval_scores_the_clean_frames_of_a_compressed_camera(tmp_path: Path, repo_root: Path) -> None:
+    """``--jpeg``: the JPEG-decoded photo is input and reference; auto passes it, a fixed low-light model moves it."""
+    from qdr_train.evaluation.evaluator import as_jpeg
+
+    reports = {}
+    for task in ("auto", "lowlight"):
+        out = tmp_path / f"{task}.json"
+        assert main(["eval", "--task", "clean", "--model", str(repo_root / "models" / task / "efm_int8.onnx"),
+                     "--clean", str(data_root() / "clean" / "CBSD68"), "--limit", "3", "--jpeg", "75",
+                     "--threads", "1", "--json", str(out)]) == 0
+        reports[task] = json.loads(out.read_text())
+    assert reports["auto"]["jpeg_quality"] == 75 and reports["auto"]["changed_pixels"] == 0.0
+    assert reports["lowlight"]["psnr_pooled"] < 30 and reports["lowlight"]["mean"]["input"]["psnr"] == float("inf")
+    photo = read_rgb(list_images(data_root() / "clean" / "CBSD68")[0])
+    decoded = as_jpeg(photo, 75)
+    assert 0 < np.abs(decoded.astype(int) - photo).mean() < 10
+    assert main(["eval", "--task", "derain", "--model", str(repo_root / "models" / "auto" / "efm_int8.onnx"),
+                 "--pairs", str(data_root() / "paired" / "Rain100L_sample"), "--jpeg", "75"]) == 2
+
+
 def test_eval_on_real_pairs(tmp_path: Path) -> None:
     run = Trainer(load_config("derain", overrides=tiny(tmp_path, 5))).fit()
     pairs = data_root() / "paired" / "Rain100L_sample"
