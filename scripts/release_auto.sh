@@ -20,6 +20,10 @@ $PY -m qdr_train.cli release --run results/ablation/auto/auto/seed0/runs/qdr --e
 $PY -m qdr_train.cli check-int8 models/auto/efm_int8.onnx
 $PY -m qdr_train.cli check-int8 --cpu models/auto/efm_int8_cpu.onnx
 $PY -m qdr_train.cli conditions --model models/auto/efm_int8.onnx --json results/eval/auto_conditions_int8.json
+for quality in 85 75 60; do  # clean frames of a compressed camera (CBSD68: the auto FP32 stages never trained on it)
+    $PY -m qdr_train.cli eval --task clean --model models/auto/efm_int8.onnx --clean ../shared/data/clean/CBSD68 \
+        --jpeg "$quality" --no-baseline --json "results/eval/auto_clean_jpeg${quality}_int8.json"
+done
 $PY -m qdr_train.cli real-lowlight --model models/auto/efm_int8.onnx --json results/eval/auto_dicm_int8.json \
     --mosaic out/dicm_auto.jpg
 $PY -m qdr_train.cli real-lowlight --model models/lowlight/efm_int8.onnx --json results/eval/lowlight_dicm_int8.json
