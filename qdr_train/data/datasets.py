@@ -129,21 +129,23 @@ class TrainBatches:
             params = sample_params(condition, self.ranges, len(idx), gen)
             lq[idx] = degrade(clean[idx], condition, params, gen)
         if self.jpeg_prob > 0:
-            pick = (torch.rand(self.batch_size, generator=gen) < self.jpeg_prob).tolist()
-            quality = self.jpeg_quality[0] + torch.rand(self.batch_size, generator=gen) * (
-                self.jpeg_quality[1] - self.jpeg_quality[0])
-            idx = torch.tensor([i for i, c in enumerate(conditions) if c != "clean" and pick[i]], dtype=torch.long)
+            idx, quality = self._jpeg_draw(self.jpeg_prob, [c != "clean" for c in conditions], gen)
             if len(idx):
-                lq[idx] = jpeg(lq[idx], quality[idx])
+                lq[idx] = jpeg(lq[idx], quality)
         if self.clean_jpeg > 0:
-            pick = (torch.rand(self.batch_size, generator=gen) < self.clean_jpeg).tolist()
-            quality = self.jpeg_quality[0] + torch.rand(self.batch_size, generator=gen) * (
-                self.jpeg_quality[1] - self.jpeg_quality[0])
-            idx = torch.tensor([i for i, c in enumerate(conditions) if c == "clean" and pick[i]], dtype=torch.long)
+            idx, quality = self._jpeg_draw(self.clean_jpeg, [c == "clean" for c in conditions], gen)
             if len(idx):
-                lq[idx] = clean[idx] = jpeg(clean[idx], quality[idx])
+                lq[idx] = clean[idx] = jpeg(clean[idx], quality)
         labels = torch.stack([label_vector(c) for c in conditions])
         return lq.to(device), clean.to(device), labels.to(device)
+
+    def _jpeg_draw(self, share: float, eligible: list[bool], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices of the eligible crops picked with probability ``share``, and their JPEG qualities."""
+        pick = (torch.rand(self.batch_size, generator=gen) < share).tolist()
+        low, high = self.jpeg_quality
+        quality = low + torch.rand(self.batch_size, generator=gen) * (high - low)
+        idx = torch.tensor([i for i, ok in enumerate(eligible) if ok and pick[i]], dtype=torch.long)
+        return idx, quality[idx]
 
     def conditions(self, gen: torch.Generator) -> list[str]:
         """Each crop's condition: the task itself, or drawn from the mixture's proportions."""
