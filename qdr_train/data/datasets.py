@@ -140,7 +140,7 @@ class TrainBatches:
         return lq.to(device), clean.to(device), labels.to(device)
 
     def _jpeg_draw(self, share: float, eligible: list[bool], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Indices of the eligible crops picked with probability ``share``, and their JPEG qualities."""
+        """Pick each eligible crop with probability ``share``: (its indices, their JPEG qualities)."""
         pick = (torch.rand(self.batch_size, generator=gen) < share).tolist()
         low, high = self.jpeg_quality
         quality = low + torch.rand(self.batch_size, generator=gen) * (high - low)
