@@ -59,10 +59,13 @@ class CropSampler:
     """Random crops with flips and 90-degree rotations from clean photos held in memory."""
 
     def __init__(self, folders: list[Path], crop: int) -> None:
-        self.images = [read_rgb(p) for folder in folders for p in list_images(folder)]
-        small = [i for i, im in enumerate(self.images) if min(im.shape[:2]) < crop]
+        paths = [p for folder in folders for p in list_images(folder)]
+        self.images = [read_rgb(p) for p in paths]
+        small = sorted((min(im.shape[:2]), str(p)) for p, im in zip(paths, self.images) if min(im.shape[:2]) < crop)
         if small:
-            raise ValueError(f"{len(small)} training images are smaller than crop {crop}")
+            side, path = small[0]
+            raise ValueError(f"{len(small)} training images are smaller than crop {crop} (the smallest, {path}, "
+                             f"has a {side}-pixel side): set data.crop <= {side} or leave it out of data.train")
         self.crop = crop
 
     def batch(self, n: int, gen: torch.Generator) -> torch.Tensor:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
+import numpy as np
 import pytest
 import torch
 
 from qdr_train.config import load_config
 from qdr_train.data.datasets import data_root, list_images, read_rgb, to_tensor
-from qdr_train.data.datasets import TrainBatches, jpeg
+from qdr_train.data.datasets import CropSampler, TrainBatches, jpeg
 from qdr_train.data.degradations import (CONDITION_LABELS, DEGRADATIONS, LABELS, degrade, label_vector,
                                          level_params, sample_params, synthesize)
 
@@ -170,3 +174,12 @@ def test_a_quiet_share_leaves_that_share_of_low_light_crops_noise_free() -> None
     at_worst = sample_params("lowlight", ranges, 8, gen, severity=1.0)
     assert torch.equal(at_worst["quiet"], torch.zeros(8))
     assert float(degrade(flat[:8], "lowlight", at_worst, gen).flatten(1).std(1).min()) > 0
+
+
+def test_photos_smaller_than_the_crop_stop_with_the_smallest_named(tmp_path: Path) -> None:
+    for name, (h, w) in {"big.png": (80, 90), "short.png": (50, 120), "tiny.png": (70, 40)}.items():
+        cv2.imwrite(str(tmp_path / name), np.zeros((h, w, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"2 training images are smaller than crop 64 \(the smallest, .*tiny.png, "
+                                         r"has a 40-pixel side\): set data.crop <= 40"):
+        CropSampler([tmp_path], 64)
+    assert CropSampler([tmp_path], 40).batch(2, torch.Generator().manual_seed(0)).shape == (2, 3, 40, 40)
