@@ -35,6 +35,12 @@ where the local gate is surer than the head (measurements: docs/training.md, the
 with a gain above 1 a frame the head calls clean only half-surely still passes unchanged, while a
 degraded frame (P(clean) ~ 0) keeps its gate. It changes no weight, so it can be set after training.
 
+``fine_blocks``: residual blocks on the half-resolution decoder features, before the gate and tail.
+Noise and rain streaks are fine-scale: without them the only half-resolution layers are two encoder
+convs and one decoder conv of ``widths[0]`` channels, while the 1/8-resolution bottleneck holds most of
+the compute. Each block's last conv starts at zero, so a block is the identity when it is added to a
+trained model (``init=``): the warm-started net starts exactly where its parent ended.
+
 ``condition_head``: what the camera sees, as one logit per label of ``LABELS`` (several at once:
 night is lowlight and noise), from the globally pooled bottleneck through two 1x1 convs.
 """
@@ -69,7 +75,7 @@ class EFM(nn.Module):
     def __init__(self, widths: tuple[int, int, int] | list[int] = (16, 32, 64), num_blocks: int = 2,
                  global_context: bool = False, head_relu: bool = True, exact_skip: bool = False,
                  condition_head: bool = False, gate_floor: float = 0.0, clean_shuts_gate: bool = False,
-                 clean_gain: float = 1.0) -> None:
+                 clean_gain: float = 1.0, fine_blocks: int = 0) -> None:
         super().__init__()
         c1, c2, c3 = widths
         self.q_in = QuantPoint()
@@ -84,6 +90,7 @@ class EFM(nn.Module):
         self.up1 = Up(c2, c1)
         self.skip1 = QuantPoint()
         self.dec1 = ConvAct(c1, c1, act=head_relu)
+        self.fine = nn.Sequential(*(ResBlock(c1) for _ in range(fine_blocks)))
         self.gate_logit = ConvAct(c1, 1, act=False)
         self.gate = QuantPoint()
         self.gated = QuantPoint()
@@ -113,6 +120,9 @@ class EFM(nn.Module):
         """
         nn.init.zeros_(self.tail.conv.weight)
         nn.init.constant_(self.gate_logit.conv.bias, 1.0)
+        for block in self.fine:
+            nn.init.zeros_(block.body[-1].conv.weight)
+            nn.init.zeros_(block.body[-1].conv.bias)
 
     def forward(self, x: torch.Tensor, return_features: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -137,7 +147,7 @@ class EFM(nn.Module):
         e2 = self.enc2(e1)
         b = self.bottleneck(self.enc3(e2))
         d2 = self.dec2(self.skip2(self.up2(b) + e2))
-        d1 = self.dec1(self.skip1(self.up1(d2) + e1))
+        d1 = self.fine(self.dec1(self.skip1(self.up1(d2) + e1)))
         condition = None if self.condition is None else self.condition(F.adaptive_avg_pool2d(b, 1)).flatten(1)
         p = torch.sigmoid(self.gate_logit(d1))
         floor: torch.Tensor | float = self.gate_floor

@@ -11,6 +11,9 @@ import torch
 
 from qdr_ros.core.image_conversions import from_model_output, to_model_input
 from qdr_train.config import load_config
+from qdr_train.engine.checkpoint import save_model_file
+from qdr_train.engine.stages import warm_start
+from qdr_train.export.check import check_int8
 from qdr_train.export.cpu_variant import to_cpu_variant
 from qdr_train.export.onnx import export_onnx
 from qdr_train.models import EFM, build_model
@@ -59,6 +62,22 @@ def test_gate_closed_means_input_passes_through() -> None:
         assert torch.allclose(model(x), x)
 
 
+def test_fine_blocks_added_to_a_trained_model_start_as_its_identity(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    parent = build_model(TINY).eval()
+    with torch.no_grad():
+        parent.tail.conv.weight.normal_(0, 0.1)  # a trained model corrects; a fresh tail is zero
+    path = save_model_file(parent, TINY, tmp_path / "parent.pt")
+    child = warm_start({"init": str(path), "model": {**TINY, "fine_blocks": 2}}).eval()
+    assert len(child.fine) == 2
+    x = torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        assert not torch.equal(parent(x), x)
+        assert torch.equal(child(x), parent(x))
+        child.fine[0].body[-1].conv.weight.normal_(0, 0.1)  # and trained, a block does change the output
+        assert not torch.equal(child(x), parent(x))
+
+
 def test_registry_rejects_unknown_names_and_keys() -> None:
     with pytest.raises(ValueError, match="unknown model type"):
         build_model({"type": "UNet"})
@@ -67,9 +86,10 @@ def test_registry_rejects_unknown_names_and_keys() -> None:
     assert isinstance(build_model(TINY), EFM)
 
 
-def test_onnx_fp32_and_int8_match_torch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fine_blocks", [0, 1])
+def test_onnx_fp32_and_int8_match_torch(tmp_path: Path, fine_blocks: int) -> None:
     torch.manual_seed(0)
-    model = build_model(TINY).eval()
+    model = build_model({**TINY, "fine_blocks": fine_blocks}).eval()
     x = torch.rand(1, 3, 40, 56)
     fp32 = export_onnx(model, tmp_path / "fp32.onnx")
     run = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run
@@ -78,6 +98,7 @@ def test_onnx_fp32_and_int8_match_torch(tmp_path: Path) -> None:
     qmodel = calibrate(prepare_qat(model), [torch.rand(1, 3, 32, 32) for _ in range(3)], progress=False).eval()
     int8 = export_onnx(qmodel, tmp_path / "efm_int8.onnx")
     cpu = to_cpu_variant(int8, tmp_path / "efm_int8_cpu.onnx")
+    assert check_int8(int8).ok and check_int8(cpu, cpu=True).ok  # every conv INT8, the fine blocks' too
     with torch.no_grad():
         ref = qmodel(x).numpy()
     for path in (int8, cpu):
