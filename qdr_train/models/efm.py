@@ -59,6 +59,14 @@ from qdr_train.models.registry import register
 CONDITION_HIDDEN = 32
 
 
+def _identity_block(ch: int) -> ResBlock:
+    """A residual block whose last conv is zero: added to a trained net (``init=``), it changes nothing."""
+    block = ResBlock(ch)
+    nn.init.zeros_(block.body[-1].conv.weight)
+    nn.init.zeros_(block.body[-1].conv.bias)
+    return block
+
+
 @register
 class EFM(nn.Module):
     """Restore a degraded RGB image in [0, 1]; H and W must be multiples of ``stride`` (8).
@@ -90,7 +98,7 @@ class EFM(nn.Module):
         self.up1 = Up(c2, c1)
         self.skip1 = QuantPoint()
         self.dec1 = ConvAct(c1, c1, act=head_relu)
-        self.fine = nn.Sequential(*(ResBlock(c1) for _ in range(fine_blocks)))
+        self.fine = nn.Sequential(*(_identity_block(c1) for _ in range(fine_blocks)))
         self.gate_logit = ConvAct(c1, 1, act=False)
         self.gate = QuantPoint()
         self.gated = QuantPoint()
@@ -120,9 +128,6 @@ class EFM(nn.Module):
         """
         nn.init.zeros_(self.tail.conv.weight)
         nn.init.constant_(self.gate_logit.conv.bias, 1.0)
-        for block in self.fine:
-            nn.init.zeros_(block.body[-1].conv.weight)
-            nn.init.zeros_(block.body[-1].conv.bias)
 
     def forward(self, x: torch.Tensor, return_features: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
