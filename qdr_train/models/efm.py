@@ -60,7 +60,7 @@ CONDITION_HIDDEN = 32
 
 
 def _identity_block(ch: int) -> ResBlock:
-    """A residual block whose last conv is zero: added to a trained net (``init=``), it changes nothing."""
+    """Build a residual block whose last conv is zero: added to a trained net (``init=``), it changes nothing."""
     block = ResBlock(ch)
     nn.init.zeros_(block.body[-1].conv.weight)
     nn.init.zeros_(block.body[-1].conv.bias)
