@@ -97,6 +97,15 @@ def _ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pick(args: argparse.Namespace) -> int:
+    from qdr_train.release.pick import format_pick, pick_student
+    report = pick_student(args.ablation, args.task, args.variant, args.teacher, args.data, args.overrides,
+                          args.limit, args.threads)
+    _show(report, format_pick(report), args.json)
+    print(f"run folder: {report['run']}")
+    return 0
+
+
 def _check_int8(args: argparse.Namespace) -> int:
     from qdr_train.export.check import check_int8
     report = check_int8(args.path, cpu=args.cpu)
@@ -211,6 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads per run (0: cores/jobs)")
     ab.add_argument("overrides", nargs="*", help="key=value config overrides for every variant")
     ab.set_defaults(func=_ablate)
+
+    pk = sub.add_parser("pick", help="of an ablation's seeds, the INT8 student that keeps most of its teacher")
+    pk.add_argument("--ablation", required=True, help="an ablation's task folder, e.g. results/ablation/auto/auto")
+    pk.add_argument("--task", required=True, help="the ablation's task (auto is scored on its six conditions)")
+    pk.add_argument("--teacher", required=True, help="the FP32 model file the students distilled")
+    pk.add_argument("--variant", default="qdr", help="which variant's seeds to choose from (default %(default)s)")
+    pk.add_argument("--data", required=True, help="selection set under the data root: not trained on, not reported")
+    pk.add_argument("--limit", type=int, default=0, help="score the first N images only")
+    pk.add_argument("--threads", type=int, default=0)
+    pk.add_argument("--json", help="also write the report here")
+    pk.add_argument("overrides", nargs="*", help="key=value overrides the ablation ran with (levels, seed)")
+    pk.set_defaults(func=_pick)
 
     chk = sub.add_parser("check-int8", help="prove an INT8 ONNX follows TensorRT's Q/DQ rules (exit 0 = holds)")
     chk.add_argument("path")

@@ -70,8 +70,8 @@ def _relevant(settings: dict[str, Any], variant: str) -> dict[str, Any]:
     return {**settings, "config": cfg}
 
 
-def _reference(task: str, teacher: Path, out: Path, overrides: list[str], limit: int,
-               threads: int) -> dict[str, dict[str, Any]]:
+def reference_scores(task: str, teacher: Path, out: Path, overrides: list[str], limit: int,
+                     threads: int) -> dict[str, dict[str, Any]]:
     """Input and FP32 scores per scored condition of one task (cached in ``out/fp32/result.json``)."""
     path = out / "fp32" / "result.json"
     cfg = load_config(task, CONFIG_DIR / "int8.yaml", overrides)
@@ -179,7 +179,7 @@ def run_ablation(tasks: list[str], out: str | Path, overrides: list[str] | None 
     if threads and not any(o.startswith("train.threads=") for o in overrides):
         overrides.append(f"train.threads={threads}")
     teachers = {t: Path(teacher) if teacher else default_teacher(t) for t in tasks}
-    references = {t: _reference(t, teachers[t], out / t, overrides, limit, threads) for t in tasks}
+    references = {t: reference_scores(t, teachers[t], out / t, overrides, limit, threads) for t in tasks}
     failed: list[str] = []
     if not report_only:
         every = [Job(t, teachers[t], out / t, tuple(overrides), v, s, limit, threads)

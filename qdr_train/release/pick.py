@@ -1,0 +1,89 @@
+"""Pick the INT8 student to ship: of an ablation's seeds of one variant, the one that keeps most of its teacher.
+
+A few hundred QAT steps land each seed somewhere different (auto_f1's three QDR seeds kept 97.3-99.4% of
+their teacher's gain on CBSD68), so shipping seed 0 ships a draw. A release instead scores every seed's
+exported ONNX on a selection set that the student never trained on and that no reported number uses
+(CBSD68 for ``auto``; Kodak24 stays held out), takes the seed with the highest gain recovery on the mean
+over the task's conditions, and records every seed's score beside the choice.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+import yaml
+
+from qdr_train.config import CONFIG_DIR, eval_tasks, load_config
+from qdr_train.data.datasets import data_root
+from qdr_train.evaluation.evaluator import evaluate
+from qdr_train.release.ablation import reference_scores
+
+
+def _students(folder: Path, variant: str) -> dict[int, dict[str, Any]]:
+    """Seed -> the stored result of every finished run of ``variant`` under an ablation's task folder."""
+    found = {}
+    for path in sorted(folder.glob(f"seed*/{variant}/result.json")):
+        found[int(path.parent.parent.name.removeprefix("seed"))] = json.loads(path.read_text())
+    if not found:
+        raise FileNotFoundError(f"no finished {variant} run under {folder} (seed*/{variant}/result.json); "
+                                f"run qdr-train ablate --variants {variant} first")
+    return found
+
+
+def pick_student(folder: str | Path, task: str, variant: str, teacher: str | Path, selection: str,
+                 overrides: list[str] | None = None, limit: int = 0, threads: int = 0) -> dict[str, Any]:
+    """Score each seed of ``variant`` in ``folder`` (``<ablate --out>/<task>``) on ``selection``; return the pick.
+
+    The report holds input, teacher and per-seed PSNR per condition, each seed's gain recovery (mean over
+    conditions of (INT8 - input) / (FP32 - input), as the ablation tables it) and ``run``, the picked seed's
+    run folder for ``qdr-train release``.
+    """
+    folder = Path(folder)
+    students = _students(folder, variant)
+    cfg = load_config(task, CONFIG_DIR / "int8.yaml", list(overrides or []) + [f"data.val={selection}"])
+    clean = data_root(cfg["data"]["root"]) / selection
+    if not clean.is_dir():
+        raise FileNotFoundError(f"selection set {clean} not found; pass a folder under the data root")
+    runs = {seed: folder / f"seed{seed}" / "runs" / variant for seed in students}
+    for seed, run in runs.items():
+        trained_on = yaml.safe_load((run / "config.yaml").read_text())["data"]["train"]
+        if selection in trained_on:
+            raise ValueError(f"selection set {selection} is in the data.train of {run}; pick on a set the "
+                             "students never trained on (e.g. ablate with a data.train that leaves it out)")
+    reference = reference_scores(task, Path(teacher), folder / "pick",
+                                 list(overrides or []) + [f"data.val={selection}"], limit, threads)
+    conditions = eval_tasks(task)
+    seeds: dict[int, dict[str, Any]] = {}
+    for seed, stored in students.items():
+        psnr = {c: evaluate({**cfg, "task": c}, stored["onnx"], clean_dir=clean, limit=limit, baseline=False,
+                            threads=threads, progress=False)["mean"]["output"]["psnr"] for c in conditions}
+        recovery = {c: (psnr[c] - reference[c]["input"]["psnr"]) / (reference[c]["fp32"]["psnr"]
+                                                                    - reference[c]["input"]["psnr"])
+                    for c in conditions}
+        seeds[seed] = {"psnr": psnr, "mean_psnr": mean(psnr.values()), "gain_recovery": mean(recovery.values()),
+                       "per_condition_recovery": recovery}
+    best = max(seeds, key=lambda s: seeds[s]["gain_recovery"])
+    return {"task": task, "variant": variant, "selection": selection, "images": reference[conditions[0]]["images"],
+            "input": {c: reference[c]["input"]["psnr"] for c in conditions},
+            "fp32": {c: reference[c]["fp32"]["psnr"] for c in conditions},
+            "seeds": seeds, "seed": best, "run": str(runs[best])}
+
+
+def format_pick(report: dict[str, Any]) -> str:
+    """Markdown: PSNR per condition for input, teacher and each seed, with each seed's gain recovery."""
+    conditions = list(report["input"])
+    lines = [f"### {report['task']} INT8 {report['variant']}: seed picked on {report['images']} images of "
+             f"{report['selection']}", "",
+             "| model | " + " | ".join(conditions) + " | mean | gain recovery |",
+             "|---|" + "---|" * (len(conditions) + 2)]
+    for name, psnr in (("degraded input", report["input"]), ("FP32 teacher", report["fp32"])):
+        lines.append(f"| {name} | " + " | ".join(f"{psnr[c]:.2f}" for c in conditions)
+                     + f" | {mean(psnr.values()):.2f} | |")
+    for seed, row in sorted(report["seeds"].items()):
+        mark = "**" if seed == report["seed"] else ""
+        lines.append(f"| {mark}seed {seed}{mark} | " + " | ".join(f"{row['psnr'][c]:.2f}" for c in conditions)
+                     + f" | {row['mean_psnr']:.2f} | {mark}{100 * row['gain_recovery']:.2f}%{mark} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,47 @@
+"""Picking the shipped INT8 student: every seed scored on a set none trained on, the best one chosen."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qdr_train.cli import main
+from qdr_train.data.datasets import data_root
+
+TINY = ["train.iters=3", "data.crop=32", "data.batch=4", "quant.calib_batches=2", "train.progress=false",
+        "train.val_every=1000", "train.save_every=1000", "data.val_images=1", "data.val_crop=64"]
+TRAIN = "data.train=[clean/CBSD432,clean/Set14]"
+
+
+@pytest.mark.skipif(not (data_root() / "clean" / "CBSD68").is_dir(), reason="training photos not found")
+def test_the_seed_that_keeps_most_of_its_teacher_is_picked_on_a_set_none_trained_on(
+        tmp_path: Path, repo_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ablate", *TINY, TRAIN, "--task", "derain", "--variants", "qat_out", "--seeds", "0", "1",
+                 "--jobs", "2", "--limit", "1", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+
+    def pick(selection: str) -> int:
+        return main(["pick", "--ablation", str(tmp_path / "derain"), "--task", "derain", "--variant", "qat_out",
+                     "--teacher", str(repo_root / "models" / "derain" / "efm_fp32.pt"), "--data", selection,
+                     "--limit", "2", "--json", str(tmp_path / "pick.json")])
+
+    assert pick("clean/CBSD68") == 0
+    report = json.loads((tmp_path / "pick.json").read_text())
+    seeds = report["seeds"]
+    assert sorted(seeds) == ["0", "1"] and report["images"] == 2 and report["selection"] == "clean/CBSD68"
+    best = max(seeds, key=lambda s: seeds[s]["gain_recovery"])
+    assert str(report["seed"]) == best
+    assert Path(report["run"]) == tmp_path / "derain" / f"seed{best}" / "runs" / "qat_out"
+    assert (Path(report["run"]) / "model.pt").is_file()
+    assert report["fp32"]["derain"] > report["input"]["derain"]  # the teacher scored on the selection set
+    for row in seeds.values():  # the students differ from the teacher, and each is scored as a recovery of it
+        expected = (row["psnr"]["derain"] - report["input"]["derain"]) / (report["fp32"]["derain"]
+                                                                          - report["input"]["derain"])
+        assert row["psnr"]["derain"] != report["fp32"]["derain"] and row["gain_recovery"] == pytest.approx(expected)
+    out = capsys.readouterr().out
+    assert f"**seed {best}**" in out and out.strip().endswith(f"run folder: {report['run']}")
+
+    assert pick("clean/Set14") == 2  # the students trained on it: no honest pick there
+    assert "clean/Set14 is in the data.train" in capsys.readouterr().err
