@@ -240,7 +240,7 @@ class Trainer:
             y, x = (h - c) // 2, (w - c) // 2
             gt = to_tensor(img[y:y + c, x:x + c])
             condition = self.val_condition(index)
-            lq = synthesize(gt, condition, self.cfg["levels"], self.cfg["seed"], path.name)
+            lq = synthesize(gt, condition, self.cfg["levels"], self.cfg["eval_seed"], path.name)
             out = model(lq.to(self.device)).clamp(0, 1).cpu()
             score = min(float(psnr_torch(torch.round(out * 255) / 255, gt)), PSNR_CAP)
             per_condition.setdefault(condition, []).append(score)

@@ -38,7 +38,7 @@ def evaluate_conditions(cfg: dict[str, Any], model_path: str | Path, clean_dir: 
     jobs = [(c, s) for c in CONDITIONS for s in seeds]
     for condition, seed in tqdm(jobs, desc="conditions", disable=not progress, leave=False):
         for name, clean in images:
-            lq = degraded_input(clean, condition, {**cfg, "seed": seed}, name)
+            lq = degraded_input(clean, condition, {**cfg, "eval_seed": seed}, name)
             probs = backend.restore_frame(lq).condition
             frames.append({"condition": condition, "seed": seed, "name": name,
                            "truth": list(CONDITION_LABELS[condition]), "predicted": list(labels_of(probs, labels)),

@@ -60,11 +60,15 @@ def load_chain(paths: Sequence[str | Path], threads: int = 0) -> Restorer:
 
 def degraded_input(clean: np.ndarray, task: str, cfg: dict[str, Any], name: str,
                    severity: float | None = None) -> np.ndarray:
-    """Make the deterministic degraded frame for ``clean``: the documented level, or a severity in [0, 1]."""
+    """Make the deterministic degraded frame for ``clean``: the documented level, or a severity in [0, 1].
+
+    ``cfg["eval_seed"]`` draws it, not the training ``seed``: the INT8 students of seeds 0-2 and their
+    teacher are scored on the same frames, so their gain recovery compares like with like.
+    """
     x = to_tensor(clean)
     if severity is None:
-        return tensor_to_rgb_uint8(synthesize(x, task, cfg["levels"], cfg["seed"], name))
-    gen = torch.Generator().manual_seed(image_seed(task, cfg["seed"], name))
+        return tensor_to_rgb_uint8(synthesize(x, task, cfg["levels"], cfg["eval_seed"], name))
+    gen = torch.Generator().manual_seed(image_seed(task, cfg["eval_seed"], name))
     params = sample_params(task, cfg["degradation"], 1, gen, severity)
     return tensor_to_rgb_uint8(degrade(x, task, params, gen))
 
@@ -117,7 +121,7 @@ def evaluate(cfg: dict[str, Any], model_path: str | Path | Sequence[str | Path],
               "changed_pixels": float(np.mean([r["changed"] for r in images]))}
     shown = " -> ".join(_shown(p) for p in paths)
     return {"task": task, **pooled, "model": shown, "data": _shown(pairs_dir or clean_dir),
-            "synthetic": not pairs_dir, "seed": cfg["seed"], "level": None if pairs_dir else level,
+            "synthetic": not pairs_dir, "seed": cfg["eval_seed"], "level": None if pairs_dir else level,
             "jpeg_quality": jpeg_quality,
             "mean": mean, "images": images}
 

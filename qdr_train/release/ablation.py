@@ -8,7 +8,8 @@ so a variant is run once per seed and the table reports the mean and spread over
 (task, seed, variant) is an independent job: ``jobs`` of them run in parallel processes (on one
 GPU, several small runs keep it busier than one), and each job leaves ``result.json`` in its
 folder, so an interrupted ablation reruns only what is missing and ``report_only`` tables what
-is there. An ``auto`` run is trained once and scored on each of its six conditions; each
+is there. Every run and the teacher are scored on the same frames (``eval_seed``), whatever seed trained
+the run. An ``auto`` run is trained once and scored on each of its six conditions; each
 condition gets its own table (``auto/<condition>``) and the summary is the mean over the six.
 """
 
@@ -76,7 +77,8 @@ def reference_scores(task: str, teacher: Path, out: Path, overrides: list[str], 
     path = out / "fp32" / "result.json"
     cfg = load_config(task, CONFIG_DIR / "int8.yaml", overrides)
     levels = {t: cfg["levels"][t] for t in eval_tasks(task)}
-    settings = {"teacher_sha256": file_sha256(teacher), "data": cfg["data"], "levels": levels, "limit": limit}
+    settings = {"teacher_sha256": file_sha256(teacher), "data": cfg["data"], "levels": levels, "limit": limit,
+                "eval_seed": cfg["eval_seed"]}
     if _same_settings(path, settings):
         return json.loads(path.read_text())["conditions"]
     clean = data_root(cfg["data"]["root"]) / cfg["data"]["val"]

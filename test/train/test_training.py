@@ -229,6 +229,18 @@ def test_eval_scores_a_chain_of_models_in_the_given_order(tmp_path: Path, repo_r
     assert report["images"][0]["output"] == image_metrics(in_order, clean)
 
 
+@pytest.mark.parametrize("task", ["derain", "night"])
+def test_test_frames_follow_eval_seed_not_the_training_seed(task: str) -> None:
+    """Students of seeds 0-2 and their teacher are scored on the same frames; only ``eval_seed`` redraws them."""
+    from qdr_train.evaluation.evaluator import degraded_input
+
+    cfg = load_config(task)
+    clean = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    frame = degraded_input(clean, task, cfg, "x.png")
+    assert np.array_equal(frame, degraded_input(clean, task, {**cfg, "seed": 2}, "x.png"))
+    assert not np.array_equal(frame, degraded_input(clean, task, {**cfg, "eval_seed": 2}, "x.png"))
+
+
 def test_eval_scores_the_clean_frames_of_a_compressed_camera(tmp_path: Path, repo_root: Path) -> None:
     """``--jpeg``: the JPEG-decoded photo is input and reference; auto passes it, a fixed low-light model moves it."""
     from qdr_train.evaluation.evaluator import as_jpeg
