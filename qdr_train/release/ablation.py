@@ -57,6 +57,19 @@ def _scores(report: dict[str, Any], kind: str) -> dict[str, float]:
     return {"psnr": report["mean"][kind]["psnr"], "ssim": report["mean"][kind]["ssim"]}
 
 
+def gain_recovery(psnr: float, input_psnr: float, fp32_psnr: float) -> float:
+    """Share of the FP32 model's gain over the degraded input that an INT8 model keeps."""
+    return (psnr - input_psnr) / (fp32_psnr - input_psnr)
+
+
+def condition_reports(cfg: dict[str, Any], model: str | Path, clean: Path, limit: int,
+                      threads: int) -> dict[str, dict[str, Any]]:
+    """Evaluate ``model`` on each condition that ``cfg["task"]`` is scored on (auto: its six); one report each."""
+    return {condition: evaluate({**cfg, "task": condition}, model, clean_dir=clean, limit=limit, baseline=False,
+                                threads=threads, progress=False)
+            for condition in eval_tasks(cfg["task"])}
+
+
 def _same_settings(path: Path, settings: dict[str, Any]) -> bool:
     return path.is_file() and json.loads(path.read_text()).get("settings") == settings
 
@@ -83,13 +96,11 @@ def reference_scores(task: str, teacher: Path, out: Path, overrides: list[str], 
         return json.loads(path.read_text())["conditions"]
     clean = data_root(cfg["data"]["root"]) / cfg["data"]["val"]
     export_model_file(teacher, out / "fp32")
-    conditions = {}
-    for condition in eval_tasks(task):
-        report = evaluate({**cfg, "task": condition}, out / "fp32" / "efm_fp32.onnx", clean_dir=clean, limit=limit,
-                          baseline=False, threads=threads, progress=False)
-        conditions[condition] = {"input": _scores(report, "input"), "fp32": _scores(report, "output"),
-                                 "images": len(report["images"]), "data": cfg["data"]["val"],
-                                 "level": cfg["levels"][condition]}
+    reports = condition_reports(cfg, out / "fp32" / "efm_fp32.onnx", clean, limit, threads)
+    conditions = {condition: {"input": _scores(report, "input"), "fp32": _scores(report, "output"),
+                              "images": len(report["images"]), "data": cfg["data"]["val"],
+                              "level": cfg["levels"][condition]}
+                  for condition, report in reports.items()}
     write_json({"settings": settings, "conditions": conditions}, path)
     return conditions
 
@@ -148,11 +159,8 @@ def run_variant(job: Job) -> dict[str, Any]:
         raise RuntimeError(f"{job} stopped at step {trainer.step} of {cfg['train']['iters']}; not scored")
     onnx_path = export_model_file(run / "model.pt", job.folder / job.variant, cfg)[0]
     clean = data_root(cfg["data"]["root"]) / cfg["data"]["val"]
-    scores = {}
-    for condition in eval_tasks(job.task):
-        report = evaluate({**cfg, "task": condition}, onnx_path, clean_dir=clean, limit=job.limit, baseline=False,
-                          threads=job.threads, progress=False)
-        scores[condition] = _scores(report, "output")
+    reports = condition_reports(cfg, onnx_path, clean, job.limit, job.threads)
+    scores = {condition: _scores(report, "output") for condition, report in reports.items()}
     result = {"settings": job.settings, "scores": scores, "iters": cfg["train"]["iters"],
               "device": str(trainer.device), "onnx": str(onnx_path)}
     write_json(result, job.folder / job.variant / "result.json")
@@ -247,7 +255,7 @@ def collect(task: str, folder: Path, reference: dict[str, Any], seeds: list[int]
                 stored = json.loads(path.read_text())
                 r = {**stored, **stored["scores"][condition]}
                 per_seed[seed] = {"psnr": r["psnr"], "ssim": r["ssim"], "psnr_ratio": r["psnr"] / p_fp,
-                                  "gain_recovery": (r["psnr"] - p_in) / (p_fp - p_in), "iters": r["iters"],
+                                  "gain_recovery": gain_recovery(r["psnr"], p_in, p_fp), "iters": r["iters"],
                                   "device": r.get("device", "")}
         if per_seed:
             rows[variant] = {**{m: mean(s[m] for s in per_seed.values()) for m in METRICS},

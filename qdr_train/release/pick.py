@@ -16,10 +16,9 @@ from typing import Any
 
 import yaml
 
-from qdr_train.config import CONFIG_DIR, eval_tasks, load_config
+from qdr_train.config import CONFIG_DIR, load_config
 from qdr_train.data.datasets import data_root
-from qdr_train.evaluation.evaluator import evaluate
-from qdr_train.release.ablation import reference_scores
+from qdr_train.release.ablation import condition_reports, gain_recovery, reference_scores
 
 
 def _students(folder: Path, variant: str) -> dict[int, dict[str, Any]]:
@@ -55,13 +54,12 @@ def pick_student(folder: str | Path, task: str, variant: str, teacher: str | Pat
                              "students never trained on (e.g. ablate with a data.train that leaves it out)")
     reference = reference_scores(task, Path(teacher), folder / "pick",
                                  list(overrides or []) + [f"data.val={selection}"], limit, threads)
-    conditions = eval_tasks(task)
+    conditions = list(reference)
     seeds: dict[int, dict[str, Any]] = {}
     for seed, stored in students.items():
-        psnr = {c: evaluate({**cfg, "task": c}, stored["onnx"], clean_dir=clean, limit=limit, baseline=False,
-                            threads=threads, progress=False)["mean"]["output"]["psnr"] for c in conditions}
-        recovery = {c: (psnr[c] - reference[c]["input"]["psnr"]) / (reference[c]["fp32"]["psnr"]
-                                                                    - reference[c]["input"]["psnr"])
+        reports = condition_reports(cfg, stored["onnx"], clean, limit, threads)
+        psnr = {c: report["mean"]["output"]["psnr"] for c, report in reports.items()}
+        recovery = {c: gain_recovery(psnr[c], reference[c]["input"]["psnr"], reference[c]["fp32"]["psnr"])
                     for c in conditions}
         seeds[seed] = {"psnr": psnr, "mean_psnr": mean(psnr.values()), "gain_recovery": mean(recovery.values()),
                        "per_condition_recovery": recovery}
