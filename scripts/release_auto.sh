@@ -19,9 +19,8 @@ PICK=(--ablation results/ablation/auto/auto --task auto --teacher models/auto/ef
 $PY -m qdr_train.cli release --run "$RUN" --eval-data clean/Kodak24 --command "$FP32_COMMAND"
 $PY -m qdr_train.cli ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr \
     --seeds 0 1 2 --jobs 2 --out results/ablation/auto "${INT8_OVERRIDES[@]}"
-STUDENT=$($PY -m qdr_train.cli pick "${PICK[@]}" --json results/eval/auto_int8_pick.json | tee /dev/stderr \
-    | sed -n 's/^run folder: //p')
-SEED=$($PY -c "import json; print(json.load(open('results/eval/auto_int8_pick.json'))['seed'])")
+$PY -m qdr_train.cli pick "${PICK[@]}" --json results/eval/auto_int8_pick.json
+read -r SEED STUDENT < <($PY -c "import json; r = json.load(open('results/eval/auto_int8_pick.json')); print(r['seed'], r['run'])")
 $PY -m qdr_train.cli release --run "$STUDENT" --eval-data clean/Kodak24 --command \
     "qdr-train fit --task auto --config qdr_train/configs/int8.yaml stage=qdr quant.teacher=models/auto/efm_fp32.pt seed=$SEED ${INT8_OVERRIDES[*]} (the qdr run of: qdr-train ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr --seeds 0 1 2 --jobs 2 ${INT8_OVERRIDES[*]}; seed $SEED picked by: qdr-train pick ${PICK[*]})"
 $PY -m qdr_train.cli check-int8 models/auto/efm_int8.onnx
