@@ -17,7 +17,8 @@ import torch
 from qdr_ros.tools.bench import cli, settings
 from qdr_ros.tools.bench.report import TARGETS
 from qdr_ros.tools.bench.engines import Timing
-from qdr_ros.tools.bench.rounds import ros_round, ros_row
+from qdr_ros.tools.bench.rounds import ros_round, ros_row, start_discovered
+from qdr_ros.tools.probe import ProbeError
 from qdr_train.engine.checkpoint import save_model_file
 from qdr_train.export.cpu_variant import to_cpu_variant
 from qdr_train.export.onnx import export_onnx
@@ -105,6 +106,26 @@ def test_quick_with_restore_node(tmp_path: Path, models_dir: Path) -> None:
     assert row['saturated_percent'] == pytest.approx(100 * row['saturated_fps'] / row['engine_fps'], abs=0.1)
     assert 0 <= row['saturated_lost'] < row['saturated_frames']
     assert 'bypass:=true' in report['passthrough_node']
+
+
+@pytest.mark.ros
+def test_a_node_the_probe_does_not_see_is_started_once_more(models_dir: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    model = models_dir / 'denoise' / 'efm_int8_cpu.onnx'
+    with pytest.raises(ProbeError, match='the nodes under test to come up'):
+        start_discovered(model, 64, 64, 1, timeout_s=0.0)  # nothing is discovered in no time: both attempts fail
+    err = capsys.readouterr().err
+    assert 'restore_node 64x64 was up but not discovered in 0 s (attempt 1 of 2)' in err
+    assert 'attempt 2 of 2' not in err  # the last failure is raised, not retried
+
+
+@pytest.mark.ros
+def test_a_node_that_exits_is_not_started_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / 'broken.onnx'
+    broken.write_bytes(b'not an ONNX model')
+    with pytest.raises(ProbeError, match='restore_node exited'):
+        start_discovered(broken, 64, 64, 1)
+    assert 'attempt' not in capsys.readouterr().err
 
 
 def test_sizes_are_parsed_and_checked() -> None:
