@@ -24,7 +24,7 @@ from qdr_train.engine.checkpoint import load_model
 from qdr_train.engine.stages import CALIBRATION_STEP_OFFSET
 from qdr_train.engine.trainer import Trainer
 from qdr_train.export.check import check_int8
-from qdr_train.export.cpu_variant import shuffle_before_dequant, to_cpu_variant
+from qdr_train.export.cpu_variant import shuffle_before_dequant, to_cpu_variant, widen_narrow_convs
 from qdr_train.export.onnx import export_onnx
 from qdr_train.losses.weighting import (AlignedMagnitudeReweighting, BoundedMagnitudeReweighting,
                                         GradientMagnitudeReweighting, LearnableMagnitudeReweighting)
@@ -100,7 +100,10 @@ def test_cpu_twin_shuffles_8bit_values_and_changes_no_output(int8_onnx: Path, tm
     cpu = onnx.load(str(to_cpu_variant(int8_onnx, tmp_path / "efm_int8_cpu.onnx"))).graph
     producers = {out: node for node in cpu.node for out in node.output}
     shuffle = next(n for n in cpu.node if n.op_type == "DepthToSpace")
-    assert producers[shuffle.input[0]].op_type == "QuantizeLinear"
+    source = producers[shuffle.input[0]]
+    if source.op_type == "Slice":  # the tail's 12 channels, sliced from 16 (see the widening test)
+        source = producers[source.input[0]]
+    assert source.op_type == "QuantizeLinear"
 
     def move(graph: onnx.GraphProto) -> None:
         assert shuffle_before_dequant(graph) == 1
@@ -110,6 +113,29 @@ def test_cpu_twin_shuffles_8bit_values_and_changes_no_output(int8_onnx: Path, tm
     before, after = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
                      for p in (int8_onnx, moved))
     np.testing.assert_array_equal(after, before)
+
+
+def test_cpu_twin_widens_narrow_convs_and_changes_no_output(int8_onnx: Path, tmp_path: Path) -> None:
+    def conv_widths(graph: onnx.GraphProto) -> list[int]:
+        arrays = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+        producers = {out: node for node in graph.node for out in node.output}
+        return [arrays[producers[conv.input[1]].input[0]].shape[0] for conv in graph.node if conv.op_type == "Conv"]
+
+    widths = conv_widths(onnx.load(str(int8_onnx)).graph)
+    assert 1 in widths and 12 in widths  # the gate logit and the tail of TINY
+    twin = onnx.load(str(to_cpu_variant(int8_onnx, tmp_path / "efm_int8_cpu.onnx"))).graph
+    assert all(w % 16 == 0 for w in conv_widths(twin))
+    narrow = sum(w % 16 != 0 for w in widths)
+    assert sum(n.op_type == "Slice" and n.name.endswith("_narrow") for n in twin.node) == narrow
+
+    def widen(graph: onnx.GraphProto) -> None:
+        assert widen_narrow_convs(graph) == narrow
+    widened = _edit(int8_onnx, tmp_path / "widened.onnx", widen)
+    x = np.random.default_rng(0).random((1, 3, 40, 56), np.float32)
+    before, after = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+                     for p in (int8_onnx, widened))
+    for old, new in zip(before, after):
+        np.testing.assert_array_equal(new, old)
 
 
 def test_checker_rejects_float_convs_and_broken_rules(int8_onnx: Path, tmp_path: Path) -> None:
