@@ -89,7 +89,9 @@ def widen_narrow_convs(graph: onnx.GraphProto, multiple: int = 16) -> int:
         weight, scale, zero = consts[source.input[0]], consts.get(w_dq.input[1]), consts.get(w_dq.input[2])
         channels = weight.shape[0]
         wide = -(-channels // multiple) * multiple
-        if wide == channels or getattr(scale, "shape", None) != (channels,) or getattr(zero, "shape", None) != (channels,):
+        bias = conv.input[2] if len(conv.input) > 2 and conv.input[2] else None
+        if wide == channels or getattr(scale, "shape", None) != (channels,) \
+                or getattr(zero, "shape", None) != (channels,) or (bias is not None and bias not in consts):
             continue
 
         def padded(values: np.ndarray, fill: float, role: str) -> str:
@@ -101,8 +103,8 @@ def widen_narrow_convs(graph: onnx.GraphProto, multiple: int = 16) -> int:
         w_dq.input[1], w_dq.input[2] = padded(scale, 1, "scale"), padded(zero, 0, "zero_point")
         if quantizes:
             w_q.input[1], w_q.input[2] = w_dq.input[1], w_dq.input[2]
-        if len(conv.input) > 2 and conv.input[2]:
-            conv.input[2] = padded(consts[conv.input[2]], 0, "bias")
+        if bias is not None:
+            conv.input[2] = padded(consts[bias], 0, "bias")
         out_q = users[0]
         codes = out_q.output[0]
         out_q.output[0] = f"{codes}_wide{wide}"
