@@ -115,7 +115,7 @@ def test_a_node_the_probe_does_not_see_is_started_once_more(models_dir: Path,
     with pytest.raises(ProbeError, match='the nodes under test to come up'):
         start_discovered(model, 64, 64, 1, timeout_s=0.0)  # nothing is discovered in no time: both attempts fail
     err = capsys.readouterr().err
-    assert 'restore_node 64x64 was up but not discovered in 0 s (attempt 1 of 2)' in err
+    assert 'restore_node 64x64 was running but not discovered in 0 s (attempt 1 of 2)' in err
     assert 'attempt 2 of 2' not in err  # the last failure is raised, not retried
 
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import array
 from dataclasses import asdict
 from pathlib import Path
-import time
 import sys
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -192,7 +192,7 @@ def start_discovered(model: Path, width: int, height: int, threads: int, timeout
             node.close()
             if not alive or attempt >= attempts:
                 raise
-        print(f'  restore_node {width}x{height} was up but not discovered in {timeout_s:g} s (attempt {attempt} '
+        print(f'  restore_node {width}x{height} was running but not discovered in {timeout_s:g} s (attempt {attempt} '
               f'of {attempts}); starting it again with fresh DDS participants', file=sys.stderr, flush=True)
         attempt += 1
 
