@@ -36,19 +36,25 @@ def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return values
 
 
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Map each tensor name to the nodes that read it."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
 def shuffle_before_dequant(graph: onnx.GraphProto) -> int:
     """Turn ``DQ -> DepthToSpace`` into ``DepthToSpace -> DQ`` (per-tensor DQ, sole consumer); returns the count."""
     consts = _constant_values(graph)
-    consumers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
+    consumers = _consumers(graph)
     producers = {out: node for node in graph.node for out in node.output}
     outputs = {o.name for o in graph.output}
     moved = 0
     for op in graph.node:
         dq = producers.get(op.input[0]) if op.op_type == "DepthToSpace" else None
-        if dq is None or dq.op_type != "DequantizeLinear" or consumers[dq.output[0]] != 1 \
+        if dq is None or dq.op_type != "DequantizeLinear" or len(consumers[dq.output[0]]) != 1 \
                 or dq.output[0] in outputs or getattr(consts.get(dq.input[1]), "ndim", None) != 0:
             continue
         codes, values = dq.input[0], op.output[0]
@@ -62,31 +68,23 @@ def shuffle_before_dequant(graph: onnx.GraphProto) -> int:
 def widen_narrow_convs(graph: onnx.GraphProto, multiple: int = 16) -> int:
     """Pad per-channel INT8 convs to ``multiple`` output channels, slicing their 8-bit output back; returns the count.
 
-    Only a conv whose weights are a per-channel ``DequantizeLinear`` of constant codes (or of a
-    ``QuantizeLinear`` of constant weights) and whose output is read by one ``QuantizeLinear`` is
-    touched: the added filters are zero (scale 1, zero point 0, bias 0), and the Slice sits between
-    the output Q and its DQs, so every consumer sees the same codes as before.
+    Only a conv whose weights are a per-channel ``DequantizeLinear`` of constant codes (as the export
+    writes them) and whose output is read by one ``QuantizeLinear`` is touched: the added filters are
+    zero (scale 1, zero point 0, bias 0), and the Slice sits between the output Q and its DQs, so
+    every consumer sees the same codes as before.
     """
     consts = _constant_values(graph)
     inits = {init.name for init in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     widened = 0
     for conv in [n for n in graph.node if n.op_type == "Conv"]:
         w_dq = producers.get(conv.input[1])
         users = consumers.get(conv.output[0], [])
-        if w_dq is None or w_dq.op_type != "DequantizeLinear" or len(w_dq.input) < 3 or len(users) != 1 \
-                or users[0].op_type != "QuantizeLinear" or len(consumers[w_dq.output[0]]) != 1:
+        if w_dq is None or w_dq.op_type != "DequantizeLinear" or len(w_dq.input) < 3 or w_dq.input[0] not in inits \
+                or len(consumers[w_dq.output[0]]) != 1 or len(users) != 1 or users[0].op_type != "QuantizeLinear":
             continue
-        w_q = producers.get(w_dq.input[0])
-        quantizes = w_q is not None and w_q.op_type == "QuantizeLinear" and w_q.input[0] in inits
-        if not quantizes and w_dq.input[0] not in inits:
-            continue
-        source = w_q if quantizes else w_dq  # the node that reads the constant weights or codes
-        weight, scale, zero = consts[source.input[0]], consts.get(w_dq.input[1]), consts.get(w_dq.input[2])
+        weight, scale, zero = consts[w_dq.input[0]], consts.get(w_dq.input[1]), consts.get(w_dq.input[2])
         channels = weight.shape[0]
         wide = -(-channels // multiple) * multiple
         bias = conv.input[2] if len(conv.input) > 2 and conv.input[2] else None
@@ -99,10 +97,8 @@ def widen_narrow_convs(graph: onnx.GraphProto, multiple: int = 16) -> int:
             extra = np.full((wide - channels, *values.shape[1:]), fill, values.dtype)
             graph.initializer.append(numpy_helper.from_array(np.concatenate([values, extra]), name))
             return name
-        source.input[0] = padded(weight, 0, "weight")
-        w_dq.input[1], w_dq.input[2] = padded(scale, 1, "scale"), padded(zero, 0, "zero_point")
-        if quantizes:
-            w_q.input[1], w_q.input[2] = w_dq.input[1], w_dq.input[2]
+        w_dq.input[0], w_dq.input[1] = padded(weight, 0, "weight"), padded(scale, 1, "scale")
+        w_dq.input[2] = padded(zero, 0, "zero_point")
         if bias is not None:
             conv.input[2] = padded(consts[bias], 0, "bias")
         out_q = users[0]
