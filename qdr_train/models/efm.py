@@ -41,6 +41,11 @@ convs and one decoder conv of ``widths[0]`` channels, while the 1/8-resolution b
 the compute. Each block's last conv starts at zero, so a block is the identity when it is added to a
 trained model (``init=``): the warm-started net starts exactly where its parent ended.
 
+``deep_blocks``: residual blocks after the 1/8-resolution bottleneck (its global context included),
+added the same way. Haze density and exposure are whole-frame properties that the fine blocks,
+with their half-resolution view, do not see; these blocks work where the context vector has
+already reached every position.
+
 ``condition_head``: what the camera sees, as one logit per label of ``LABELS`` (several at once:
 night is lowlight and noise), from the globally pooled bottleneck through two 1x1 convs.
 """
@@ -83,7 +88,7 @@ class EFM(nn.Module):
     def __init__(self, widths: tuple[int, int, int] | list[int] = (16, 32, 64), num_blocks: int = 2,
                  global_context: bool = False, head_relu: bool = True, exact_skip: bool = False,
                  condition_head: bool = False, gate_floor: float = 0.0, clean_shuts_gate: bool = False,
-                 clean_gain: float = 1.0, fine_blocks: int = 0) -> None:
+                 clean_gain: float = 1.0, fine_blocks: int = 0, deep_blocks: int = 0) -> None:
         super().__init__()
         c1, c2, c3 = widths
         self.q_in = QuantPoint()
@@ -92,6 +97,7 @@ class EFM(nn.Module):
         self.enc3 = ConvAct(c2, c3, stride=2)
         blocks: list[nn.Module] = [ResBlock(c3) for _ in range(num_blocks)]
         self.bottleneck = nn.Sequential(*(blocks + [GlobalContext(c3)] if global_context else blocks))
+        self.deep = nn.Sequential(*(_identity_block(c3) for _ in range(deep_blocks)))
         self.up2 = Up(c3, c2)
         self.skip2 = QuantPoint()
         self.dec2 = ConvAct(c2, c2)
@@ -138,7 +144,8 @@ class EFM(nn.Module):
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Restored image plus the named internal tensors that distillation and diagnostics read.
 
-        ``bottleneck`` is the 1/8-resolution output of the residual blocks (the DFD target);
+        ``bottleneck`` is the 1/8-resolution output of the residual blocks, deep blocks included (the DFD
+        target);
         ``decoder`` holds the decoder features at 1/4 and 1/2 resolution (never distilled by QDR,
         kept for the decoder-distillation baseline); ``gate`` is the LDG map at 1/2 resolution
         (``gate_prob`` its sigmoid before the floor);
@@ -150,7 +157,7 @@ class EFM(nn.Module):
         xq = self.q_in(x)
         e1 = self.enc1(xq)
         e2 = self.enc2(e1)
-        b = self.bottleneck(self.enc3(e2))
+        b = self.deep(self.bottleneck(self.enc3(e2)))
         d2 = self.dec2(self.skip2(self.up2(b) + e2))
         d1 = self.fine(self.dec1(self.skip1(self.up1(d2) + e1)))
         condition = None if self.condition is None else self.condition(F.adaptive_avg_pool2d(b, 1)).flatten(1)

@@ -62,19 +62,21 @@ def test_gate_closed_means_input_passes_through() -> None:
         assert torch.allclose(model(x), x)
 
 
-def test_fine_blocks_added_to_a_trained_model_start_as_its_identity(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["fine", "deep"])
+def test_blocks_added_to_a_trained_model_start_as_its_identity(tmp_path: Path, where: str) -> None:
     torch.manual_seed(0)
     parent = build_model(TINY).eval()
     with torch.no_grad():
         parent.tail.conv.weight.normal_(0, 0.1)  # a trained model corrects; a fresh tail is zero
     path = save_model_file(parent, TINY, tmp_path / "parent.pt")
-    child = warm_start({"init": str(path), "model": {**TINY, "fine_blocks": 2}}).eval()
-    assert len(child.fine) == 2
+    child = warm_start({"init": str(path), "model": {**TINY, f"{where}_blocks": 2}}).eval()
+    added = getattr(child, where)
+    assert len(added) == 2
     x = torch.rand(2, 3, 32, 48)
     with torch.no_grad():
         assert not torch.equal(parent(x), x)
         assert torch.equal(child(x), parent(x))
-        child.fine[0].body[-1].conv.weight.normal_(0, 0.1)  # and trained, a block does change the output
+        added[0].body[-1].conv.weight.normal_(0, 0.1)  # and trained, a block does change the output
         assert not torch.equal(child(x), parent(x))
 
 
@@ -86,10 +88,10 @@ def test_registry_rejects_unknown_names_and_keys() -> None:
     assert isinstance(build_model(TINY), EFM)
 
 
-@pytest.mark.parametrize("fine_blocks", [0, 1])
-def test_onnx_fp32_and_int8_match_torch(tmp_path: Path, fine_blocks: int) -> None:
+@pytest.mark.parametrize("blocks", [0, 1])
+def test_onnx_fp32_and_int8_match_torch(tmp_path: Path, blocks: int) -> None:
     torch.manual_seed(0)
-    model = build_model({**TINY, "fine_blocks": fine_blocks}).eval()
+    model = build_model({**TINY, "fine_blocks": blocks, "deep_blocks": blocks}).eval()
     x = torch.rand(1, 3, 40, 56)
     fp32 = export_onnx(model, tmp_path / "fp32.onnx")
     run = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run
@@ -98,7 +100,7 @@ def test_onnx_fp32_and_int8_match_torch(tmp_path: Path, fine_blocks: int) -> Non
     qmodel = calibrate(prepare_qat(model), [torch.rand(1, 3, 32, 32) for _ in range(3)], progress=False).eval()
     int8 = export_onnx(qmodel, tmp_path / "efm_int8.onnx")
     cpu = to_cpu_variant(int8, tmp_path / "efm_int8_cpu.onnx")
-    assert check_int8(int8).ok and check_int8(cpu, cpu=True).ok  # every conv INT8, the fine blocks' too
+    assert check_int8(int8).ok and check_int8(cpu, cpu=True).ok  # every conv INT8, the added blocks' too
     with torch.no_grad():
         ref = qmodel(x).numpy()
     for path in (int8, cpu):
