@@ -98,12 +98,17 @@ def _ablate(args: argparse.Namespace) -> int:
 
 
 def _pick(args: argparse.Namespace) -> int:
-    from qdr_train.release.pick import format_pick, pick_student
+    from qdr_train.release.pick import compare_to_shipped, format_pick, pick_student
+    shipped = json.loads(Path(args.against).read_text()) if args.against else None
     report = pick_student(args.ablation, args.task, args.variant, args.teacher, args.data, args.overrides,
                           args.limit, args.threads)
     _show(report, format_pick(report), args.json)
     print(f"run folder: {report['run']}")
-    return 0
+    if shipped is None:
+        return 0
+    better, verdict = compare_to_shipped(report, shipped)
+    print(verdict)
+    return 0 if better else 3
 
 
 def _check_int8(args: argparse.Namespace) -> int:
@@ -230,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--limit", type=int, default=0, help="score the first N images only")
     pk.add_argument("--threads", type=int, default=0)
     pk.add_argument("--json", help="also write the report here")
+    pk.add_argument("--against", help="the shipped student's pick report: exit 3 unless the pick beats it")
     pk.add_argument("overrides", nargs="*", help="key=value overrides the ablation ran with (levels, seed)")
     pk.set_defaults(func=_pick)
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Ship the auto model from a finished FP32 run: FP32 release, the INT8 ablation (PTQ, QAT, QAT + output
-# distillation, QDR; 3 seeds), the QDR seed that keeps most of its teacher on CBSD68 (qdr-train pick; no
-# stage trains on CBSD68 and no reported number uses it) released as models/auto/efm_int8*, then the
-# condition head, real low light and detection reports. About 35 minutes on the 2-core dev CPU.
+# Ship the auto model from a finished FP32 run: the INT8 ablation (PTQ, QAT, QAT + output distillation,
+# QDR; 3 seeds) on it, the QDR seed that keeps most of its teacher on CBSD68 (qdr-train pick; no stage
+# trains on CBSD68 and no reported number uses it), and only if that student beats the shipped one's
+# mean PSNR on CBSD68: the FP32 release, that student released as models/auto/efm_int8*, then the
+# condition head, real low light and detection reports. A run that does not beat it leaves models/ and
+# results/ as they were and exits 3. About 35 minutes on the 2-core dev CPU.
 #   scripts/release_auto.sh runs/auto_fp32_ft "<the FP32 training commands, for the model card>"
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,10 +18,32 @@ FASTESTDET=../shared/data/detection/FastestDet/FastestDet.onnx
 INT8_OVERRIDES=(train.progress=false data.crop=192 data.batch=4
     "data.train=[clean/CBSD432,clean/Urban100,clean/SunHays80,clean/Set14,clean/LIVE1]")
 PICK=(--ablation results/ablation/auto/auto --task auto --teacher models/auto/efm_fp32.pt --data clean/CBSD68)
-$PY -m qdr_train.cli release --run "$RUN" --eval-data clean/Kodak24 --command "$FP32_COMMAND"
+SHIPPED=results/eval/auto_int8_pick.json  # the shipped student's pick report: what a release must beat
+STAGED=(models/auto results/ablation/auto "$SHIPPED")
+if ! git diff --quiet -- "${STAGED[@]}"; then
+    echo "uncommitted changes under ${STAGED[*]}: commit or stash them first (a rejected run restores them)" >&2
+    exit 2
+fi
+AGAINST=()
+if [[ -f "$SHIPPED" ]]; then
+    cp "$SHIPPED" "$SHIPPED.shipped"
+    AGAINST=(--against "$SHIPPED.shipped")
+fi
+cp "$RUN/model.pt" models/auto/efm_fp32.pt  # the teacher the students distil; the FP32 release below exports it
 $PY -m qdr_train.cli ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr \
     --seeds 0 1 2 --jobs 2 --out results/ablation/auto "${INT8_OVERRIDES[@]}"
-$PY -m qdr_train.cli pick "${PICK[@]}" --json results/eval/auto_int8_pick.json
+set +e
+$PY -m qdr_train.cli pick "${PICK[@]}" --json "$SHIPPED" "${AGAINST[@]}"
+PICKED=$?
+set -e
+rm -f "$SHIPPED.shipped"
+if (( PICKED != 0 )); then
+    git checkout -- "${STAGED[@]}"
+    echo "not released: $RUN's INT8 student does not beat the shipped one on CBSD68 (pick exit $PICKED);" \
+        "models/ and results/ are as they were" >&2
+    exit 3
+fi
+$PY -m qdr_train.cli release --run "$RUN" --eval-data clean/Kodak24 --command "$FP32_COMMAND"
 read -r SEED STUDENT < <($PY -c "import json; r = json.load(open('results/eval/auto_int8_pick.json')); print(r['seed'], r['run'])")
 $PY -m qdr_train.cli release --run "$STUDENT" --eval-data clean/Kodak24 --command \
     "qdr-train fit --task auto --config qdr_train/configs/int8.yaml stage=qdr quant.teacher=models/auto/efm_fp32.pt seed=$SEED ${INT8_OVERRIDES[*]} (the qdr run of: qdr-train ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr --seeds 0 1 2 --jobs 2 ${INT8_OVERRIDES[*]}; seed $SEED picked by: qdr-train pick ${PICK[*]})"

@@ -5,6 +5,10 @@ their teacher's gain on CBSD68), so shipping seed 0 ships a draw. A release inst
 exported ONNX on a selection set that the student never trained on and that no reported number uses
 (CBSD68 for ``auto``; Kodak24 stays held out), takes the seed with the highest gain recovery on the mean
 over the task's conditions, and records every seed's score beside the choice.
+
+``against`` makes the same set decide whether a new teacher ships at all: its picked student must
+score a higher mean PSNR there than the shipped student's pick report says. The shipped file is the
+INT8 model, so a teacher that is better in FP32 but whose student is not better is not a release.
 """
 
 from __future__ import annotations
@@ -68,6 +72,21 @@ def pick_student(folder: str | Path, task: str, variant: str, teacher: str | Pat
             "input": {c: reference[c]["input"]["psnr"] for c in conditions},
             "fp32": {c: reference[c]["fp32"]["psnr"] for c in conditions},
             "seeds": seeds, "seed": best, "run": str(runs[best])}
+
+
+def compare_to_shipped(report: dict[str, Any], shipped: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the picked student beats the shipped one's pick report on the same selection set, and why."""
+    same = ("task", "selection", "images")
+    if any(report[k] != shipped.get(k) for k in same) or set(report["input"]) != set(shipped.get("input", {})):
+        raise ValueError("the shipped pick report was made on another set or task ("
+                         + ", ".join(f"{k} {shipped.get(k)!r} vs {report[k]!r}" for k in same)
+                         + "); rerun qdr-train pick for the shipped model on the same set")
+    new = report["seeds"][report["seed"]]["mean_psnr"]
+    old = shipped["seeds"][str(shipped["seed"])]["mean_psnr"]
+    verdict = "better" if new > old else "NOT better"
+    return new > old, (f"picked seed {report['seed']}: mean PSNR {new:.3f} dB on {report['images']} images "
+                       f"of {report['selection']} against the shipped student's {old:.3f} dB ({new - old:+.3f}): "
+                       f"{verdict}")
 
 
 def format_pick(report: dict[str, Any]) -> str:

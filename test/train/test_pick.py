@@ -22,10 +22,10 @@ def test_the_seed_that_keeps_most_of_its_teacher_is_picked_on_a_set_none_trained
                  "--jobs", "2", "--limit", "1", "--out", str(tmp_path)]) == 0
     capsys.readouterr()
 
-    def pick(selection: str) -> int:
+    def pick(selection: str, *against: str) -> int:
         return main(["pick", "--ablation", str(tmp_path / "derain"), "--task", "derain", "--variant", "qat_out",
                      "--teacher", str(repo_root / "models" / "derain" / "efm_fp32.pt"), "--data", selection,
-                     "--limit", "2", "--json", str(tmp_path / "pick.json")])
+                     "--limit", "2", "--json", str(tmp_path / "pick.json"), *against])
 
     assert pick("clean/CBSD68") == 0
     report = json.loads((tmp_path / "pick.json").read_text())
@@ -45,3 +45,17 @@ def test_the_seed_that_keeps_most_of_its_teacher_is_picked_on_a_set_none_trained
 
     assert pick("clean/Set14") == 2  # the students trained on it: no honest pick there
     assert "clean/Set14 is in the data.train" in capsys.readouterr().err
+
+    # a release gate: the same students against themselves as the shipped model are no gain ...
+    shipped = tmp_path / "shipped.json"
+    shipped.write_text(json.dumps(report))
+    assert pick("clean/CBSD68", "--against", str(shipped)) == 3
+    assert "(+0.000): NOT better" in capsys.readouterr().out
+    # ... against a shipped student 0.1 dB lower they are, and a report of another set is refused
+    report["seeds"][str(report["seed"])]["mean_psnr"] -= 0.1
+    shipped.write_text(json.dumps(report))
+    assert pick("clean/CBSD68", "--against", str(shipped)) == 0
+    assert "(+0.100): better" in capsys.readouterr().out
+    shipped.write_text(json.dumps({**report, "selection": "clean/Set14"}))
+    assert pick("clean/CBSD68", "--against", str(shipped)) == 2
+    assert "made on another set or task" in capsys.readouterr().err
