@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from qdr_ros.tools.bench import cli, settings
-from qdr_ros.tools.bench.report import TARGETS
+from qdr_ros.tools.bench.report import TARGETS, check_targets
 from qdr_ros.tools.bench.engines import Timing
 from qdr_ros.tools.bench.rounds import ros_round, ros_row, start_discovered
 from qdr_ros.tools.probe import ProbeError
@@ -83,6 +83,19 @@ def test_quick_engine_only(tmp_path: Path, models_dir: Path) -> None:
     assert set(targets) == set(TARGETS)
     assert targets['int8_file_size']['value'] > 0 and targets['int8_file_size']['status'] in ('PASS', 'MISS')
     assert targets['node_overhead']['status'] == 'n/a'  # 640x480 through ROS was not part of this run
+
+
+def test_file_size_limit_is_per_task(tmp_path: Path) -> None:
+    """auto (one model with its condition head) may ship up to 1.5 MB, a specialist 1 MB."""
+    onnx = tmp_path / 'efm_int8.onnx'
+    onnx.write_bytes(b'\0' * 1_260_000)
+
+    def size_target(task: str) -> dict[str, Any]:
+        return next(t for t in check_targets([], [], {'int8_onnx': onnx}, task) if t['name'] == 'int8_file_size')
+
+    assert size_target('auto')['status'] == 'PASS' and size_target('auto')['threshold'] == 1.5
+    assert size_target('denoise')['status'] == 'MISS' and size_target('denoise')['threshold'] == 1.0
+    assert size_target('auto')['value'] == 1.26
 
 
 @pytest.mark.ros

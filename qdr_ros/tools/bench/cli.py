@@ -77,7 +77,7 @@ def benchmark(settings: Settings, command: str) -> dict[str, Any]:
         'skipped': skipped,
         'passthrough_node': 'restore_node with bypass:=true (same process, republishes the received message)',
         'ros': ros_rows,
-        'targets': report.check_targets(engine_rows, ros_rows, files),
+        'targets': report.check_targets(engine_rows, ros_rows, files, settings.task),
     }
     result['elapsed_s'] = round(time.perf_counter() - started, 1)
     report.write_reports(result, settings)
