@@ -29,16 +29,19 @@ if [[ -f "$SHIPPED" ]]; then
     cp "$SHIPPED" "$SHIPPED.shipped"
     AGAINST=(--against "$SHIPPED.shipped")
 fi
+restore() { git checkout -- "${STAGED[@]}"; rm -f "$SHIPPED.shipped"; }
+trap 'restore; echo "failed before the release gate: models/ and results/ restored" >&2' ERR
 cp "$RUN/model.pt" models/auto/efm_fp32.pt  # the teacher the students distil; the FP32 release below exports it
 $PY -m qdr_train.cli ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr \
     --seeds 0 1 2 --jobs 2 --out results/ablation/auto "${INT8_OVERRIDES[@]}"
+trap - ERR
 set +e
 $PY -m qdr_train.cli pick "${PICK[@]}" --json "$SHIPPED" "${AGAINST[@]}"
 PICKED=$?
 set -e
 rm -f "$SHIPPED.shipped"
 if (( PICKED != 0 )); then
-    git checkout -- "${STAGED[@]}"
+    restore
     echo "not released: $RUN's INT8 student does not beat the shipped one on CBSD68 (pick exit $PICKED);" \
         "models/ and results/ are as they were" >&2
     exit 3
