@@ -99,6 +99,7 @@ def _ablate(args: argparse.Namespace) -> int:
 
 def _pick(args: argparse.Namespace) -> int:
     from qdr_train.release.pick import compare_to_shipped, format_pick, pick_student
+    # read before the pick: --against and --json may name the same file (release_auto.sh)
     shipped = json.loads(Path(args.against).read_text()) if args.against else None
     report = pick_student(args.ablation, args.task, args.variant, args.teacher, args.data, args.overrides,
                           args.limit, args.threads)

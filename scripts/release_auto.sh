@@ -24,12 +24,9 @@ if ! git diff --quiet -- "${STAGED[@]}"; then
     echo "uncommitted changes under ${STAGED[*]}: commit or stash them first (a rejected run restores them)" >&2
     exit 2
 fi
-AGAINST=()
-if [[ -f "$SHIPPED" ]]; then
-    cp "$SHIPPED" "$SHIPPED.shipped"
-    AGAINST=(--against "$SHIPPED.shipped")
-fi
-restore() { git checkout -- "${STAGED[@]}"; rm -f "$SHIPPED.shipped"; }
+AGAINST=()  # pick reads the shipped report before it writes the new one over it
+[[ -f "$SHIPPED" ]] && AGAINST=(--against "$SHIPPED")
+restore() { git checkout -- "${STAGED[@]}"; }
 trap 'restore; echo "failed before the release gate: models/ and results/ restored" >&2' ERR
 cp "$RUN/model.pt" models/auto/efm_fp32.pt  # the teacher the students distil; the FP32 release below exports it
 $PY -m qdr_train.cli ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr \
@@ -39,7 +36,6 @@ set +e
 $PY -m qdr_train.cli pick "${PICK[@]}" --json "$SHIPPED" "${AGAINST[@]}"
 PICKED=$?
 set -e
-rm -f "$SHIPPED.shipped"
 if (( PICKED != 0 )); then
     restore
     echo "not released: $RUN's INT8 student does not beat the shipped one on CBSD68 (pick exit $PICKED);" \
