@@ -114,11 +114,28 @@ class DistillObjective(nn.Module):
         return super().load_state_dict(state, strict=False, assign=assign)
 
 
+def _grown(fresh: torch.Tensor, parent: torch.Tensor) -> torch.Tensor | None:
+    """``parent`` in the leading slice of a wider ``fresh`` tensor, or None if it does not fit.
+
+    A conv's old outputs get zero weights from its new input channels, so a widened net computes
+    exactly what its parent did: the new channels carry their own (fresh) values, and everything
+    the parent had reads none of them until training moves those weights.
+    """
+    if fresh.dim() != parent.dim() or any(n < o for n, o in zip(fresh.shape, parent.shape)):
+        return None
+    grown = fresh.clone()
+    grown[tuple(slice(0, n) for n in parent.shape)] = parent
+    if grown.dim() == 4:
+        grown[:parent.shape[0], parent.shape[1]:] = 0
+    return grown
+
+
 def warm_start(cfg: dict[str, Any]) -> nn.Module:
     """Build the model of ``init``, as it is or in the configured architecture.
 
-    When the architectures differ, the configured model gets every weight the two share and its
-    new parts (a condition head, say) start fresh.
+    When the architectures differ, the configured model gets every weight the two share, wider
+    layers (``model.widths``) hold their parent's weights in their leading channels (Net2Net-style:
+    the widened net starts as its parent), and new parts (a condition head, say) start fresh.
     """
     source, info = load_model(cfg["init"])
     if resolved_model_config(info["model"]) == resolved_model_config(cfg["model"]):
@@ -126,12 +143,14 @@ def warm_start(cfg: dict[str, Any]) -> nn.Module:
     model = build_model(cfg["model"])
     own = model.state_dict()
     shared = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
-    if not shared:
+    grown = {k: g for k, v in source.state_dict().items()
+             if k in own and k not in shared and (g := _grown(own[k], v)) is not None}
+    if not shared and not grown:
         raise ValueError(f"init {cfg['init']} shares no weights with model {cfg['model']}")
-    model.load_state_dict(shared, strict=False)
-    fresh = sorted(set(own) - set(shared))
-    print(f"init: {len(shared)} tensors from {cfg['init']}; {len(fresh)} start fresh ({', '.join(fresh[:6])}"
-          f"{', ...' if len(fresh) > 6 else ''})")
+    model.load_state_dict({**shared, **grown}, strict=False)
+    fresh = sorted(set(own) - set(shared) - set(grown))
+    print(f"init: {len(shared)} tensors from {cfg['init']}, {len(grown)} widened; {len(fresh)} start fresh"
+          f" ({', '.join(fresh[:6])}{', ...' if len(fresh) > 6 else ''})")
     return model
 
 

@@ -80,6 +80,26 @@ def test_blocks_added_to_a_trained_model_start_as_its_identity(tmp_path: Path, w
         assert not torch.equal(child(x), parent(x))
 
 
+@pytest.mark.parametrize("widths", [[12, 8, 16], [12, 12, 24]])
+def test_a_widened_model_starts_as_its_parent(tmp_path: Path, widths: list[int]) -> None:
+    torch.manual_seed(0)
+    arch = {**TINY, "condition_head": True, "global_context": True, "fine_blocks": 1, "deep_blocks": 1}
+    parent = build_model(arch).eval()
+    with torch.no_grad():
+        for p in parent.parameters():
+            p.normal_(0, 0.2)  # every weight trained, zero-initialised ones included
+    path = save_model_file(parent, arch, tmp_path / "parent.pt")
+    child = warm_start({"init": str(path), "model": {**arch, "widths": widths}}).eval()
+    x = torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        (y_parent, f_parent), (y_child, f_child) = parent.forward_features(x), child.forward_features(x)
+        assert torch.allclose(y_child, y_parent, atol=1e-6)
+        assert torch.allclose(f_child["condition"], f_parent["condition"], atol=1e-6)
+        assert f_child["bottleneck"].shape[1] == widths[2]
+        child.tail.conv.weight[:, -1].fill_(0.5)  # a trained new channel does change the output
+        assert not torch.allclose(child(x), y_parent, atol=1e-6)
+
+
 def test_registry_rejects_unknown_names_and_keys() -> None:
     with pytest.raises(ValueError, match="unknown model type"):
         build_model({"type": "UNet"})
