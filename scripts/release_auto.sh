@@ -49,7 +49,10 @@ $PY -m qdr_train.cli release --run "$STUDENT" --eval-data clean/Kodak24 --comman
 $PY -m qdr_train.cli check-int8 models/auto/efm_int8.onnx
 $PY -m qdr_train.cli check-int8 --cpu models/auto/efm_int8_cpu.onnx
 $PY -m qdr_train.cli conditions --model models/auto/efm_int8.onnx --json results/eval/auto_conditions_int8.json
-for quality in 85 75 60; do  # clean frames of a compressed camera (CBSD68: the auto FP32 stages never trained on it)
+# clean frames (CBSD68: the auto FP32 stages never trained on it), as PNG and as a compressed camera's JPEGs
+$PY -m qdr_train.cli eval --task clean --model models/auto/efm_int8.onnx --clean ../shared/data/clean/CBSD68 \
+    --no-baseline --json results/eval/auto_clean_cbsd68_int8.json
+for quality in 85 75 60; do
     $PY -m qdr_train.cli eval --task clean --model models/auto/efm_int8.onnx --clean ../shared/data/clean/CBSD68 \
         --jpeg "$quality" --no-baseline --json "results/eval/auto_clean_jpeg${quality}_int8.json"
 done
