@@ -8,7 +8,10 @@ over the task's conditions, and records every seed's score beside the choice.
 
 ``against`` makes the same set decide whether a new teacher ships at all: its picked student must
 score a higher mean PSNR there than the shipped student's pick report says. The shipped file is the
-INT8 model, so a teacher that is better in FP32 but whose student is not better is not a release.
+INT8 model, so a teacher that is better in FP32 but whose student is not better is not a release. Nor is
+one that changes a clean photo of the set the shipped student passed: the picked student's clean frames
+(the set's photos as input) are counted, and fewer of them coming back bit for bit stops the release. A
+mean over degraded frames cannot see that (auto_w2f4 brightened a mid-grey sand photo that auto_w1 passed).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import yaml
 
 from qdr_train.config import CONFIG_DIR, load_config
 from qdr_train.data.datasets import data_root
+from qdr_train.evaluation.evaluator import evaluate
 from qdr_train.release.ablation import condition_reports, gain_recovery, reference_scores
 
 
@@ -71,11 +75,25 @@ def pick_student(folder: str | Path, task: str, variant: str, teacher: str | Pat
     return {"task": task, "variant": variant, "selection": selection, "images": reference[conditions[0]]["images"],
             "input": {c: reference[c]["input"]["psnr"] for c in conditions},
             "fp32": {c: reference[c]["fp32"]["psnr"] for c in conditions},
-            "seeds": seeds, "seed": best, "run": str(runs[best])}
+            "seeds": seeds, "seed": best, "run": str(runs[best]),
+            "clean": clean_frames(cfg, students[best]["onnx"], clean, limit, threads)}
+
+
+def clean_frames(cfg: dict[str, Any], model: str | Path, clean: Path, limit: int, threads: int) -> dict[str, Any]:
+    """How ``model`` treats the set's photos given as they are: how many come back bit for bit, and which do not."""
+    report = evaluate({**cfg, "task": "clean"}, model, clean_dir=clean, limit=limit, baseline=False, threads=threads,
+                      progress=False)
+    changed = [image["name"] for image in report["images"] if image["mse"] > 0]
+    return {"images": len(report["images"]), "exact": len(report["images"]) - len(changed), "changed": changed,
+            "psnr_pooled": report["psnr_pooled"], "changed_pixels": report["changed_pixels"]}
 
 
 def compare_to_shipped(report: dict[str, Any], shipped: dict[str, Any]) -> tuple[bool, str]:
-    """Whether the picked student beats the shipped one's pick report on the same selection set, and why."""
+    """Whether the picked student beats the shipped one's pick report on the same selection set, and why.
+
+    Better means a higher mean PSNR over the degraded conditions and, where the shipped report counted
+    them, at least as many clean photos passed bit for bit.
+    """
     same = ("task", "selection", "images")
     if any(report[k] != shipped.get(k) for k in same) or set(report["input"]) != set(shipped.get("input", {})):
         raise ValueError("the shipped pick report was made on another set or task ("
@@ -84,9 +102,18 @@ def compare_to_shipped(report: dict[str, Any], shipped: dict[str, Any]) -> tuple
     new = report["seeds"][report["seed"]]["mean_psnr"]
     old = shipped["seeds"][str(shipped["seed"])]["mean_psnr"]
     verdict = "better" if new > old else "NOT better"
-    return new > old, (f"picked seed {report['seed']}: mean PSNR {new:.3f} dB on {report['images']} images "
-                       f"of {report['selection']} against the shipped student's {old:.3f} dB ({new - old:+.3f}): "
-                       f"{verdict}")
+    lines = [f"picked seed {report['seed']}: mean PSNR {new:.3f} dB on {report['images']} images "
+             f"of {report['selection']} against the shipped student's {old:.3f} dB ({new - old:+.3f}): {verdict}"]
+    if "clean" not in shipped:
+        lines.append("clean frames: the shipped report has none to compare (made before the clean check)")
+        return new > old, "\n".join(lines)
+    now, before = report["clean"], shipped["clean"]
+    kept = now["exact"] >= before["exact"]
+    lost = sorted(set(now["changed"]) - set(before["changed"]))
+    lines.append(f"clean frames passed bit for bit: {now['exact']} of {now['images']} against the shipped "
+                 f"student's {before['exact']} of {before['images']}: {'kept' if kept else 'FEWER'}"
+                 + (f" (now changed: {', '.join(lost)})" if lost else ""))
+    return new > old and kept, "\n".join(lines)
 
 
 def format_pick(report: dict[str, Any]) -> str:
@@ -103,4 +130,8 @@ def format_pick(report: dict[str, Any]) -> str:
         mark = "**" if seed == report["seed"] else ""
         lines.append(f"| {mark}seed {seed}{mark} | " + " | ".join(f"{row['psnr'][c]:.2f}" for c in conditions)
                      + f" | {row['mean_psnr']:.2f} | {mark}{100 * row['gain_recovery']:.2f}%{mark} |")
+    clean = report["clean"]
+    lines += ["", f"Clean photos as input, seed {report['seed']}: {clean['exact']} of {clean['images']} come back "
+              f"bit for bit (pooled PSNR {clean['psnr_pooled']:.2f} dB, {100 * clean['changed_pixels']:.3f}% of "
+              "pixels changed)" + (f"; changed: {', '.join(clean['changed'])}" if clean["changed"] else "")]
     return "\n".join(lines) + "\n"

@@ -40,8 +40,12 @@ def test_the_seed_that_keeps_most_of_its_teacher_is_picked_on_a_set_none_trained
         expected = (row["psnr"]["derain"] - report["input"]["derain"]) / (report["fp32"]["derain"]
                                                                           - report["input"]["derain"])
         assert row["psnr"]["derain"] != report["fp32"]["derain"] and row["gain_recovery"] == pytest.approx(expected)
+    clean = report["clean"]  # the picked student's clean frames: the selection photos given as they are
+    assert clean["images"] == 2 and clean["exact"] == 2 - len(clean["changed"])
+    assert set(clean["changed"]) <= {p.name for p in sorted((data_root() / "clean" / "CBSD68").iterdir())[:2]}
     out = capsys.readouterr().out
     assert f"**seed {best}**" in out and out.strip().endswith(f"run folder: {report['run']}")
+    assert f"seed {best}: {clean['exact']} of 2 come back bit for bit" in out
 
     assert pick("clean/Set14") == 2  # the students trained on it: no honest pick there
     assert "clean/Set14 is in the data.train" in capsys.readouterr().err
@@ -55,7 +59,13 @@ def test_the_seed_that_keeps_most_of_its_teacher_is_picked_on_a_set_none_trained
     report["seeds"][str(report["seed"])]["mean_psnr"] -= 0.1
     shipped.write_text(json.dumps(report))
     assert pick("clean/CBSD68", "--against", str(shipped)) == 0
-    assert "(+0.100): better" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(+0.100): better" in out and f"bit for bit: {clean['exact']} of 2 against" in out and ": kept" in out
+    # ... unless they pass fewer clean photos bit for bit than the shipped student did
+    fewer = {**report, "clean": {**clean, "exact": clean["exact"] + 1, "changed": []}}
+    shipped.write_text(json.dumps(fewer))
+    assert pick("clean/CBSD68", "--against", str(shipped)) == 3
+    assert f"against the shipped student's {clean['exact'] + 1} of 2: FEWER" in capsys.readouterr().out
     shipped.write_text(json.dumps({**report, "selection": "clean/Set14"}))
     assert pick("clean/CBSD68", "--against", str(shipped)) == 2
     assert "made on another set or task" in capsys.readouterr().err
