@@ -3,7 +3,7 @@
     python -m qdr_ros.tools.demo [--schedule clean:8 derain:8 dehaze:8 night:8 clean:8] [--model ...]
                            [--frames N] [--source samples|FOLDER|VIDEO|ROSBAG2] [--data ../shared/data]
 
-The nodes and a monitor share one MultiThreadedExecutor (one process, messages over Fast DDS). The
+The nodes and a monitor share one executor (one process, messages over Fast DDS). The
 source replays real photos bundled with installed packages (ultralytics' bus/zidane, scikit-image's
 astronaut/coffee/chelsea; ``--data`` replays the COCO samples of the shared data instead) and
 degrades each frame with the condition the ``--schedule`` gives it (``qdr_ros.core.schedule``; the
@@ -327,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     ros_env.apply()
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     from qdr_ros.nodes.base_node import StartupError
     from qdr_train.data.degradations import CONDITION_LABELS
@@ -338,11 +338,21 @@ def run(args: argparse.Namespace) -> int:
     if own_context:
         rclpy.init()
     monitor, nodes = Monitor(), []
-    executor = MultiThreadedExecutor(num_threads=4)
+    # One thread: every callback is cheap (inference runs on the nodes' own workers), and once the spinner
+    # is joined none is in flight. With a pool, Kilted's Executor.shutdown destroys its guard condition
+    # without waiting for running callbacks, which then fail ('cannot use Destroyable') at exit.
+    executor = SingleThreadedExecutor()
     results: list[tuple[FrameResult, Pending]] = []
     started = time.time()
     video = None
-    spinner = threading.Thread(target=executor.spin, name='demo_executor', daemon=True)
+    stop = threading.Event()
+
+    def spin() -> None:
+        """Spin until told to stop, so teardown can join this thread before the executor and nodes go away."""
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+
+    spinner = threading.Thread(target=spin, name='demo_executor', daemon=True)
     try:
         nodes = build_nodes(args, model, monitor)
         for node in nodes:
@@ -370,9 +380,10 @@ def run(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         print(f'{PROG}: interrupted after {len(results)} frames', file=sys.stderr)
     finally:
-        executor.shutdown(timeout_sec=5.0)
+        stop.set()  # no callback runs after the join: shut the executor down, then destroy the nodes
         if spinner.is_alive():
             spinner.join(timeout=5.0)
+        executor.shutdown(timeout_sec=5.0)
         published = nodes[0].published if nodes else 0
         for node in nodes:
             executor.remove_node(node)

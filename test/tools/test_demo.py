@@ -35,6 +35,7 @@ def test_demo_plays_changing_weather_and_writes_sane_outputs(auto_model: Path, t
                              '--timeout', '150'], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert 'summary: 3 frames' in result.stdout and 'true noise' in result.stdout
+    assert 'never retrieved' not in result.stdout + result.stderr  # teardown: no callback ran on a destroyed node
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['frames'] == 3 and summary['frames_published'] >= 3
     assert summary['fps'] > 0
