@@ -98,7 +98,7 @@ def _ablate(args: argparse.Namespace) -> int:
 
 
 def _pick(args: argparse.Namespace) -> int:
-    from qdr_train.release.pick import compare_to_shipped, format_pick, pick_student
+    from qdr_train.release.pick import MAX_DROP_DB, compare_to_shipped, format_pick, pick_student
     # read before the pick: --against and --json may name the same file (release_auto.sh)
     shipped = json.loads(Path(args.against).read_text()) if args.against else None
     report = pick_student(args.ablation, args.task, args.variant, args.teacher, args.data, args.overrides,
@@ -107,7 +107,7 @@ def _pick(args: argparse.Namespace) -> int:
     print(f"run folder: {report['run']}")
     if shipped is None:
         return 0
-    better, verdict = compare_to_shipped(report, shipped)
+    better, verdict = compare_to_shipped(report, shipped, MAX_DROP_DB if args.max_drop is None else args.max_drop)
     print(verdict)
     return 0 if better else 3
 
@@ -237,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--threads", type=int, default=0)
     pk.add_argument("--json", help="also write the report here")
     pk.add_argument("--against", help="the shipped student's pick report: exit 3 unless the pick beats it")
+    pk.add_argument("--max-drop", type=float,
+                    help="with --against: exit 3 too if any condition falls more than this many dB below the shipped "
+                         "student's (default: MAX_DROP_DB of qdr_train/release/pick.py, 0.3)")
     pk.add_argument("overrides", nargs="*", help="key=value overrides the ablation ran with (levels, seed)")
     pk.set_defaults(func=_pick)
 

@@ -2,7 +2,8 @@
 # Ship the auto model from a finished FP32 run: the INT8 ablation (PTQ, QAT, QAT + output distillation,
 # QDR; 3 seeds) on it, the QDR seed that keeps most of its teacher on CBSD68 (qdr-train pick; no stage
 # trains on CBSD68 and no reported number uses it), and only if that student beats the shipped one's
-# mean PSNR on CBSD68 and passes at least as many CBSD68 photos bit for bit: the FP32 release, that student released as models/auto/efm_int8*, then the
+# mean PSNR on CBSD68, no condition falls over 0.3 dB there and it passes at least as many CBSD68 photos
+# bit for bit: the FP32 release, that student released as models/auto/efm_int8*, then the
 # condition head, real low light and detection reports. A run that does not beat it leaves models/ and
 # results/ as they were and exits 3. About 35 minutes on the 2-core dev CPU.
 #   scripts/release_auto.sh runs/auto_fp32_ft "<the FP32 training commands, for the model card>"

@@ -61,7 +61,15 @@ def test_the_seed_that_keeps_most_of_its_teacher_is_picked_on_a_set_none_trained
     assert pick("clean/CBSD68", "--against", str(shipped)) == 0
     out = capsys.readouterr().out
     assert "(+0.100): better" in out and f"bit for bit: {clean['exact']} of 2 against" in out and ": kept" in out
-    # ... unless they pass fewer clean photos bit for bit than the shipped student did
+    # ... unless one condition falls more than --max-drop below the shipped student's
+    lower = json.loads(json.dumps(report))
+    lower["seeds"][str(report["seed"])]["psnr"]["derain"] += 0.25
+    shipped.write_text(json.dumps(lower))
+    assert pick("clean/CBSD68", "--against", str(shipped)) == 0  # 0.25 dB: within the default 0.3
+    assert "below the shipped student's: kept" in capsys.readouterr().out
+    assert pick("clean/CBSD68", "--against", str(shipped), "--max-drop", "0.2") == 3
+    assert "FELL: derain -0.25 dB" in capsys.readouterr().out
+    # ... or pass fewer clean photos bit for bit than the shipped student did
     fewer = {**report, "clean": {**clean, "exact": clean["exact"] + 1, "changed": []}}
     shipped.write_text(json.dumps(fewer))
     assert pick("clean/CBSD68", "--against", str(shipped)) == 3
