@@ -156,6 +156,16 @@ def gain_summary(results: Scores) -> dict[str, float]:
             'max_int8_fp32_gap': float(np.nanmax(np.abs(gaps)))}
 
 
+def gains_below(results: Scores, floor: float) -> dict[str, float]:
+    """Tasks whose INT8-restored mAP50-95 is more than ``-floor`` points below their input's, with that gain.
+
+    The release gate of a blind model: restoring clean frames (``--tasks clean``) must not cost the
+    detector more than half a point (``floor`` -0.5). A set without boxes (NaN) fails nothing.
+    """
+    gains = {task: 100 * (kinds['int8']['map50_95'] - kinds['degraded']['map50_95']) for task, kinds in results.items()}
+    return {task: gain for task, gain in gains.items() if gain < floor}
+
+
 def format_gain(results: Scores) -> str:
     g = gain_summary(results)
     return (f"Mean over tasks, INT8-restored minus degraded: {g['int8_minus_degraded']:+.1f} mAP50-95 points "
@@ -212,6 +222,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--limit', type=int, default=0, help='first N images of each set (0 = all)')
     parser.add_argument('--threads', type=int, default=0, help='ONNX Runtime threads for the restorers')
     parser.add_argument('--out', type=Path, default=REPO_ROOT / 'results' / 'detection')
+    parser.add_argument('--fail-under', type=float, default=None, metavar='POINTS',
+                        help='exit 4 if a task\'s INT8-restored mAP50-95 on the labelled COCO images is more than '
+                             '-POINTS below its input\'s (a release gate: --tasks clean --fail-under -0.5)')
     parser.add_argument('--no-progress', action='store_true')
 
 
@@ -280,12 +293,15 @@ def run(args: argparse.Namespace) -> int:
     level = ('the documented evaluation levels (configs, levels:)' if args.severity is None else
              f'severity {args.severity:g} of each training range (configs, degradation:; 1 = the worst trained '
              'conditions; nuisance parameters seeded per image)')
+    coco_results: Scores = {}
     all_results, report = {}, [
         '## Detection on degraded and restored images', '',
         f'Detector: {shown_path(scorer.detector.model_path)} ({own}), mapped to {classes}. Degradations at '
         f'{level}. COCO-style mAP (101-point AP, IoU .50:.05:.95, 100 detections per image).', '']
     for key, (samples, pseudo, title) in sets.items():
         results, intervals = bench_set(samples, scorer, restorers, pseudo, not args.no_progress, args.severity)
+        if key == 'coco':
+            coco_results = results
         atomic_write(args.out / f'map_{key}.json', json.dumps(_json_safe(results, intervals), indent=2))
         all_results[title] = results
         report += [format_table(title, results, intervals), '', format_gain(results), '']
@@ -294,4 +310,13 @@ def run(args: argparse.Namespace) -> int:
     plot(all_results, args.out / 'map.png')
     print('\n'.join(report))
     print(f'written: {args.out}/report.md, map_*.json, map.png')
-    return 0
+    if args.fail_under is None:
+        return 0
+    below = gains_below(coco_results, args.fail_under)
+    for task, gain in below.items():
+        print(f'qdr-bench detection: FAILED {task}: INT8-restored mAP50-95 {gain:+.2f} points against its input '
+              f'on the labelled COCO images (--fail-under {args.fail_under:+g})')
+    if not below:
+        print(f"qdr-bench detection: every task's INT8-restored mAP50-95 at least {args.fail_under:+g} points "
+              'against its input on the labelled COCO images (--fail-under)')
+    return 4 if below else 0

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from qdr_ros.core.report_paths import shown_path
-from qdr_train.evaluation.detection_bench import gain_summary
+from qdr_train.data.datasets import data_root
+from qdr_train.evaluation.detection_bench import gain_summary, gains_below
 from qdr_train.evaluation.detection_scoring import (Boxes, average_precision, box_iou, evaluate_map, model_to_coco,
                                                     read_yolo_labels)
 
@@ -86,6 +87,39 @@ def test_gain_summary_averages_tasks_in_points() -> None:
     assert g['clean_minus_degraded'] == pytest.approx((40 + 30) / 2)
     assert g['int8_minus_fp32'] == pytest.approx((-1 + 2) / 2)
     assert g['max_int8_fp32_gap'] == pytest.approx(2.0)
+
+
+def test_gains_below_names_the_tasks_that_cost_the_detector_more_than_the_floor() -> None:
+    def kinds(degraded: float, int8: float) -> dict[str, dict[str, float]]:
+        return {k: {'map50_95': v, 'map50': v} for k, v in
+                (('clean', 0.5), ('degraded', degraded), ('fp32', int8), ('int8', int8))}
+
+    results = {'clean': kinds(0.40, 0.392), 'denoise': kinds(0.2, 0.3), 'night': kinds(0.3, 0.296)}
+    assert gains_below(results, -0.5) == {'clean': pytest.approx(-0.8)}
+    assert gains_below(results, 0.0) == {'clean': pytest.approx(-0.8), 'night': pytest.approx(-0.4)}
+    assert gains_below({'clean': kinds(float('nan'), float('nan'))}, -0.5) == {}
+
+
+FASTESTDET = data_root() / 'detection' / 'FastestDet' / 'FastestDet.onnx'
+
+
+@pytest.mark.skipif(not FASTESTDET.is_file(), reason='FastestDet and COCO images not in the shared data')
+def test_fail_under_gates_the_shipped_auto_model_on_clean_frames(tmp_path: Path, repo_root: Path) -> None:
+    """qdr-bench detection end to end on three labelled COCO images: auto passes clean frames, so its gain
+    is 0 points; a -0.5 floor passes (exit 0) and a +0.5 floor (a gain identity cannot make) fails (exit 4)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, '-m', 'qdr_ros.tools.bench', 'detection', '--tasks', 'clean', '--restorer', 'auto',
+               '--models', str(repo_root / 'models'), '--detector', str(FASTESTDET), '--pseudo-sets', '--real-sets',
+               '--limit', '3', '--threads', '1', '--no-progress', '--out', str(tmp_path)]
+    passed = subprocess.run(command + ['--fail-under', '-0.5'], capture_output=True, text=True, timeout=300)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "at least -0.5 points" in passed.stdout
+    failed = subprocess.run(command + ['--fail-under', '0.5'], capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 4, failed.stdout + failed.stderr
+    assert 'FAILED clean: INT8-restored mAP50-95 +0.00 points' in failed.stdout
+    assert (tmp_path / 'map_coco.json').is_file()
 
 
 def test_installed_models_are_shown_without_the_machine_prefix() -> None:
