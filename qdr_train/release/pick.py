@@ -97,9 +97,13 @@ def compare_to_shipped(report: dict[str, Any], shipped: dict[str, Any], max_drop
 
     Better means a higher mean PSNR over the degraded conditions, no condition more than ``max_drop`` dB
     below the shipped student's (a mean can buy one condition with another: auto_n2 gained on noise
-    and lost 0.6-0.8 dB on haze on Kodak24) and, where the shipped report counted them, at least as
-    many clean photos passed bit for bit.
+    and lost 0.6-0.8 dB on haze on Kodak24) and at least as many clean photos passed bit for bit. A
+    shipped report of another set or task, or without a clean count, is an error, not a pass.
     """
+    if "clean" not in shipped:
+        raise ValueError("the shipped pick report has no 'clean' block (made before pick counted clean photos), so "
+                         "the gate cannot compare clean frames; rerun qdr-train pick --json on the shipped "
+                         "student's ablation to rewrite it")
     same = ("task", "selection", "images")
     if any(report[k] != shipped.get(k) for k in same) or set(report["input"]) != set(shipped.get("input", {})):
         raise ValueError("the shipped pick report was made on another set or task ("
@@ -116,9 +120,6 @@ def compare_to_shipped(report: dict[str, Any], shipped: dict[str, Any], max_drop
     ok = ok and not fell
     lines.append(f"no condition more than {max_drop:.2f} dB below the shipped student's: "
                  + ("kept" if not fell else "FELL: " + ", ".join(f"{c} {d:+.2f} dB" for c, d in fell.items())))
-    if "clean" not in shipped:
-        lines.append("clean frames: the shipped report has none to compare (made before the clean check)")
-        return ok, "\n".join(lines)
     now, before = report["clean"], shipped["clean"]
     kept = now["exact"] >= before["exact"]
     lost = sorted(set(now["changed"]) - set(before["changed"]))

@@ -74,6 +74,9 @@ def test_the_seed_that_keeps_most_of_its_teacher_is_picked_on_a_set_none_trained
     shipped.write_text(json.dumps(fewer))
     assert pick("clean/CBSD68", "--against", str(shipped)) == 3
     assert f"against the shipped student's {clean['exact'] + 1} of 2: FEWER" in capsys.readouterr().out
+    shipped.write_text(json.dumps({k: v for k, v in report.items() if k != "clean"}))
+    assert pick("clean/CBSD68", "--against", str(shipped)) == 2  # no clean count: refused, not waved through
+    assert "has no 'clean' block" in capsys.readouterr().err
     shipped.write_text(json.dumps({**report, "selection": "clean/Set14"}))
     assert pick("clean/CBSD68", "--against", str(shipped)) == 2
     assert "made on another set or task" in capsys.readouterr().err
