@@ -234,6 +234,8 @@ def bench_real_sets(args: argparse.Namespace, data: Path, scorer: Scorer, coco: 
     from qdr_train.evaluation.evaluator import load_restorer
     from qdr_train.evaluation.real_detection import bench_real_set, format_real_table, load_folder_set
 
+    if not args.real_sets:
+        return []
     restorers = {}
     for name in args.real_models:
         path = args.models / name / 'efm_int8.onnx'
