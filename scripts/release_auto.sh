@@ -20,9 +20,10 @@ FASTESTDET=../shared/data/detection/FastestDet/FastestDet.onnx
 # The students train on the FP32 stages' photos, so that CBSD68 stays free to pick the seed on.
 INT8_OVERRIDES=(train.progress=false data.crop=192 data.batch=4
     "data.train=[clean/CBSD432,clean/Urban100,clean/SunHays80,clean/Set14,clean/LIVE1]")
-PICK=(--ablation results/ablation/auto/auto --task auto --teacher models/auto/efm_fp32.pt --data clean/CBSD68)
+ABLATION=results/ablation/auto  # ablate --out; its task folder auto/ holds pick/fp32/ and seed<N>/<variant>/
+PICK=(--ablation "$ABLATION/auto" --task auto --teacher models/auto/efm_fp32.pt --data clean/CBSD68)
 SHIPPED=results/eval/auto_int8_pick.json  # the shipped student's pick report: what a release must beat
-STAGED=(models/auto results/ablation/auto "$SHIPPED")
+STAGED=(models/auto "$ABLATION" "$SHIPPED")
 if ! git diff --quiet -- "${STAGED[@]}"; then
     echo "uncommitted changes under ${STAGED[*]}: commit or stash them first (a rejected run restores them)" >&2
     exit 2
@@ -33,7 +34,7 @@ restore() { git checkout -- "${STAGED[@]}"; }
 trap 'restore; echo "failed before the release gate: models/ and results/ restored" >&2' ERR
 cp "$RUN/model.pt" models/auto/efm_fp32.pt  # the teacher the students distil; the FP32 release below exports it
 $PY -m qdr_train.cli ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr \
-    --seeds 0 1 2 --jobs 2 --out results/ablation/auto "${INT8_OVERRIDES[@]}"
+    --seeds 0 1 2 --jobs 2 --out "$ABLATION" "${INT8_OVERRIDES[@]}"
 trap - ERR
 set +e
 $PY -m qdr_train.cli pick "${PICK[@]}" --json "$SHIPPED" "${AGAINST[@]}"
@@ -49,7 +50,7 @@ read -r SEED STUDENT < <($PY -c "import json; r = json.load(open('$SHIPPED')); p
 # the detection gate, before any held-out report: the picked student and its teacher as a models folder
 GATE=$(mktemp -d)
 mkdir "$GATE/auto"
-cp results/ablation/auto/auto/pick/fp32/efm_fp32.onnx results/ablation/auto/auto/seed"$SEED"/qdr/efm_int8*.onnx "$GATE/auto/"
+cp "$ABLATION"/auto/pick/fp32/efm_fp32.onnx "$ABLATION"/auto/seed"$SEED"/qdr/efm_int8*.onnx "$GATE/auto/"
 set +e
 $PY -m qdr_ros.tools.bench detection --tasks clean --restorer auto --models "$GATE" --detector "$FASTESTDET" \
     --pseudo-sets --real-sets --out "$GATE/detection" --fail-under -0.5 --no-progress
