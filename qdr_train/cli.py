@@ -102,7 +102,7 @@ def _pick(args: argparse.Namespace) -> int:
     # read before the pick: --against and --json may name the same file (release_auto.sh)
     shipped = json.loads(Path(args.against).read_text()) if args.against else None
     report = pick_student(args.ablation, args.task, args.variant, args.teacher, args.data, args.overrides,
-                          args.limit, args.threads)
+                          args.limit, args.threads, args.also)
     _show(report, format_pick(report), args.json)
     print(f"run folder: {report['run']}")
     if shipped is None:
@@ -233,7 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--teacher", required=True, help="the FP32 model file the students distilled")
     pk.add_argument("--variant", default="qdr", help="which variant's seeds to choose from (default %(default)s)")
     pk.add_argument("--data", required=True, help="selection set under the data root: not trained on, not reported")
-    pk.add_argument("--limit", type=int, default=0, help="score the first N images only")
+    pk.add_argument("--also", nargs="+", default=[], metavar="SET",
+                    help="further selection sets (a folder or a quoted glob of folders under the data root) the "
+                         "picked student is scored on; with --against it may not fall below the shipped one there")
+    pk.add_argument("--limit", type=int, default=0, help="score the first N images of each set only")
     pk.add_argument("--threads", type=int, default=0)
     pk.add_argument("--json", help="also write the report here")
     pk.add_argument("--against", help="the shipped student's pick report: exit 3 unless the pick beats it")

@@ -8,6 +8,7 @@ sampler state to save.
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +33,23 @@ def data_root(configured: str = "") -> Path:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files of a folder, sorted by name; a missing or empty folder is an error."""
+    """Image files of a folder, sorted by name; a missing or empty folder is an error.
+
+    A glob pattern (``detection/coco8*/images/*``) names several folders as one set: their images,
+    sorted by name, each name once: sample sets share photos (coco8 and coco8-pose hold two of the same
+    COCO photos, compressed apart), and the first folder's copy in sorted order is the one kept.
+    """
     folder = Path(folder)
-    if not folder.is_dir():
+    pattern = any(c in str(folder) for c in "*?[")
+    folders = sorted(Path(p) for p in glob.glob(str(folder)) if Path(p).is_dir()) if pattern else [folder]
+    if not folders or not folders[0].is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist (set data.root or QDR_DATA)")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files: dict[str, Path] = {}
+    for path in (p for f in folders for p in sorted(f.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES):
+        files.setdefault(path.name, path)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return files
+    return [files[name] for name in sorted(files)]
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

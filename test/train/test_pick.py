@@ -15,7 +15,11 @@ TINY = ["train.iters=3", "data.crop=32", "data.batch=4", "quant.calib_batches=2"
 TRAIN = "data.train=[clean/CBSD432,clean/Set14]"
 
 
-@pytest.mark.skipif(not (data_root() / "clean" / "CBSD68").is_dir(), reason="training photos not found")
+COCO = "detection/coco8*/images/*"  # a glob of folders: the 21 COCO photos of the detection sets
+
+
+@pytest.mark.skipif(not all((data_root() / d).is_dir() for d in ("clean/CBSD68", "detection/coco8")),
+                    reason="training photos not found")
 def test_the_seed_that_keeps_most_of_its_teacher_is_picked_on_a_set_none_trained_on(
         tmp_path: Path, repo_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ablate", *TINY, TRAIN, "--task", "derain", "--variants", "qat_out", "--seeds", "0", "1",
@@ -80,3 +84,30 @@ def test_the_seed_that_keeps_most_of_its_teacher_is_picked_on_a_set_none_trained
     shipped.write_text(json.dumps({**report, "selection": "clean/Set14"}))
     assert pick("clean/CBSD68", "--against", str(shipped)) == 2
     assert "made on another set or task" in capsys.readouterr().err
+
+    # further selection sets: the picked seed scored there too, and with --against kept from falling below there
+    assert pick("clean/CBSD68", "--also", COCO) == 0
+    report = json.loads((tmp_path / "pick.json").read_text())
+    coco = report["also"][COCO]
+    assert coco["images"] == 2 and set(coco["psnr"]) == {"derain"} and coco["psnr"]["derain"] > coco["input"]["derain"]
+    assert coco["clean"]["images"] == 2 and f"on 2 images of {COCO} as well" in capsys.readouterr().out
+    assert pick("clean/CBSD68", "--also", "clean/[CS]*") == 2  # the glob takes in CBSD432 and Set14
+    assert "clean/[CS]* is in the data.train" in capsys.readouterr().err
+    report["seeds"][str(report["seed"])]["mean_psnr"] -= 0.1
+    shipped.write_text(json.dumps(report))
+    assert pick("clean/CBSD68", "--also", COCO, "--against", str(shipped)) == 0  # equal there is enough
+    assert "(+0.000): not lower" in capsys.readouterr().out
+    report["also"][COCO]["mean_psnr"] += 0.01
+    shipped.write_text(json.dumps(report))
+    assert pick("clean/CBSD68", "--also", COCO, "--against", str(shipped)) == 3  # better on CBSD68 is not enough
+    out = capsys.readouterr().out
+    assert "(+0.100): better" in out and "(-0.010): LOWER" in out
+    report["also"][COCO]["mean_psnr"] -= 0.01
+    report["also"][COCO]["psnr"]["derain"] += 0.5
+    shipped.write_text(json.dumps(report))
+    assert pick("clean/CBSD68", "--also", COCO, "--against", str(shipped)) == 3
+    assert "FELL: derain -0.50 dB" in capsys.readouterr().out
+    report["also"] = {}
+    shipped.write_text(json.dumps(report))
+    assert pick("clean/CBSD68", "--also", COCO, "--against", str(shipped)) == 2
+    assert f"has no scores on {COCO}" in capsys.readouterr().err
