@@ -33,19 +33,17 @@ fi
 AGAINST=()  # pick reads the shipped report before it writes the new one over it
 [[ -f "$SHIPPED" ]] && AGAINST=(--against "$SHIPPED")
 restore() { git checkout -- "${STAGED[@]}"; }
-trap 'restore; echo "failed before the release gate: models/ and results/ restored" >&2' ERR
+trap 'restore; echo "failed before the release: models/ and results/ restored" >&2' ERR
 cp "$RUN/model.pt" models/auto/efm_fp32.pt  # the teacher the students distil; the FP32 release below exports it
 $PY -m qdr_train.cli ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr \
     --seeds 0 1 2 --jobs 2 --out "$ABLATION" "${INT8_OVERRIDES[@]}"
-trap - ERR
-set +e
-$PY -m qdr_train.cli pick "${PICK[@]}" --also "$ALSO" --json "$SHIPPED" "${AGAINST[@]}"
-PICKED=$?
-set -e
+# the gate's verdicts are exit codes, read here (a command left of || trips neither the trap nor set -e)
+PICKED=0
+$PY -m qdr_train.cli pick "${PICK[@]}" --also "$ALSO" --json "$SHIPPED" "${AGAINST[@]}" || PICKED=$?
 if (( PICKED != 0 )); then
     restore
-    echo "not released: $RUN's INT8 student does not beat the shipped one on CBSD68 and the COCO photos, degraded or clean (pick exit $PICKED);" \
-        "models/ and results/ are as they were" >&2
+    echo "not released: $RUN's INT8 student does not beat the shipped one on CBSD68 and the COCO photos," \
+        "degraded or clean (pick exit $PICKED); models/ and results/ are as they were" >&2
     exit 3
 fi
 read -r SEED STUDENT < <($PY -c "import json; r = json.load(open('$SHIPPED')); print(r['seed'], r['run'])")
@@ -53,11 +51,9 @@ read -r SEED STUDENT < <($PY -c "import json; r = json.load(open('$SHIPPED')); p
 GATE=$(mktemp -d)
 mkdir "$GATE/auto"
 cp "$ABLATION"/auto/pick/fp32/efm_fp32.onnx "$ABLATION"/auto/seed"$SEED"/qdr/efm_int8*.onnx "$GATE/auto/"
-set +e
+DETECTED=0
 $PY -m qdr_ros.tools.bench detection --tasks clean --restorer auto --models "$GATE" --detector "$FASTESTDET" \
-    --pseudo-sets --real-sets --out "$GATE/detection" --fail-under -0.5 --no-progress
-DETECTED=$?
-set -e
+    --pseudo-sets --real-sets --out "$GATE/detection" --fail-under -0.5 --no-progress || DETECTED=$?
 rm -rf "$GATE"
 if (( DETECTED != 0 )); then
     restore
@@ -65,6 +61,7 @@ if (( DETECTED != 0 )); then
         "(qdr-bench detection exit $DETECTED); models/ and results/ are as they were" >&2
     exit 3
 fi
+trap - ERR  # the gate is passed: from here on the release writes models/ and results/
 $PY -m qdr_train.cli release --run "$RUN" --eval-data clean/Kodak24 --command "$FP32_COMMAND"
 $PY -m qdr_train.cli release --run "$STUDENT" --eval-data clean/Kodak24 --command \
     "qdr-train fit --task auto --config qdr_train/configs/int8.yaml stage=qdr quant.teacher=models/auto/efm_fp32.pt seed=$SEED ${INT8_OVERRIDES[*]} (the qdr run of: qdr-train ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr --seeds 0 1 2 --jobs 2 ${INT8_OVERRIDES[*]}; seed $SEED picked by: qdr-train pick ${PICK[*]} --also '$ALSO')"
