@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import json
 import os
 from pathlib import Path
+import signal
 
 import numpy as np
 import pytest
@@ -20,6 +21,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # a machine's default buffer (net.core.rmem_default, 208 KB on one dev machine) drops a burst of them, so a
 # best-effort frame never completes. The kernel caps the request at net.core.rmem_max; it does not fail.
 TEST_TRANSPORTS = 'UDPv4?sockets_size=4MB'
+
+
+# The tests stop nodes and `ros2 launch` with SIGINT, as Ctrl-C does. A suite started as a background job
+# of a shell without job control (`make test &`, some CI runners) inherits SIGINT ignored, its children
+# too, and `ros2 launch` then never shuts its nodes down: undo that once, for this process and its children.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope='session', autouse=True)
