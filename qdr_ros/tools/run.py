@@ -3,7 +3,10 @@
     qdr-run [restore] --model models/auto/efm_int8.onnx --input-topic /camera/image_raw
 
 Same arguments and the same YAML as ``launch/restore.launch.py``; the nodes share one
-``MultiThreadedExecutor`` (and so one process). ``qdr-run`` without a subcommand is
+``SingleThreadedExecutor`` (and so one process): their callbacks are cheap (inference runs on each
+node's own worker thread), and once ``spin`` has returned none is still running, so the nodes can be
+destroyed at Ctrl-C. With a pool, ``Executor.shutdown`` on Jazzy and Kilted does not wait for running
+callbacks, which then fail at exit (``cannot use Destroyable``). ``qdr-run`` without a subcommand is
 ``qdr-run restore``; more subcommands (``demo``) plug into ``COMMANDS``. Anything after
 ``--ros-args`` goes to rclpy as usual (e.g. ``--ros-args --log-level debug``).
 """
@@ -18,7 +21,7 @@ import sys
 from typing import Callable, Sequence
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -90,7 +93,7 @@ def run_restore(args: argparse.Namespace) -> int:
                  (('model', args.model), ('backend', args.backend), ('threads', args.threads),
                   ('bypass', args.bypass)) if value is not None]
     nodes: list[Node] = []
-    executor = MultiThreadedExecutor()
+    executor = SingleThreadedExecutor()
     try:
         nodes.append(RestoreNode(namespace=args.namespace, cli_args=_restore_cli_args(args),
                                  parameter_overrides=overrides))
