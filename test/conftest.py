@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
+# Humble's generated messages check the type of every field they are given; Jazzy's and Kilted's only with
+# this set, read when a message module is first imported (rclpy imports some): the suite, and every node it
+# starts, holds the code to Humble's rule.
+if 'ROS_PYTHON_CHECK_FIELDS' not in os.environ:
+    os.environ['ROS_PYTHON_CHECK_FIELDS'] = '1'
+
 from collections.abc import Iterator
 import json
-import os
 from pathlib import Path
 import signal
 

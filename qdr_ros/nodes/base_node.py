@@ -34,8 +34,11 @@ from qdr_ros.nodes.params import ParamSpec, ParamTable, validate_all, validate_u
 
 try:
     from vision_msgs.msg import LabelInfo, VisionClass
-except ImportError:  # not among the PyPI ROS wheels; present on a ROS 2 distribution
+except ImportError:  # not among the PyPI ROS wheels; on a distribution, older than 4.1.0 (early Humble) lacks them
     LabelInfo = VisionClass = None
+# What a node logs when vision_msgs is there but too old for its label-name topic.
+NO_LABEL_INFO = ('vision_msgs older than 4.1.0 has no LabelInfo, so no label names are published; '
+                 'update ros-$ROS_DISTRO-vision-msgs for them')
 
 # Label names are published once and kept for late subscribers (rviz, a detector started later).
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)

@@ -27,8 +27,8 @@ from qdr_ros.detectors import Detection, DetectorError, annotate, create_detecto
 from qdr_ros.nodes.diagnostics import DETECT
 from qdr_ros.core.image_conversions import FrameError, image_view
 from qdr_ros.nodes.params import DETECT_PARAMS
-from qdr_ros.nodes.base_node import (LATCHED, LOG_THROTTLE_S, FrameWorker, Job, LabelInfo, QdrNode, StartupError,
-                                     delay_ms, image_msg, qos, run_node, to_label_info)
+from qdr_ros.nodes.base_node import (LATCHED, LOG_THROTTLE_S, NO_LABEL_INFO, FrameWorker, Job, LabelInfo, QdrNode,
+                                     StartupError, delay_ms, image_msg, qos, run_node, to_label_info)
 
 try:
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
@@ -93,6 +93,8 @@ class DetectNode(QdrNode):
             f'{self._detector.model_path} on {self._detector.device}, classes {self._detector.describe_classes()}, '
             f'conf {values["conf"]}, iou {values["iou"]}, imgsz {values["imgsz"]}, '
             f'keep {values["classes"] or "all classes"}')
+        if self._det_pub is not None and self._labels_pub is None:
+            self.get_logger().warning(f'no detection_labels: {NO_LABEL_INFO}')
 
     def _publish_labels(self) -> None:
         """Publish the class names (again when ``conf`` changes: it is LabelInfo's threshold)."""

@@ -59,8 +59,9 @@ except ImportError:  # not among the PyPI ROS wheels; present on a ROS 2 distrib
 
 from qdr_ros.nodes import params
 from qdr_ros.core.condition import Condition, ConditionTracker
-from qdr_ros.nodes.base_node import (LATCHED, LOG_THROTTLE_S, FrameWorker, ImageBuffer, Job, LabelInfo, OutputStage,
-                                     QdrNode, StartupError, delay_ms, image_msg, qos, run_node, to_label_info)
+from qdr_ros.nodes.base_node import (LATCHED, LOG_THROTTLE_S, NO_LABEL_INFO, FrameWorker, ImageBuffer, Job, LabelInfo,
+                                     OutputStage, QdrNode, StartupError, delay_ms, image_msg, qos, run_node,
+                                     to_label_info)
 from qdr_ros.inference import Backend, Restoration, create_backend
 from qdr_ros.inference.base import restoration
 from qdr_ros.nodes.diagnostics import RESTORE
@@ -197,6 +198,8 @@ class RestoreNode(QdrNode):
         where = (f'{self._condition_pub.topic_name} (vision_msgs/Classification) and /diagnostics'
                  if self._condition_pub is not None else '/diagnostics (vision_msgs not installed: no condition topic)')
         self.get_logger().info(f"model reports conditions {', '.join(labels)} on {where}")
+        if self._condition_pub is not None and self._condition_labels_pub is None:
+            self.get_logger().warning(f'no {self._condition_pub.topic_name}/labels: {NO_LABEL_INFO}')
         if self._condition_labels_pub is not None:
             header = Header(stamp=self.get_clock().now().to_msg())
             self._condition_labels_pub.publish(to_label_info(header, dict(enumerate(labels)), 0.5))

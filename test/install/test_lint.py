@@ -73,6 +73,8 @@ def test_package_xml(repo_root: Path) -> None:
     assert package.name == 'qdr_ros'
     assert package.get_build_type() == 'ament_python'
     assert {dep.name for dep in package.exec_depends} == EXEC_DEPENDS
+    # LabelInfo, which both nodes publish, came with vision_msgs 4.1.0 (early Humble installs have 4.0.0)
+    assert {dep.name: dep.version_gte for dep in package.exec_depends}['vision_msgs'] == '4.1.0'
     assert TEST_DEPENDS <= {dep.name for dep in package.test_depends}
     license_text = (repo_root / 'LICENSE').read_text()
     assert package.licenses[0] == 'Apache-2.0' and 'Apache License' in license_text and 'Version 2.0' in license_text
