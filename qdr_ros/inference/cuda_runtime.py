@@ -1,8 +1,9 @@
 """Lazy imports of TensorRT and of cuda-python's CUDA runtime bindings, with what to install when missing.
 
-GPU memory and streams come from NVIDIA's ``cuda-python`` (``pip install cuda-python``; the
-bindings TensorRT's own samples use): small, and available for Jetson too, unlike a CUDA build
-of torch. Both are imported only when called, so every module that uses them imports anywhere.
+GPU memory and streams come from NVIDIA's ``cuda-python`` (the bindings TensorRT's own samples
+use): small, and available for Jetson too, unlike a CUDA build of torch. Its major version must be
+the driver's CUDA's (``pip install 'cuda-python>=12,<13'`` on JetPack 6): 13.x needs a CUDA 13 driver.
+Both are imported only when called, so every module that uses them imports anywhere.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def import_cudart() -> Any:
             from cuda import cudart
         except ImportError as exc:
             raise BackendUnavailable(f"cuda-python is not installed (import failed: {exc}); the TensorRT backend "
-                                     "needs it for GPU memory and streams: pip install cuda-python") from exc
+                                     "needs it for GPU memory and streams: pip install the cuda-python of the "
+                                     "driver's CUDA major version (JetPack 6, CUDA 12: "
+                                     "pip install 'cuda-python>=12,<13')") from exc
     return cudart
 
 

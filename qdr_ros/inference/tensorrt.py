@@ -24,7 +24,7 @@ import numpy as np
 from qdr_ros.inference.base import Backend, BackendUnavailable
 from qdr_ros.inference.cuda_runtime import cuda_call, cuda_device_count, import_cudart, import_tensorrt
 from qdr_ros.inference.tensorrt_build import (EngineBuildError, ShapeProfile, build_or_load_engine, make_logger,
-                                              sidecar_path)
+                                              recent_errors, sidecar_path)
 from qdr_ros.core.model_info import INPUT_NAME, describe_engine, validate_model_file
 
 LOG = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class TensorRTBackend(Backend):
             self._runtime.DLA_core = dla_core
         self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self.engine is None:
-            errors = "; ".join(self._logger.errors[-3:]) or "see the TensorRT log above"
+            errors = recent_errors(self._logger.errors, 3)
             raise TensorRTFailure("load", f"TensorRT {trt.__version__} could not deserialise {engine_path.name} "
                                   f"({errors}); engines run only on the TensorRT version and GPU model that built "
                                   "them: rebuild it here (force_engine_rebuild:=true, or point model at the .onnx)")
@@ -118,7 +118,11 @@ class TensorRTBackend(Backend):
         if inputs != [INPUT_NAME]:
             raise TensorRTFailure("load", f"engine {engine_path.name} has inputs {inputs}; a qdr model has one input "
                                   f"{INPUT_NAME!r}: rebuild it from the exported ONNX")
-        self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        try:
+            self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        except TypeError as exc:  # BF16, FP8, INT4 have no NumPy type
+            raise TensorRTFailure("load", f"engine {engine_path.name} has a tensor type NumPy cannot hold ({exc}); "
+                                  "rebuild it from the exported ONNX") from exc
         described = [(n, "tensor(float)" if self._dtypes[n] in (np.float32, np.float16) else str(self._dtypes[n]),
                       tuple(engine.get_tensor_shape(n))) for n in outputs]
         metadata = info.metadata if info.format == "onnx" else _sidecar_metadata(engine_path)
@@ -164,7 +168,7 @@ class TensorRTBackend(Backend):
             results[name] = np.empty(tuple(self.context.get_tensor_shape(name)), self._dtypes[name])
             self.context.set_tensor_address(name, self._device_buffer(name, results[name].nbytes))
         if not self.context.execute_async_v3(int(self._stream)):
-            errors = "; ".join(self._logger.errors[-3:]) or "see the TensorRT log above"
+            errors = recent_errors(self._logger.errors, 3)
             raise TensorRTFailure("inference", f"execute_async_v3 returned false ({errors})")
         for name, host in results.items():
             cuda_call(cudart, cudart.cudaMemcpyAsync(host.ctypes.data, self._buffers[name][0], host.nbytes, to_host,

@@ -30,7 +30,9 @@ import json
 import logging
 import math
 import os
+import re
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -88,8 +90,10 @@ def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, compute_
                      profile: ShapeProfile, fp16: bool = True, strongly_typed: bool = False,
                      dla_core: int = -1) -> str:
     """Name of the cached engine: changes whenever anything that invalidates an engine changes."""
+    # a strongly typed build takes its types from the ONNX file: the fp16 option changes nothing there
     blob = json.dumps({"onnx": onnx_sha256, "tensorrt": trt_version, "gpu": gpu_name, "sm": compute_capability,
-                       "profile": asdict(profile), "int8": True, "fp16": fp16, "strongly_typed": strongly_typed,
+                       "profile": asdict(profile), "int8": True, "fp16": fp16 and not strongly_typed,
+                       "strongly_typed": strongly_typed,
                        "dla_core": dla_core}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -107,6 +111,22 @@ def strongly_typed_flag(trt: Any) -> Any | None:
     return getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
 
 
+def network_flags(trt: Any) -> int:
+    """``create_network`` flags: strongly typed where TensorRT has it (10+), else explicit batch.
+
+    TensorRT 8.6's ``create_network(0)`` makes an implicit-batch network, which its ONNX parser refuses;
+    from 10 on every network has an explicit batch and the flag is deprecated.
+    """
+    strong = strongly_typed_flag(trt)
+    return 1 << int(strong if strong is not None else trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+
+
+def timing_cache_path(cache_dir: Path, trt_version: str, gpu_name: str, compute_capability: str) -> Path:
+    """One timing cache per TensorRT version and GPU model: TensorRT refuses a cache made on another device."""
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-") or "gpu"
+    return cache_dir / f"timing-trt{trt_version}-{gpu}-sm{compute_capability}.cache"
+
+
 def make_logger(trt: Any) -> Any:
     """Return a ``trt.ILogger`` that forwards to Python logging and keeps the errors for exception messages."""
     levels = {trt.ILogger.INTERNAL_ERROR: logging.ERROR, trt.ILogger.ERROR: logging.ERROR,
@@ -116,7 +136,7 @@ def make_logger(trt: Any) -> Any:
     class Logger(trt.ILogger):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
-            self.errors: list[str] = []
+            self.errors: deque[str] = deque(maxlen=20)  # the latest, for exception messages; a long-lived backend
 
         def log(self, severity: Any, msg: str) -> None:
             level = levels.get(severity, logging.INFO)
@@ -148,8 +168,9 @@ def _progress_monitor(trt: Any, label: str) -> Any:
     return Progress()
 
 
-def _errors(items: list[str]) -> str:
-    return "; ".join(items[-5:]) if items else "see the TensorRT log above"
+def recent_errors(items: list[str] | deque[str], count: int = 5) -> str:
+    """The last ``count`` TensorRT errors for an exception message (they explain a False or None result)."""
+    return "; ".join(list(items)[-count:]) if items else "see the TensorRT log above"
 
 
 def build_engine(onnx_path: Path, engine_path: Path, timing_cache: Path, profile: ShapeProfile,
@@ -159,11 +180,11 @@ def build_engine(onnx_path: Path, engine_path: Path, timing_cache: Path, profile
     logger = make_logger(trt)
     builder = trt.Builder(logger)
     strong = strongly_typed_flag(trt)
-    network = builder.create_network(0 if strong is None else 1 << int(strong))
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or logger.errors
-        raise EngineBuildError(f"TensorRT {trt.__version__} could not parse {onnx_path}: {_errors(errors)}; "
+        raise EngineBuildError(f"TensorRT {trt.__version__} could not parse {onnx_path}: {recent_errors(errors)}; "
                                "check it with `qdr-train check-int8` and `polygraphy inspect model`")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
@@ -184,7 +205,10 @@ def build_engine(onnx_path: Path, engine_path: Path, timing_cache: Path, profile
     trt_profile.set_shape(network.get_input(0).name, *profile.shapes())
     config.add_optimization_profile(trt_profile)
     cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.exists() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        LOG.warning("TensorRT refused the timing cache %s (made on another device or version); building "
+                    "without it and replacing it", timing_cache)
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     start = time.monotonic()
     LOG.info("building TensorRT %s engine of %s (profile %s, %s, %s); this can take minutes, the cache "
              "makes it once per model, TensorRT version and GPU", trt.__version__, onnx_path.name,
@@ -194,9 +218,9 @@ def build_engine(onnx_path: Path, engine_path: Path, timing_cache: Path, profile
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"TensorRT {trt.__version__} failed to build an engine from {onnx_path}: "
-                               f"{_errors(logger.errors)}")
+                               f"{recent_errors(logger.errors)}")
+    atomic_write(engine_path, bytes(serialized))  # the engine first: a failing timing cache loses no build
     atomic_write(timing_cache, bytes(config.get_timing_cache().serialize()))
-    atomic_write(engine_path, bytes(serialized))
     LOG.info("built %s in %.0f s", engine_path, time.monotonic() - start)
     return engine_path
 
@@ -220,7 +244,7 @@ def build_or_load_engine(onnx_path: str | os.PathLike[str], cache_dir: str | os.
     if engine.exists() and not force_rebuild:
         LOG.info("using cached TensorRT engine %s", engine)
         return engine
-    build_engine(onnx_path, engine, cache / f"timing-trt{trt.__version__}-sm{sm}.cache", profile, fp16,
+    build_engine(onnx_path, engine, timing_cache_path(cache, trt.__version__, gpu, sm), profile, fp16,
                  dla_core=dla_core)
     atomic_write(sidecar_path(engine), json.dumps({"onnx": str(onnx_path), "metadata": info.metadata}).encode())
     return engine

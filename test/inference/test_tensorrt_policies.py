@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+import sys
 
 import numpy as np
 import pytest
 
 from support.auto_model import AUTO_LABELS, auto_model_reference
-from support.fake_tensorrt import FakeTensorRT
+from support.fake_tensorrt import MISMATCHED_TIMING_CACHE, FakeTensorRT
 from qdr_ros.inference import BackendUnavailable, create_backend
 from qdr_ros.inference.onnxruntime import OnnxRuntimeBackend
 from qdr_ros.inference.tensorrt import TensorRTBackend, TensorRTFailure
-from qdr_ros.inference.tensorrt_build import ShapeProfile, build_or_load_engine
+from qdr_ros.inference.tensorrt_build import ShapeProfile, build_or_load_engine, timing_cache_path
 from qdr_ros.core.image_conversions import downscale_to_fit, pad_to
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,13 +116,14 @@ def test_build_uses_strong_typing_where_tensorrt_has_it(monkeypatch: pytest.Monk
     with caplog.at_level(logging.INFO):
         build_or_load_engine(SHIPPED, tmp_path / "a", device_id=1)
     build = fake.builds[-1]
-    assert build["network_flags"] == 1 and build["flags"] == set() and build["onnx"] == str(SHIPPED)
+    assert build["network_flags"] == 1 << 1 and build["flags"] == set() and build["onnx"] == str(SHIPPED)
     assert build["device"] == 1 and build["shapes"] == [[1, 3, 64, 64], [1, 3, 480, 640], [1, 3, 1080, 1920]]
     assert "building TensorRT 10.13.0 engine of efm_int8.onnx" in caplog.text and "strongly typed" in caplog.text
     assert fake.progress and "Building engine" in caplog.text
     old = FakeTensorRT(strongly_typed=False).install(monkeypatch)
     build_or_load_engine(SHIPPED, tmp_path / "b")
-    assert old.builds[-1]["network_flags"] == 0 and old.builds[-1]["flags"] == {"int8", "fp16"}
+    # TensorRT 8.6: create_network(0) would be implicit batch, which its ONNX parser refuses
+    assert old.builds[-1]["network_flags"] == 1 << 0 and old.builds[-1]["flags"] == {"int8", "fp16"}
     build_or_load_engine(SHIPPED, tmp_path / "c", fp16=False)
     assert old.builds[-1]["flags"] == {"int8"}
 
@@ -133,6 +135,29 @@ def test_engine_cache_and_forced_rebuild(fake: FakeTensorRT, tmp_path: Path) -> 
                    warmup_hw=(1080, 1920))
     assert len(fake.builds) == 2, "force_rebuild must build although the cache holds the engine"
     assert {p.suffix for p in tmp_path.iterdir()} == {".engine", ".json", ".cache"}
+
+
+def test_a_timing_cache_from_another_gpu_is_replaced_not_fatal(fake: FakeTensorRT, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    timing = timing_cache_path(tmp_path, "10.13.0", "Fake GPU", "8.7")
+    assert timing.name == "timing-trt10.13.0-Fake-GPU-sm8.7.cache"
+    timing.write_bytes(MISMATCHED_TIMING_CACHE)
+    with caplog.at_level(logging.WARNING):
+        engine = build_or_load_engine(SHIPPED, tmp_path)
+    assert engine.is_file() and fake.timing_caches == [MISMATCHED_TIMING_CACHE, b""]
+    assert "refused the timing cache" in caplog.text and timing.read_bytes() == b"timing"
+
+
+def test_an_engine_tensor_numpy_cannot_hold_is_a_load_failure(fake: FakeTensorRT, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def nptype(dtype: object) -> None:  # what TensorRT's nptype does for BF16, FP8 and INT4
+        raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+
+    monkeypatch.setattr(sys.modules["tensorrt"], "nptype", nptype)
+    with pytest.raises(TensorRTFailure, match="tensor type NumPy cannot hold") as err:
+        create_backend(SHIPPED, "tensorrt", engine_cache_dir=str(tmp_path), warmup_hw=(48, 64))
+    assert err.value.stage == "load"
+    assert create_backend(SHIPPED, "auto", engine_cache_dir=str(tmp_path), threads=1).name == "onnxruntime"
 
 
 def test_dla_core_is_requested_from_tensorrt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

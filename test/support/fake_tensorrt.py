@@ -24,6 +24,7 @@ import onnxruntime as ort
 import pytest
 
 OK = 0
+MISMATCHED_TIMING_CACHE = b"made on another GPU"  # a timing cache the fake TensorRT refuses, as the real one does
 
 
 @dataclass
@@ -36,6 +37,7 @@ class FakeTensorRT:
     gpus: int = 2
     builds: list[dict[str, Any]] = field(default_factory=list)
     progress: list[str] = field(default_factory=list)
+    timing_caches: list[bytes] = field(default_factory=list)  # what each set_timing_cache was given
     device: int = 0
     runtime_dla_core: int = -1
     _memory: dict[int, np.ndarray] = field(default_factory=dict)
@@ -96,7 +98,8 @@ class FakeTensorRT:
                 pass
 
         trt.ILogger, trt.IProgressMonitor = ILogger, IProgressMonitor
-        flags = {"STRONGLY_TYPED": 0} if self.strongly_typed else {}
+        # TensorRT's enum values (NvInfer.h: kEXPLICIT_BATCH 0, kSTRONGLY_TYPED 1; 8.6 has only the first)
+        flags = {"EXPLICIT_BATCH": 0, **({"STRONGLY_TYPED": 1} if self.strongly_typed else {})}
         trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(**flags)
         trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
         trt.BuilderFlag = types.SimpleNamespace(INT8="int8", FP16="fp16", GPU_FALLBACK="gpu_fallback")
@@ -139,10 +142,11 @@ class FakeTensorRT:
                 self.shapes = profile.shapes
 
             def create_timing_cache(self, data: bytes) -> Any:
-                return types.SimpleNamespace(serialize=lambda: b"timing")
+                return types.SimpleNamespace(data=data, serialize=lambda: b"timing")
 
-            def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> None:
-                pass
+            def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> bool:
+                fake.timing_caches.append(cache.data)
+                return cache.data != MISMATCHED_TIMING_CACHE  # as TensorRT: False for another device's cache
 
             def get_timing_cache(self) -> Any:
                 return types.SimpleNamespace(serialize=lambda: b"timing")
