@@ -169,7 +169,7 @@ def _progress_monitor(trt: Any, label: str) -> Any:
 
 
 def recent_errors(items: list[str] | deque[str], count: int = 5) -> str:
-    """The last ``count`` TensorRT errors for an exception message (they explain a False or None result)."""
+    """Join the last ``count`` TensorRT errors for an exception message (they explain a False or None result)."""
     return "; ".join(list(items)[-count:]) if items else "see the TensorRT log above"
 
 
