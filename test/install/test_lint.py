@@ -18,8 +18,8 @@ EXEC_DEPENDS = {
     'rclpy', 'rcl_interfaces', 'builtin_interfaces', 'ament_index_python', 'sensor_msgs', 'std_msgs', 'std_srvs',
     'diagnostic_msgs', 'vision_msgs', 'launch', 'launch_ros',
     'python3-numpy', 'python3-opencv', 'python3-yaml', 'python3-psutil', 'python3-onnxruntime-pip',
-    'python3-rosbags-pip', 'python3-ultralytics-pip',
-}
+    'python3-rosbags-pip',
+}  # not ultralytics: the default people detector is opt-in (AGPL-3.0, pulls torch; docs/robot.md)
 TEST_DEPENDS = {'ament_copyright', 'ament_flake8', 'ament_pep257', 'python3-pytest'}
 # qdr_ros/tools (run, demo, soak, smoke check, benchmarks) may use the training install (torch, qdr_train,
 # matplotlib, tqdm); the nodes and everything they import must not.

