@@ -138,16 +138,12 @@ def _check_mixture(data: dict[str, Any]) -> None:
     mixture = data["mixture"]
     if any(v < 0 for v in mixture.values()) or sum(mixture.values()) <= 0:
         raise ConfigError(f"data.mixture={mixture}: shares must be >= 0 and not all zero")
-    for key in ("jpeg_prob", "clean_jpeg", "clean_flat"):
+    for key in ("jpeg_prob", "clean_jpeg"):
         if not 0.0 <= data[key] <= 1.0:
             raise ConfigError(f"data.{key}={data[key]} must be a probability in [0, 1]")
     low, high = data["jpeg_quality"]
     if not 1 <= low <= high <= 100:
         raise ConfigError(f"data.jpeg_quality={data['jpeg_quality']} must be [low, high] within 1..100")
-    low, high = data["clean_flat_contrast"]
-    if not 0 < low <= high <= 1:
-        raise ConfigError(f"data.clean_flat_contrast={data['clean_flat_contrast']} must be [low, high] within (0, 1]: "
-                          "the factor a clean crop's contrast is multiplied by")
 
 
 def save_config(cfg: dict[str, Any], path: str | Path) -> None:

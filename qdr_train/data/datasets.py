@@ -117,10 +117,7 @@ class TrainBatches:
     JPEG-compressed with probability ``jpeg_prob`` (a nuisance of real camera streams, never a
     label). A clean crop's target is exactly its input: a ``clean_jpeg`` share of clean crops comes
     as a compressed stream delivers it (JPEG at ``jpeg_quality``, input and target the same decoded
-    frame), so JPEG blocks alone never read as a condition to correct. A ``clean_flat`` share comes with
-    its contrast cut around its own mean (a factor drawn from ``clean_flat_contrast``; input and target
-    the same 8-bit frame): flat, fine-grained scenes (sand, concrete, overcast ground) are clean too, not
-    under-exposure, which has a low mean as well.
+    frame), so JPEG blocks alone never read as a condition to correct.
     """
 
     sampler: CropSampler
@@ -133,8 +130,6 @@ class TrainBatches:
     jpeg_prob: float = 0.0
     jpeg_quality: tuple[float, float] = (50.0, 95.0)
     clean_jpeg: float = 0.0
-    clean_flat: float = 0.0
-    clean_flat_contrast: tuple[float, float] = (0.3, 0.8)
 
     def __call__(self, step: int, device: torch.device) -> Batch:
         """(degraded, clean, labels): labels are (N, len(LABELS)) multi-hot over ``LABELS``."""
@@ -154,10 +149,6 @@ class TrainBatches:
             idx, quality = self._jpeg_draw(self.clean_jpeg, [c == "clean" for c in conditions], gen)
             if len(idx):
                 lq[idx] = clean[idx] = jpeg(clean[idx], quality)
-        if self.clean_flat > 0:  # after the JPEG draws, so that runs without it keep their random streams
-            idx = self._flat_draw([c == "clean" for c in conditions], gen)
-            if len(idx):
-                lq[idx] = clean[idx] = self._flatten(clean[idx], gen)
         labels = torch.stack([label_vector(c) for c in conditions])
         return lq.to(device), clean.to(device), labels.to(device)
 
@@ -168,18 +159,6 @@ class TrainBatches:
         quality = low + torch.rand(self.batch_size, generator=gen) * (high - low)
         idx = torch.tensor([i for i, ok in enumerate(eligible) if ok and pick[i]], dtype=torch.long)
         return idx, quality[idx]
-
-    def _flat_draw(self, eligible: list[bool], gen: torch.Generator) -> torch.Tensor:
-        """Pick each eligible (clean) crop with probability ``clean_flat``: their indices."""
-        pick = (torch.rand(self.batch_size, generator=gen) < self.clean_flat).tolist()
-        return torch.tensor([i for i, ok in enumerate(eligible) if ok and pick[i]], dtype=torch.long)
-
-    def _flatten(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Cut each crop's contrast around its own mean by a factor from ``clean_flat_contrast``; 8-bit values."""
-        low, high = self.clean_flat_contrast
-        factor = (low + torch.rand(len(x), generator=gen) * (high - low)).view(-1, 1, 1, 1)
-        mean = x.mean((1, 2, 3), keepdim=True)
-        return (mean + factor * (x - mean)).mul(255.0).round().clamp(0, 255).div(255.0)
 
     def conditions(self, gen: torch.Generator) -> list[str]:
         """Each crop's condition: the task itself, or drawn from the mixture's proportions."""
@@ -199,8 +178,7 @@ def build_train_batches(cfg: dict[str, Any], rank: int = 0) -> TrainBatches:
     auto = cfg["task"] == "auto"
     mixture = {k: v for k, v in d["mixture"].items() if v > 0} if auto else None
     return TrainBatches(sampler, cfg["task"], cfg["degradation"], d["batch"], cfg["seed"], rank, mixture,
-                        d["jpeg_prob"] if auto else 0.0, tuple(d["jpeg_quality"]), d["clean_jpeg"] if auto else 0.0,
-                        d["clean_flat"] if auto else 0.0, tuple(d["clean_flat_contrast"]))
+                        d["jpeg_prob"] if auto else 0.0, tuple(d["jpeg_quality"]), d["clean_jpeg"] if auto else 0.0)
 
 
 def paired_folder(folder: str | Path) -> list[tuple[str, Path, Path]]:

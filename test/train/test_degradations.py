@@ -149,28 +149,6 @@ def test_clean_jpeg_crops_come_compressed_with_their_target_the_same_frame(clean
     assert torch.equal(plain_lq[~is_clean], lq[~is_clean]) and torch.equal(plain_gt[~is_clean], gt[~is_clean])
 
 
-def test_clean_flat_crops_come_with_less_contrast_and_their_target_the_same_frame(clean: torch.Tensor) -> None:
-    """``clean_flat``: a flat clean crop is still clean (target = input, 8-bit), its contrast cut by the factor."""
-    class Crops:
-        def batch(self, n: int, gen: torch.Generator) -> torch.Tensor:
-            return clean[..., :64, :64].repeat(n, 1, 1, 1)
-
-    mixture = {"clean": 0.5, "denoise": 0.5}
-    plain_lq, plain_gt, plain_labels = TrainBatches(Crops(), "auto", CFG["degradation"], 32, seed=0,
-                                                    mixture=mixture)(0, torch.device("cpu"))
-    lq, gt, labels = TrainBatches(Crops(), "auto", CFG["degradation"], 32, seed=0, mixture=mixture, clean_flat=0.5,
-                                  clean_flat_contrast=(0.5, 0.5))(0, torch.device("cpu"))
-    assert torch.equal(plain_labels, labels)
-    is_clean = labels[:, LABELS.index("clean")] == 1
-    assert torch.equal(lq[is_clean], gt[is_clean]) and torch.equal(lq * 255, (lq * 255).round())
-    flat = (gt - plain_gt).flatten(1).abs().amax(1) > 0
-    assert 0 < int(flat.sum()) < int(is_clean.sum()) and not bool(flat[~is_clean].any())
-    ratio = gt[flat].std((1, 2, 3)) / plain_gt[flat].std((1, 2, 3))
-    assert torch.allclose(ratio, torch.full_like(ratio, 0.5), atol=0.01)
-    assert torch.allclose(gt[flat].mean((1, 2, 3)), plain_gt[flat].mean((1, 2, 3)), atol=1 / 255)
-    assert torch.equal(plain_lq[~is_clean], lq[~is_clean])
-
-
 def test_jpeg_nuisance_changes_pixels_more_at_low_quality(clean: torch.Tensor) -> None:
     x = clean[..., :64, :64].repeat(2, 1, 1, 1)
     out = jpeg(x, torch.tensor([30.0, 95.0]))
