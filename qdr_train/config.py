@@ -129,6 +129,8 @@ def load_config(task: str | None = None, config_file: str | Path | None = None,
         raise ConfigError(f"distill.lmr={cfg['distill']['lmr']!r} must be one of {', '.join(LMR_FORMS)}")
     if cfg["optim"]["slow_lr_ratio"] < 0:
         raise ConfigError(f"optim.slow_lr_ratio={cfg['optim']['slow_lr_ratio']} must be >= 0 (0 freezes optim.slow)")
+    if cfg["train"]["workers"] < 0:
+        raise ConfigError(f"train.workers={cfg['train']['workers']} must be >= 0 (0 makes the batches in the loop)")
     if not 0.0 <= cfg["train"]["ema"] < 1.0:
         raise ConfigError(f"train.ema={cfg['train']['ema']} must be in [0, 1): a decay such as 0.999, or 0 for none")
     return cfg

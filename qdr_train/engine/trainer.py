@@ -27,6 +27,7 @@ from tqdm import tqdm
 from qdr_train.config import AUTO, save_config
 from qdr_train.data.datasets import build_train_batches, data_root, list_images, read_rgb, to_tensor
 from qdr_train.data.degradations import synthesize
+from qdr_train.data.prefetch import step_batches
 from qdr_train.engine.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, atomic_save, cpu_state, safe_load,
                                          save_model_file)
 from qdr_train.engine.stages import Stage, build_stage
@@ -172,9 +173,13 @@ class Trainer:
                    desc=f"{self.cfg['task']}/{self.cfg['stage']}", dynamic_ncols=True)
         self.net.train()
         started = time.time()
+        cuda = self.device.type == "cuda"
+        batches = step_batches(self.batches, self.step, t["iters"], t["workers"], pin_memory=cuda)
         try:
-            while self.step < t["iters"] and not self._stop:
-                lq, gt, labels = self.batches(self.step, self.device)
+            for batch in batches:
+                if self._stop:
+                    break
+                lq, gt, labels = (x.to(self.device, non_blocking=cuda) for x in batch)
                 loss, logs = self.stage.objective(self.net, lq, gt, labels)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -199,6 +204,7 @@ class Trainer:
         except KeyboardInterrupt:
             self._stop = True
         finally:
+            batches.close()  # stops the workers, if any
             bar.close()
             signal.signal(signal.SIGTERM, previous)
             self.save()

@@ -27,6 +27,7 @@ def test_defaults_task_and_overrides_resolve() -> None:
     (["nonsense"], "not key=value"),
     (["distill.lmr=uncertainty"], "distill.lmr='uncertainty' must be one of magnitude, bounded, gradient, aligned"),
     (["optim.slow_lr_ratio=-0.5"], "optim.slow_lr_ratio=-0.5 must be >= 0"),
+    (["train.workers=-1"], "train.workers=-1 must be >= 0"),
 ])
 def test_bad_overrides_fail_with_the_key_named(override: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -150,6 +150,16 @@ def test_killed_run_resumes_exactly(tmp_path: Path) -> None:
     assert not all(torch.equal(shipped[k], a["model_state"][k]) for k in shipped)  # the average, not the last step
 
 
+def test_batch_workers_train_on_the_same_batches(tmp_path: Path) -> None:
+    """``train.workers``: batches made by two worker processes give the weights of batches made in the loop."""
+    alone = Trainer(load_config("auto", overrides=tiny(tmp_path, 12, "alone"))).fit()
+    helped = Trainer(load_config("auto", overrides=tiny(tmp_path, 12, "helped", **{"train.workers": 2}))).fit()
+    a, b = safe_load(alone / "last.pt"), safe_load(helped / "last.pt")
+    assert a["step"] == b["step"] == 12
+    assert all(torch.equal(value, b["model_state"][key]) for key, value in a["model_state"].items())
+    assert losses(alone) == losses(helped)
+
+
 def test_corrupt_foreign_and_mismatched_checkpoints_are_refused(tmp_path: Path) -> None:
     run = Trainer(load_config("denoise", overrides=tiny(tmp_path, 5))).fit()
     torn = tmp_path / "torn.pt"
