@@ -19,7 +19,11 @@ from qdr_train.models.profile import count_macs, count_params
 
 def release(run_dir: str | Path, models_dir: str | Path = "models", results_dir: str | Path = "results/eval",
             command: str = "", threads: int = 0, eval_data: str = "") -> dict[str, Any]:
-    """Copy the run's model file, export ONNX, evaluate the ONNX on the held-out set, write the card.
+    """Export ONNX, evaluate the ONNX on the held-out set, write the card; keep an FP32 run's model file.
+
+    The FP32 ``efm_fp32.pt`` stays in ``models/``: INT8 training starts from it, and the benchmark times
+    it. An INT8 run's own file is not copied: its ONNX files are what ships, and the card's command
+    remakes it (the repository stays small enough to travel to a lent GPU machine with data beside it).
 
     ``eval_data`` (a folder under the data root) is the held-out set; empty means the run's ``data.val``,
     which a run may have pointed at a training-split set to watch it (then pass the held-out set here).
@@ -36,9 +40,11 @@ def release(run_dir: str | Path, models_dir: str | Path = "models", results_dir:
     task, precision = cfg["task"], "int8" if info.get("quantized") else "fp32"
     out = Path(models_dir) / task
     out.mkdir(parents=True, exist_ok=True)
-    model_file = out / f"efm_{precision}.pt"
-    shutil.copyfile(run_dir / "model.pt", model_file)
-    onnx_files = export_model_file(model_file, out, cfg)
+    source = run_dir / "model.pt"
+    kept = [out / "efm_fp32.pt"] if precision == "fp32" else []
+    for model_file in kept:
+        shutil.copyfile(source, model_file)
+    onnx_files = export_model_file(source, out, cfg)
     conditions = eval_tasks(task) + (("clean",) if task == AUTO else ())
     reports, tables = {}, []
     for condition in conditions:
@@ -46,14 +52,14 @@ def release(run_dir: str | Path, models_dir: str | Path = "models", results_dir:
         name = task if condition == task else f"{task}_{condition}"
         write_json(report, Path(results_dir) / f"{name}_{precision}.json")
         reports[condition], tables = report, tables + [format_table(report)]
-    model = load_model(model_file)[0]
+    model = load_model(source)[0]
     card = {
         "task": task, "precision": precision, "stage": cfg["stage"], "iterations": int(info["step"]),
         "params": count_params(model), "gmacs_640x480": round(count_macs(model, 480, 640) / 1e9, 3),
         "train_data": cfg["data"]["train"], "eval_data": eval_data,
         "level": {c: cfg["levels"][c] for c in conditions} if task == AUTO else cfg["levels"][task],
         "mean": {c: r["mean"] for c, r in reports.items()} if task == AUTO else reports[task]["mean"],
-        "files": [str(p) for p in [model_file, *onnx_files]], "command": command,
+        "files": [str(p) for p in [*kept, *onnx_files]], "command": command,
     }
     atomic_write(out / f"MODEL_CARD_{precision}.md", format_card(card, "\n\n".join(tables)))
     write_json(card, out / f"model_card_{precision}.json")

@@ -29,6 +29,7 @@ from qdr_train.export.onnx import export_onnx
 from qdr_train.losses.weighting import (AlignedMagnitudeReweighting, BoundedMagnitudeReweighting,
                                         GradientMagnitudeReweighting, LearnableMagnitudeReweighting)
 from qdr_train.models import build_model
+from qdr_train.release.release import release
 from qdr_train.quant import QMAX, QMIN, ActFakeQuant, QuantConv2d, QuantConvTranspose2d, calibrate, prepare_qat
 
 TINY = {"type": "EFM", "widths": [8, 8, 16], "num_blocks": 1}
@@ -418,6 +419,10 @@ def test_tiny_qdr_run_losses_fall_and_lmr_stays_positive(tmp_path: Path) -> None
             weights.setdefault(key, []).append(float(v))
     assert set(weights) == {"w_rec", "w_kd_bottleneck", "w_kd_output"}
     assert any(abs(w[-1] / w[0] - 1) > 0.01 for w in weights.values()), weights  # the weights were learned
+    card = release(run, tmp_path / "models", tmp_path / "results", threads=1, eval_data="clean/Kodak24")
+    shipped = sorted(p.name for p in (tmp_path / "models" / "denoise").iterdir())
+    assert shipped == ["MODEL_CARD_int8.md", "efm_int8.onnx", "efm_int8_cpu.onnx", "model_card_int8.json"]
+    assert [Path(f).name for f in card["files"]] == ["efm_int8.onnx", "efm_int8_cpu.onnx"]
     model, info = load_model(run / "model.pt")
     assert info["quantized"] and info["stage"] == "qdr"
 

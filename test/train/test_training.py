@@ -215,6 +215,7 @@ def test_release_evaluates_on_the_held_out_set_it_is_given(tmp_path: Path) -> No
     card = json.loads((models / "derain" / "model_card_fp32.json").read_text())
     report = json.loads((results / "derain_fp32.json").read_text())
     assert card["eval_data"] == "clean/Set14" and card["iterations"] == 5
+    assert (models / "derain" / "efm_fp32.pt").is_file() and card["files"][0].endswith("efm_fp32.pt")  # QAT's start
     assert len(report["images"]) == len(list_images(data_root() / "clean" / "Set14"))
     assert "clean/Set14 (never trained on)" in (models / "derain" / "MODEL_CARD_fp32.md").read_text()
 
