@@ -136,7 +136,7 @@ def make_logger(trt: Any) -> Any:
     class Logger(trt.ILogger):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
-            self.errors: deque[str] = deque(maxlen=20)  # the latest, for exception messages; a long-lived backend
+            self.errors: deque[str] = deque(maxlen=20)  # the latest 20 explain a failure; a backend runs for hours
 
         def log(self, severity: Any, msg: str) -> None:
             level = levels.get(severity, logging.INFO)
