@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import logging
 import math
 import os
 import signal
@@ -35,6 +36,7 @@ from qdr_train.metrics import psnr_torch
 from qdr_train.models import resolved_model_config
 
 
+LOG = logging.getLogger(__name__)
 PSNR_CAP = 99.0  # dB: an unchanged clean frame scores this, not infinity
 
 
@@ -268,21 +270,31 @@ def _comparable(key: str, value: Any) -> Any:
 
 
 class _RunLog:
-    """CSV + TensorBoard logging of scalars, on the main process only."""
+    """CSV + TensorBoard logging of scalars, on the main process only.
+
+    The CSV is the record; TensorBoard is a view of it, skipped with a warning where the ``tensorboard``
+    package is missing (a lent GPU machine's stock Python), so a run never fails for want of it.
+    """
 
     def __init__(self, run_dir: Path, enabled: bool) -> None:
         self.enabled = enabled
+        self.writer: Any = None
         if not enabled:
             return
-        from torch.utils.tensorboard import SummaryWriter
-        self.writer = SummaryWriter(str(run_dir / "tb"))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            LOG.warning("no TensorBoard log (%s): the scalars go to %s only", exc, run_dir / "log.csv")
+        else:
+            self.writer = SummaryWriter(str(run_dir / "tb"))
         self.csv_path = run_dir / "log.csv"
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled or not values:
             return
         for k, v in values.items():
-            self.writer.add_scalar(k, v, step)
+            if self.writer is not None:
+                self.writer.add_scalar(k, v, step)
         new = not self.csv_path.exists()
         with self.csv_path.open("a", newline="") as f:
             w = csv.writer(f)
@@ -291,5 +303,5 @@ class _RunLog:
             w.writerows([step, k, f"{v:.6g}"] for k, v in values.items())
 
     def close(self) -> None:
-        if self.enabled:
+        if self.writer is not None:
             self.writer.close()

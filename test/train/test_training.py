@@ -160,6 +160,15 @@ def test_batch_workers_train_on_the_same_batches(tmp_path: Path) -> None:
     assert losses(alone) == losses(helped)
 
 
+def test_a_run_without_tensorboard_logs_to_its_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A lent GPU machine's Python has no tensorboard: the run trains and keeps its CSV log."""
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # its import now raises ImportError
+    run = Trainer(load_config("denoise", overrides=tiny(tmp_path, 5))).fit()
+    assert len(losses(run)) == 1 and not (run / "tb").exists() and (run / "model.pt").is_file()
+    assert "no TensorBoard log" in caplog.text
+
+
 def test_corrupt_foreign_and_mismatched_checkpoints_are_refused(tmp_path: Path) -> None:
     run = Trainer(load_config("denoise", overrides=tiny(tmp_path, 5))).fit()
     torn = tmp_path / "torn.pt"
