@@ -161,7 +161,7 @@ def test_batch_workers_train_on_the_same_batches(tmp_path: Path) -> None:
 
 
 def test_a_run_without_tensorboard_logs_to_its_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     """A lent GPU machine's Python has no tensorboard: the run trains and keeps its CSV log."""
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # its import now raises ImportError
     run = Trainer(load_config("denoise", overrides=tiny(tmp_path, 5))).fit()
