@@ -41,9 +41,7 @@ def release(run_dir: str | Path, models_dir: str | Path = "models", results_dir:
     out = Path(models_dir) / task
     out.mkdir(parents=True, exist_ok=True)
     source = run_dir / "model.pt"
-    kept = [out / "efm_fp32.pt"] if precision == "fp32" else []
-    for model_file in kept:
-        shutil.copyfile(source, model_file)
+    kept = [shutil.copyfile(source, out / "efm_fp32.pt")] if precision == "fp32" else []
     onnx_files = export_model_file(source, out, cfg)
     conditions = eval_tasks(task) + (("clean",) if task == AUTO else ())
     reports, tables = {}, []
