@@ -70,28 +70,6 @@ class ResBlock(nn.Module):
         return self.q(x + self.body(x))
 
 
-class ConditionedResBlock(ResBlock):
-    """A ``ResBlock`` whose hidden channels are scaled per frame by a 1x1 conv of the condition probabilities.
-
-    A blind model shares every weight between conditions, and conditions compete for them (more noise in
-    the mixture buys denoising at haze's expense). The scale lets the frame's condition turn up the
-    channels it needs and others down (a FiLM gain, no shift) for one multiply per block. It starts as
-    the identity (zero weights, bias 1), so it can be added to a trained block (``init=``).
-    """
-
-    def __init__(self, ch: int, labels: int) -> None:
-        super().__init__(ch)
-        self.scale = ConvAct(labels, ch, kernel=1, act=False)
-        nn.init.zeros_(self.scale.conv.weight)
-        nn.init.ones_(self.scale.conv.bias)
-        self.q_scaled = QuantPoint()
-
-    def forward(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        """Apply the block to ``x`` (N, C, H, W) with ``probs`` (N, labels, 1, 1) on its INT8 grid."""
-        hidden = self.q_scaled(self.body[0](x) * self.scale(probs))
-        return self.q(x + self.body[1](hidden))
-
-
 class GlobalContext(nn.Module):
     """Add a per-image, per-channel context vector (global average -> 1x1 conv -> ReLU) to every position.
 

@@ -41,12 +41,6 @@ convs and one decoder conv of ``widths[0]`` channels, while the 1/8-resolution b
 the compute. Each block's last conv starts at zero, so a block is the identity when it is added to a
 trained model (``init=``): the warm-started net starts exactly where its parent ended.
 
-``condition_scale`` (needs the condition head and fine blocks): each fine block's hidden channels are
-scaled by a 1x1 conv of the head's probabilities (``ConditionedResBlock``), so the condition the head
-sees picks the channels its correction needs. The probabilities are detached in training: the head
-stays a classifier, trained by its labels only. A scale starts as the identity, so it can be added to a
-trained model (``init=``).
-
 ``deep_blocks``: residual blocks after the 1/8-resolution bottleneck (its global context included),
 added the same way. Haze density and exposure are whole-frame properties that the fine blocks,
 with their half-resolution view, do not see; these blocks work where the context vector has
@@ -64,18 +58,15 @@ from torch import nn
 import torch.nn.functional as F
 
 from qdr_train.data.degradations import LABELS
-from qdr_train.models.blocks import ConditionedResBlock, ConvAct, GlobalContext, QuantPoint, ResBlock, Up
+from qdr_train.models.blocks import ConvAct, GlobalContext, QuantPoint, ResBlock, Up
 from qdr_train.models.registry import register
 
 CONDITION_HIDDEN = 32
 
 
-def _identity_block(ch: int, labels: int = 0) -> ResBlock:
-    """Build a residual block whose last conv is zero: added to a trained net (``init=``), it changes nothing.
-
-    ``labels`` > 0 makes it a ``ConditionedResBlock`` reading that many condition probabilities.
-    """
-    block = ConditionedResBlock(ch, labels) if labels else ResBlock(ch)
+def _identity_block(ch: int) -> ResBlock:
+    """Build a residual block whose last conv is zero: added to a trained net (``init=``), it changes nothing."""
+    block = ResBlock(ch)
     nn.init.zeros_(block.body[-1].conv.weight)
     nn.init.zeros_(block.body[-1].conv.bias)
     return block
@@ -97,8 +88,7 @@ class EFM(nn.Module):
     def __init__(self, widths: tuple[int, int, int] | list[int] = (16, 32, 64), num_blocks: int = 2,
                  global_context: bool = False, head_relu: bool = True, exact_skip: bool = False,
                  condition_head: bool = False, gate_floor: float = 0.0, clean_shuts_gate: bool = False,
-                 clean_gain: float = 1.0, fine_blocks: int = 0, deep_blocks: int = 0,
-                 condition_scale: bool = False) -> None:
+                 clean_gain: float = 1.0, fine_blocks: int = 0, deep_blocks: int = 0) -> None:
         super().__init__()
         c1, c2, c3 = widths
         self.q_in = QuantPoint()
@@ -114,13 +104,7 @@ class EFM(nn.Module):
         self.up1 = Up(c2, c1)
         self.skip1 = QuantPoint()
         self.dec1 = ConvAct(c1, c1, act=head_relu)
-        if condition_scale and not (condition_head and fine_blocks):
-            raise ValueError("condition_scale needs condition_head and fine_blocks > 0: it scales the fine blocks "
-                             "by the head's probabilities")
-        self.condition_scale = condition_scale
-        self.q_probs = QuantPoint() if condition_scale else None
-        labels = len(LABELS) if condition_scale else 0
-        self.fine = nn.ModuleList(_identity_block(c1, labels) for _ in range(fine_blocks))
+        self.fine = nn.Sequential(*(_identity_block(c1) for _ in range(fine_blocks)))
         self.gate_logit = ConvAct(c1, 1, act=False)
         self.gate = QuantPoint()
         self.gated = QuantPoint()
@@ -175,15 +159,8 @@ class EFM(nn.Module):
         e2 = self.enc2(e1)
         b = self.deep(self.bottleneck(self.enc3(e2)))
         d2 = self.dec2(self.skip2(self.up2(b) + e2))
-        d1 = self.dec1(self.skip1(self.up1(d2) + e1))
+        d1 = self.fine(self.dec1(self.skip1(self.up1(d2) + e1)))
         condition = None if self.condition is None else self.condition(F.adaptive_avg_pool2d(b, 1)).flatten(1)
-        if self.condition_scale:
-            probs = self.q_probs(torch.sigmoid(condition.detach()).view(*condition.shape, 1, 1))
-            for block in self.fine:
-                d1 = block(d1, probs)
-        else:
-            for block in self.fine:
-                d1 = block(d1)
         p = torch.sigmoid(self.gate_logit(d1))
         floor: torch.Tensor | float = self.gate_floor
         if self.clean_shuts_gate:
