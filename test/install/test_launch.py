@@ -98,7 +98,9 @@ def test_rviz_config_shows_the_four_images(repo_root: Path) -> None:
     images = [d for d in manager['Displays'] if d['Class'] == 'rviz_default_plugins/Image']
     assert [d['Topic']['Value'] for d in images] == \
         ['/camera/image_raw', '/camera/image_restored', '/camera/gate', '/camera/image_detections']
-    assert manager['Global Options']['Fixed Frame'] == 'camera'
+    source = yaml.safe_load((repo_root / 'config' / 'camera_source.yaml').read_text())
+    frame_id = next(iter(source.values()))['ros__parameters']['frame_id']
+    assert manager['Global Options']['Fixed Frame'] == frame_id  # the frame the shown images carry
 
 
 def test_console_scripts(repo_root: Path) -> None:
