@@ -292,8 +292,8 @@ class _RunLog:
     def log(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled or not values:
             return
-        for k, v in values.items():
-            if self.writer is not None:
+        if self.writer is not None:
+            for k, v in values.items():
                 self.writer.add_scalar(k, v, step)
         new = not self.csv_path.exists()
         with self.csv_path.open("a", newline="") as f:
