@@ -33,6 +33,7 @@ from qdr_ros.tools.processes import stop_process
 Stamp = tuple[int, int]  # header.stamp (sec, nanosec): a frame's identity through the graph
 WAIT_S = 30.0
 RESEND_S = 1.5  # best-effort inputs lose frames, so an exchange sends again this often
+CALL_RESEND_S = 5.0  # a service request without a reply goes again this often (see Probe.call)
 WAKE_S = 0.05  # longest sleep in one spin, so resends and a dead node are noticed in time
 LOG_TAIL = 30
 
@@ -339,13 +340,19 @@ class Probe:
         return found[0]
 
     def call(self, srv_type: Any, name: str, request: Any, timeout_s: float = WAIT_S) -> Any:
-        """Call service ``name`` once it is available; returns the response."""
+        """Call service ``name`` once it is available; returns the first response.
+
+        The request goes again every ``CALL_RESEND_S`` without a reply: a server whose reply writer has
+        not yet matched this client's reader drops the reply (busy CPUs delay that discovery). Only
+        idempotent requests (parameters, switches) go through here.
+        """
         client = self.node.create_client(srv_type, name)
+        futures: list[Any] = []
         try:
             self.wait(client.service_is_ready, f'service {name}', timeout_s)
-            future = client.call_async(request)
-            self.wait(future.done, f'the reply of {name}', timeout_s)
-            return future.result()
+            self.wait(lambda: any(f.done() for f in futures), f'the reply of {name}', timeout_s,
+                      every=lambda: futures.append(client.call_async(request)), period_s=CALL_RESEND_S)
+            return next(f for f in futures if f.done()).result()
         finally:
             self.node.destroy_client(client)
 

@@ -198,6 +198,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             probe.wait_for_graph(publishers=[s.topic for s in stages], subscribers=[f'{NS}/image'],
                                  timeout_s=START_TIMEOUT_S)
+            # one frame through every stage before the clock starts: a node skips frames until it has seen
+            # its own subscribers, and the first frame pays for warm-up; neither is what a soak measures
+            frame.header.stamp = probe.node.get_clock().now().to_msg()
+            probe.exchange(f'{NS}/image', frame, stages[-1].inbox, timeout_s=START_TIMEOUT_S)
         except ProbeError as exc:
             print(f'the nodes did not start: {exc}', file=sys.stderr)
             return 2

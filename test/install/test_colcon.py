@@ -11,7 +11,8 @@ from xml.etree import ElementTree
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# pytest-timeout counts a module fixture's setup in the first test: the build has its own, longer limit
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 SUBPACKAGES = ['qdr_ros', 'qdr_ros.core', 'qdr_ros.inference', 'qdr_ros.detectors', 'qdr_ros.nodes', 'qdr_ros.tools',
                'qdr_train', 'qdr_train.data', 'qdr_train.models', 'qdr_train.quant', 'qdr_train.losses',

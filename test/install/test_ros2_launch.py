@@ -27,7 +27,8 @@ from qdr_ros.nodes.base_node import image_msg
 from qdr_ros.core.frame_sources import sample_photos
 from qdr_ros.tools.probe import NodeProcess, Probe
 
-pytestmark = [pytest.mark.slow, pytest.mark.ros]
+# pytest-timeout counts a module fixture's setup in the first test: the build has its own, longer limit
+pytestmark = [pytest.mark.slow, pytest.mark.ros, pytest.mark.timeout(1200)]
 
 WAIT_S = 120.0
 # Global by design: the ROS log, parameter events and the diagnostics bus aggregators read.

@@ -36,7 +36,8 @@ from qdr_ros.nodes.base_node import image_msg
 from qdr_ros.core.frame_sources import sample_photos
 from qdr_ros.tools.probe import NodeProcess, Probe
 
-pytestmark = [pytest.mark.slow, pytest.mark.ros]
+# pytest-timeout counts a module fixture's setup in the first test: the build has its own, longer limit
+pytestmark = [pytest.mark.slow, pytest.mark.ros, pytest.mark.timeout(1200)]
 
 NUMPY_PIN = 'numpy==1.26.*'
 FASTESTDET = Path('data') / 'detection' / 'FastestDet' / 'FastestDet.onnx'

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+import re
 import subprocess
 import sys
 import time
@@ -286,7 +287,9 @@ def test_node_publishes_reliable_frames_with_camera_info_and_diagnostics(folder:
     assert (info.distortion_model, list(info.d)) == ('plumb_bob', [-0.2, 0.05, 0, 0, 0])
     status = graph.status(lambda v: int(v['frames_out']) >= 5)
     assert status['hardware_id'] == 'camera_optical_frame' and status['level'] == 0, status
-    assert status['message'] == 'publishing' and float(status['drop_ratio']) <= 0.5
+    # a tick that busy CPUs delay past 1.5 periods counts as dropped and is named in the message
+    assert re.fullmatch(r'publishing( \(\d+% of frames dropped, newest frame wins\))?', status['message']), status
+    assert float(status['drop_ratio']) <= 0.5
     assert status['calibration'] == f'file://{calibration}' and status['output_topic'] == f'{NS}/image'
 
 
@@ -337,16 +340,19 @@ def test_timer_and_stamps_follow_sim_time(folder: Path) -> None:
         while time.monotonic() < deadline:  # no /clock yet: sim time stands still, so does the camera
             graph.executor.spin_once(timeout_sec=0.05)
         assert not graph.images, 'frames published before /clock started'
-        start = time.monotonic()
         graph.spin_until(lambda: len(graph.images) >= 10, '10 frames under sim time', each=advance)
-        wall = time.monotonic() - start
+        running = len(graph.images)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # /clock paused: sim time stands still again, so does the camera
+            graph.executor.spin_once(timeout_sec=0.05)
+        paused = len(graph.images) - running
     finally:
         graph.close()
     stamps = np.array([m.header.stamp.sec + m.header.stamp.nanosec / 1e9 for m in graph.images])
     assert np.all((stamps >= 5000.0) & (stamps <= sim[0])), stamps
     spacing = np.median(np.diff(stamps))
     assert 0.05 <= spacing <= 0.2, stamps  # 1/rate of sim time between frames
-    assert wall < (stamps[-1] - stamps[0]), 'the timer ran on wall time, not on /clock'
+    assert paused <= 2, f'{paused} frames while /clock was paused: the timer ran on wall time'  # in flight
 
 
 def test_bad_driver_parameters_stop_start_up_with_a_reason(folder: Path, tmp_path: Path) -> None:
