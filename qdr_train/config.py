@@ -146,6 +146,10 @@ def _check_mixture(data: dict[str, Any]) -> None:
     low, high = data["jpeg_quality"]
     if not 1 <= low <= high <= 100:
         raise ConfigError(f"data.jpeg_quality={data['jpeg_quality']} must be [low, high] within 1..100")
+    low, high = data["haze_window"]
+    if not 0.0 < low <= high <= 1.0:
+        raise ConfigError(f"data.haze_window={data['haze_window']} must be [low, high] with 0 < low <= high <= 1 "
+                          f"(the share of a frame's depth range one crop covers; [1, 1] for the whole range)")
 
 
 def save_config(cfg: dict[str, Any], path: str | Path) -> None:

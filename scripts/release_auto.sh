@@ -19,8 +19,11 @@ FASTESTDET=../shared/data/detection/FastestDet/FastestDet.onnx
 # QAT on the FP32 run's large crops: on 64-pixel crops the whole-frame context (pooled over an 8x8
 # bottleneck, zero padding in 44% of it) learns values a full frame never produces.
 # The students train on the FP32 stages' photos, so that CBSD68 stays free to pick the seed on.
+# They also see haze as the teacher did: its run's data.haze_window (each crop a window of its frame's depth).
+HAZE_WINDOW=$($PY -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['data'].get('haze_window', [1.0, 1.0]))" \
+    "$RUN/config.yaml" | tr -d ' ')
 INT8_OVERRIDES=(train.progress=false data.crop=192 data.batch=4
-    "data.train=[clean/CBSD432,clean/Urban100,clean/SunHays80,clean/Set14,clean/LIVE1]")
+    "data.train=[clean/CBSD432,clean/Urban100,clean/SunHays80,clean/Set14,clean/LIVE1]" "data.haze_window=$HAZE_WINDOW")
 ABLATION=results/ablation/auto  # ablate --out; its task folder auto/ holds pick/fp32/ and seed<N>/<variant>/
 PICK=(--ablation "$ABLATION/auto" --task auto --teacher models/auto/efm_fp32.pt --data clean/CBSD68)
 ALSO='detection/coco8*/images/*'  # pick's second selection set: 640-pixel frames, where CBSD68 missed a haze loss

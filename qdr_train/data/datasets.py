@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from qdr_train.data.degradations import degrade, label_vector, sample_params
+from qdr_train.data.degradations import CONDITION_LABELS, degrade, label_vector, sample_params
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -130,6 +130,7 @@ class TrainBatches:
     jpeg_prob: float = 0.0
     jpeg_quality: tuple[float, float] = (50.0, 95.0)
     clean_jpeg: float = 0.0
+    haze_window: tuple[float, float] = (1.0, 1.0)
 
     def __call__(self, step: int, device: torch.device) -> Batch:
         """(degraded, clean, labels): labels are (N, len(LABELS)) multi-hot over ``LABELS``."""
@@ -140,6 +141,8 @@ class TrainBatches:
         for condition in dict.fromkeys(conditions):
             idx = torch.tensor([i for i, c in enumerate(conditions) if c == condition])
             params = sample_params(condition, self.ranges, len(idx), gen)
+            if "haze" in CONDITION_LABELS[condition] and self.haze_window != (1.0, 1.0):
+                params.update(self._depth_window(len(idx), gen))
             lq[idx] = degrade(clean[idx], condition, params, gen)
         if self.jpeg_prob > 0:
             idx, quality = self._jpeg_draw(self.jpeg_prob, [c != "clean" for c in conditions], gen)
@@ -151,6 +154,17 @@ class TrainBatches:
                 lq[idx] = clean[idx] = jpeg(clean[idx], quality)
         labels = torch.stack([label_vector(c) for c in conditions])
         return lq.to(device), clean.to(device), labels.to(device)
+
+    def _depth_window(self, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Each hazy crop's window of its frame's depth range: a span from ``haze_window``, placed at random.
+
+        Evaluation frames and camera frames are whole frames whose depth runs from far at the top to
+        near at the bottom; a crop of one spans only part of that range, and a model trained on crops
+        that each span all of it corrects whole frames too little.
+        """
+        low, high = self.haze_window
+        span = low + torch.rand(n, generator=gen) * (high - low)
+        return {"depth_span": span, "depth_offset": torch.rand(n, generator=gen) * (1.0 - span)}
 
     def _jpeg_draw(self, share: float, eligible: list[bool], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Pick each eligible crop with probability ``share``: (its indices, their JPEG qualities)."""
@@ -178,7 +192,8 @@ def build_train_batches(cfg: dict[str, Any], rank: int = 0) -> TrainBatches:
     auto = cfg["task"] == "auto"
     mixture = {k: v for k, v in d["mixture"].items() if v > 0} if auto else None
     return TrainBatches(sampler, cfg["task"], cfg["degradation"], d["batch"], cfg["seed"], rank, mixture,
-                        d["jpeg_prob"] if auto else 0.0, tuple(d["jpeg_quality"]), d["clean_jpeg"] if auto else 0.0)
+                        d["jpeg_prob"] if auto else 0.0, tuple(d["jpeg_quality"]), d["clean_jpeg"] if auto else 0.0,
+                        tuple(float(v) for v in d["haze_window"]))
 
 
 def paired_folder(folder: str | Path) -> list[tuple[str, Path, Path]]:

@@ -19,7 +19,8 @@ because a camera frame arrives as 8-bit. The models:
   when it is clearly dark; a dim indoor photo is not.
 - ``dehaze``: atmospheric scattering ``y = x t + A (1 - t)``, ``t = exp(-beta d)``, with a
   plausible depth ``d`` in [0, 1]: far at the top of the frame, near at the bottom, plus a
-  smooth random field for scene structure.
+  smooth random field for scene structure. Optional ``depth_span`` and ``depth_offset`` make the
+  image a window of a larger frame: ``d`` is scaled into ``[offset, offset + span]``.
 
 Compound conditions, because real ones come mixed (each reads the parameters of its parts):
 
@@ -112,6 +113,8 @@ def hazy_depth(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
 def dehaze(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
     n, _, h, w = x.shape
     d = hazy_depth(n, h, w, gen).to(x.device, x.dtype)
+    if "depth_span" in p:  # a training crop is a window of a frame: it sees part of the frame's depth range
+        d = _on(x, p["depth_span"]) * d + _on(x, p["depth_offset"])
     t = torch.exp(-_on(x, p["beta"]) * d)
     return x * t + _on(x, p["airlight"]) * (1 - t)
 
