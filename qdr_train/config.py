@@ -146,7 +146,11 @@ def _check_mixture(data: dict[str, Any]) -> None:
     low, high = data["jpeg_quality"]
     if not 1 <= low <= high <= 100:
         raise ConfigError(f"data.jpeg_quality={data['jpeg_quality']} must be [low, high] within 1..100")
-    low, high = data["haze_window"]
+    window = data["haze_window"]
+    if not (isinstance(window, list) and len(window) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in window)):
+        raise ConfigError(f"data.haze_window={window!r} must be two numbers [low, high], e.g. [0.25, 1.0]")
+    low, high = window
     if not 0.0 < low <= high <= 1.0:
         raise ConfigError(f"data.haze_window={data['haze_window']} must be [low, high] with 0 < low <= high <= 1 "
                           f"(the share of a frame's depth range one crop covers; [1, 1] for the whole range)")

@@ -344,7 +344,8 @@ class Probe:
 
         The request goes again every ``CALL_RESEND_S`` without a reply: a server whose reply writer has
         not yet matched this client's reader drops the reply (busy CPUs delay that discovery). Only
-        idempotent requests (parameters, switches) go through here.
+        idempotent requests (parameters, switches) go through here; a repeat may still be applied after
+        this returns (a repeated model or backend change loads again).
         """
         client = self.node.create_client(srv_type, name)
         futures: list[Any] = []

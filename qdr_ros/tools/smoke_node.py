@@ -110,7 +110,7 @@ def _round_trips(probe: Probe, args: argparse.Namespace) -> int:
         sent = make_image(pixels, sec=index, nanosec=index, frame_id='qdr_smoke')
         start = time.perf_counter()
         try:
-            back = probe.exchange(IMAGE_TOPIC, sent, echoed, timeout_s=30.0, period_s=2.0)  # busy CPUs: slow repairs
+            back = probe.exchange(IMAGE_TOPIC, sent, echoed, timeout_s=12.0, period_s=2.0)  # busy CPUs: slow repairs
         except ProbeError:
             continue
         round_trips_ms.append((echoed.arrivals[stamp_key(sent)] - start) * 1e3)

@@ -141,7 +141,7 @@ class TrainBatches:
         for condition in dict.fromkeys(conditions):
             idx = torch.tensor([i for i, c in enumerate(conditions) if c == condition])
             params = sample_params(condition, self.ranges, len(idx), gen)
-            if "haze" in CONDITION_LABELS[condition] and self.haze_window != (1.0, 1.0):
+            if "haze" in CONDITION_LABELS[condition] and tuple(self.haze_window) != (1.0, 1.0):
                 params.update(self._depth_window(len(idx), gen))
             lq[idx] = degrade(clean[idx], condition, params, gen)
         if self.jpeg_prob > 0:

@@ -186,6 +186,7 @@ def _run_table(graph: Graph, cases: list[Case], input_topic: str, model: Path) -
     """Send every case with a good frame after it; return the final balanced /diagnostics values."""
     compressed = input_topic.endswith('compressed')
     counted: dict[str, int] = {}
+    frames_out = -1
     for index, case in enumerate(cases):
         if case.reason is None:
             _check_restored(graph, case.build(), model)
@@ -196,9 +197,10 @@ def _run_table(graph: Graph, cases: list[Case], input_topic: str, model: Path) -
                     every=lambda: graph.probe.publish(input_topic, msg))
         good = _compressed(_jpeg(np.full((8, 8, 3), index, np.uint8))) if compressed else _good(index)
         _check_restored(graph, good, model)
-        # counted after the good frame came back: every copy of the bad frame went before it, so a late copy
-        # is never taken for the next case's rejection
-        status = _status(graph, input_topic, lambda v: True)
+        # counted by a status made after the good frame came out (frames_out grew): every copy of the bad
+        # frame went before it, so a late copy is never taken for the next case's rejection
+        status = _status(graph, input_topic, lambda v: int(v['frames_out']) > frames_out)
+        frames_out = int(status['frames_out'])
         counted = {k[len('rejected.'):]: int(v) for k, v in status.items() if k.startswith('rejected.')}
 
     def balanced(v: dict[str, str]) -> bool:

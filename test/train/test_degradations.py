@@ -149,7 +149,7 @@ def test_clean_jpeg_crops_come_compressed_with_their_target_the_same_frame(clean
     assert torch.equal(plain_lq[~is_clean], lq[~is_clean]) and torch.equal(plain_gt[~is_clean], gt[~is_clean])
 
 
-def test_a_haze_window_gives_each_crop_part_of_the_frames_depth_range() -> None:
+def test_a_haze_window_gives_each_crop_part_of_the_frames_depth_range(monkeypatch: pytest.MonkeyPatch) -> None:
     """``haze_window``: a hazy crop sees a window of the depth range (scene depth runs over a frame, not a crop)."""
     class Black:  # y = A (1 - t) on black: the depth of each pixel is -ln(1 - y / A) / beta
         def batch(self, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -160,20 +160,23 @@ def test_a_haze_window_gives_each_crop_part_of_the_frames_depth_range() -> None:
     def hazy(window: tuple[float, float], condition: str = "dehaze") -> torch.Tensor:
         return TrainBatches(Black(), condition, ranges, 16, seed=0, haze_window=window)(0, torch.device("cpu"))[0]
 
-    def depth_spans(window: tuple[float, float]) -> torch.Tensor:
-        lq = hazy(window)
-        depth = -torch.log((1 - lq[:, 0]).clamp_min(1e-3)) / 2.0
-        return depth.flatten(1).amax(1) - depth.flatten(1).amin(1)
-    assert float(depth_spans((1.0, 1.0)).max()) > 0.95  # a crop from far (top) to near (bottom), as before
-    assert float(depth_spans((0.3, 0.5)).max()) < 0.52  # at most half the range in any crop
+    def depths(window: tuple[float, float]) -> torch.Tensor:
+        return (-torch.log((1 - hazy(window)[:, 0]).clamp_min(1e-3)) / 2.0).flatten(1)
+    assert float((depths((1.0, 1.0)).amax(1) - depths((1.0, 1.0)).amin(1)).max()) > 0.95  # far to near, as before
+    windowed = depths((0.3, 0.5))
+    assert float((windowed.amax(1) - windowed.amin(1)).max()) < 0.52  # at most half the range in any crop
+    assert float(windowed.amin()) >= -0.02 and float(windowed.amax()) <= 1.02  # placed inside the frame's range
     x, gen = torch.zeros(1, 3, 64, 64), lambda: torch.Generator().manual_seed(5)
     params = {"beta": torch.tensor([2.0]), "airlight": torch.tensor([1.0])}
     plain_depth = -torch.log(1 - dehaze(x, params, gen())) / 2.0
     window = {**params, "depth_span": torch.tensor([0.4]), "depth_offset": torch.tensor([0.3])}
     assert torch.allclose(-torch.log(1 - dehaze(x, window, gen())) / 2.0, 0.4 * plain_depth + 0.3, atol=1e-5)
     assert not torch.equal(hazy((0.3, 0.5), "rain_haze"), hazy((1.0, 1.0), "rain_haze"))  # rain under haze too
-    with pytest.raises(ConfigError, match="haze_window"):
-        load_config("auto", overrides=["data.haze_window=[0.0,1.0]"])
+    monkeypatch.setattr(TrainBatches, "_depth_window", lambda *a: pytest.fail("[1, 1] drew a window"))
+    hazy([1.0, 1.0], "rain_haze")  # the default draws nothing more from the generator: recorded runs reproduce
+    for bad in ("[0.0,1.0]", "[0.5]", "[0.2,0.5,0.9]", "[0.5,0.2]"):
+        with pytest.raises(ConfigError, match="haze_window"):
+            load_config("auto", overrides=[f"data.haze_window={bad}"])
 
 
 def test_jpeg_nuisance_changes_pixels_more_at_low_quality(clean: torch.Tensor) -> None:
