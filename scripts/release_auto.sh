@@ -19,9 +19,9 @@ FASTESTDET=../shared/data/detection/FastestDet/FastestDet.onnx
 # QAT on the FP32 run's large crops: on 64-pixel crops the whole-frame context (pooled over an 8x8
 # bottleneck, zero padding in 44% of it) learns values a full frame never produces.
 # The students train on the FP32 stages' photos, so that CBSD68 stays free to pick the seed on.
-# They also see haze as the teacher did: its run's data.haze_window (each crop a window of its frame's depth).
-HAZE_WINDOW=$($PY -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['data'].get('haze_window', [1.0, 1.0]))" \
-    "$RUN/config.yaml" | tr -d ' ')
+# Haze windowed as in the teacher's run (its data.haze_window; here on the students' 192-pixel crops).
+READ_WINDOW="import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['data'].get('haze_window', [1.0, 1.0]))"
+HAZE_WINDOW=$($PY -c "$READ_WINDOW" "$RUN/config.yaml" | tr -d ' ')
 INT8_OVERRIDES=(train.progress=false data.crop=192 data.batch=4
     "data.train=[clean/CBSD432,clean/Urban100,clean/SunHays80,clean/Set14,clean/LIVE1]" "data.haze_window=$HAZE_WINDOW")
 ABLATION=results/ablation/auto  # ablate --out; its task folder auto/ holds pick/fp32/ and seed<N>/<variant>/
