@@ -152,7 +152,7 @@ def _check_mixture(data: dict[str, Any]) -> None:
         raise ConfigError(f"data.haze_window={window!r} must be two numbers [low, high], e.g. [0.25, 1.0]")
     low, high = window
     if not 0.0 < low <= high <= 1.0:
-        raise ConfigError(f"data.haze_window={data['haze_window']} must be [low, high] with 0 < low <= high <= 1 "
+        raise ConfigError(f"data.haze_window={window} must be [low, high] with 0 < low <= high <= 1 "
                           f"(the share of a frame's depth range one crop covers; [1, 1] for the whole range)")
 
 

@@ -247,6 +247,12 @@ class Graph:
                 each()
             self.executor.spin_once(timeout_sec=0.01)
 
+    def spin_for(self, seconds: float) -> None:
+        """Spin for ``seconds`` of wall time, whatever arrives."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+
     def status(self, done: Callable[[dict[str, str]], bool]) -> dict[str, str] | None:
         """The newest camera status whose values satisfy ``done``, as a dict with name, level, message, hardware_id."""
         for status in reversed(self.statuses):
@@ -336,17 +342,12 @@ def test_timer_and_stamps_follow_sim_time(folder: Path) -> None:
         msg.clock.sec, msg.clock.nanosec = int(sim[0]), int(round(sim[0] % 1 * 1e9)) % 10**9
         clock_pub.publish(msg)
     try:
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:  # no /clock yet: sim time stands still, so does the camera
-            graph.executor.spin_once(timeout_sec=0.05)
+        graph.spin_for(1.0)  # no /clock yet: sim time stands still, so does the camera
         assert not graph.images, 'frames published before /clock started'
         graph.spin_until(lambda: len(graph.images) >= 10, '10 frames under sim time', each=advance)
-        running = 0
-        for phase in ('drain', 'paused'):  # /clock stopped: the messages still queued are taken, then sim time
-            running = graph.node.published  # stands still, and so does the camera
-            deadline = time.monotonic() + 0.75
-            while time.monotonic() < deadline:
-                graph.executor.spin_once(timeout_sec=0.05)
+        graph.spin_for(0.75)  # /clock stopped: the messages still queued are taken first
+        running = graph.node.published
+        graph.spin_for(0.75)  # then sim time stands still, and so does the camera
         paused = graph.node.published - running
     finally:
         graph.close()
