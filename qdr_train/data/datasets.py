@@ -68,14 +68,20 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
 class CropSampler:
     """Random crops with flips and 90-degree rotations from clean photos held in memory."""
 
-    def __init__(self, folders: list[Path], crop: int) -> None:
+    def __init__(self, folders: list[Path], crop: int, upscale_small: bool = False) -> None:
+        """Hold the photos of ``folders``; one under ``crop`` is an error or, with ``upscale_small``, enlarged.
+
+        Enlarging (bicubic, aspect kept) keeps a set with a few small photos in a large-crop run.
+        """
         paths = [p for folder in folders for p in list_images(folder)]
         self.images = [read_rgb(p) for p in paths]
         small = sorted((min(im.shape[:2]), str(p)) for p, im in zip(paths, self.images) if min(im.shape[:2]) < crop)
-        if small:
+        if small and not upscale_small:
             side, path = small[0]
             raise ValueError(f"{len(small)} training images are smaller than crop {crop} (the smallest, {path}, "
-                             f"has a {side}-pixel side): set data.crop <= {side} or leave it out of data.train")
+                             f"has a {side}-pixel side): set data.crop <= {side}, leave it out of data.train "
+                             f"or set data.upscale_small=true")
+        self.images = [_short_side_at_least(im, crop) for im in self.images]
         self.crop = crop
 
     def batch(self, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -90,6 +96,16 @@ class CropSampler:
             patch = np.rot90(patch[:, ::-1] if flip else patch, rot)
             crops.append(np.ascontiguousarray(patch))
         return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(255.0)
+
+
+def _short_side_at_least(img: np.ndarray, side: int) -> np.ndarray:
+    """``img`` unchanged, or enlarged (bicubic, aspect kept) until its short side is ``side``."""
+    h, w = img.shape[:2]
+    if min(h, w) >= side:
+        return img
+    scale = side / min(h, w)
+    size = (max(side, round(w * scale)), max(side, round(h * scale)))  # cv2 takes (width, height)
+    return cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)
 
 
 def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
@@ -188,7 +204,7 @@ def build_train_batches(cfg: dict[str, Any], rank: int = 0) -> TrainBatches:
     """Build the training batches of ``cfg``: its task, or the mixture of conditions when the task is ``auto``."""
     d = cfg["data"]
     root = data_root(d["root"])
-    sampler = CropSampler([root / f for f in d["train"]], d["crop"])
+    sampler = CropSampler([root / f for f in d["train"]], d["crop"], d["upscale_small"])
     auto = cfg["task"] == "auto"
     mixture = {k: v for k, v in d["mixture"].items() if v > 0} if auto else None
     return TrainBatches(sampler, cfg["task"], cfg["degradation"], d["batch"], cfg["seed"], rank, mixture,

@@ -213,3 +213,7 @@ def test_photos_smaller_than_the_crop_stop_with_the_smallest_named(tmp_path: Pat
                                          r"has a 40-pixel side\): set data.crop <= 40"):
         CropSampler([tmp_path], 64)
     assert CropSampler([tmp_path], 40).batch(2, torch.Generator().manual_seed(0)).shape == (2, 3, 40, 40)
+    upscaled = CropSampler([tmp_path], 64, upscale_small=True)
+    sizes = {p.name: im.shape[:2] for p, im in zip(sorted(tmp_path.iterdir()), upscaled.images)}
+    assert sizes == {"big.png": (80, 90), "short.png": (64, 154), "tiny.png": (112, 64)}  # aspect kept
+    assert upscaled.batch(3, torch.Generator().manual_seed(0)).shape == (3, 3, 64, 64)
