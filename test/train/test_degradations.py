@@ -210,10 +210,16 @@ def test_photos_smaller_than_the_crop_stop_with_the_smallest_named(tmp_path: Pat
     for name, (h, w) in {"big.png": (80, 90), "short.png": (50, 120), "tiny.png": (70, 40)}.items():
         cv2.imwrite(str(tmp_path / name), np.zeros((h, w, 3), np.uint8))
     with pytest.raises(ValueError, match=r"2 training images are smaller than crop 64 \(the smallest, .*tiny.png, "
-                                         r"has a 40-pixel side\): set data.crop <= 40"):
+                                         r"has a 40-pixel side\): set data.crop <= 40, .* data.upscale_small=true"):
         CropSampler([tmp_path], 64)
     assert CropSampler([tmp_path], 40).batch(2, torch.Generator().manual_seed(0)).shape == (2, 3, 40, 40)
+
+
+def test_upscale_small_enlarges_only_the_photos_under_the_crop(tmp_path: Path) -> None:
+    for name, (h, w) in {"big.png": (80, 90), "short.png": (50, 120), "tiny.png": (70, 40)}.items():
+        cv2.imwrite(str(tmp_path / name), np.full((h, w, 3), 90, np.uint8))
     upscaled = CropSampler([tmp_path], 64, upscale_small=True)
     sizes = {p.name: im.shape[:2] for p, im in zip(sorted(tmp_path.iterdir()), upscaled.images)}
     assert sizes == {"big.png": (80, 90), "short.png": (64, 154), "tiny.png": (112, 64)}  # aspect kept
+    assert all(int(im.min()) == int(im.max()) == 90 for im in upscaled.images)  # resampled, not padded
     assert upscaled.batch(3, torch.Generator().manual_seed(0)).shape == (3, 3, 64, 64)
