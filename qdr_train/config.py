@@ -146,6 +146,9 @@ def _check_mixture(data: dict[str, Any]) -> None:
     low, high = data["jpeg_quality"]
     if not 1 <= low <= high <= 100:
         raise ConfigError(f"data.jpeg_quality={data['jpeg_quality']} must be [low, high] within 1..100")
+    if data["clean_candidates"] < 1:
+        raise ConfigError(f"data.clean_candidates={data['clean_candidates']} must be >= 1 "
+                          "(1: every clean crop at random)")
     window = data["haze_window"]
     if not (isinstance(window, list) and len(window) == 2
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in window)):

@@ -17,6 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from qdr_train.data.degradations import CONDITION_LABELS, degrade, label_vector, sample_params
 
@@ -85,17 +86,28 @@ class CropSampler:
         self.crop = crop
 
     def batch(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        crops = []
-        for _ in range(n):
-            img = self.images[int(torch.randint(len(self.images), (1,), generator=gen))]
-            h, w = img.shape[:2]
-            y = int(torch.randint(h - self.crop + 1, (1,), generator=gen))
-            x = int(torch.randint(w - self.crop + 1, (1,), generator=gen))
-            patch = img[y:y + self.crop, x:x + self.crop]
-            flip, rot = torch.randint(2, (1,), generator=gen).item(), torch.randint(4, (1,), generator=gen).item()
-            patch = np.rot90(patch[:, ::-1] if flip else patch, rot)
-            crops.append(np.ascontiguousarray(patch))
-        return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(255.0)
+        """``n`` random crops, (n, 3, crop, crop) in [0, 1]."""
+        return torch.from_numpy(np.stack([self._crop(gen) for _ in range(n)])).permute(0, 3, 1, 2).float().div(255.0)
+
+    def most_textured(self, first: torch.Tensor, more: int, gen: torch.Generator) -> torch.Tensor:
+        """Pick the most textured of ``first`` (3, crop, crop) and ``more`` new random crops.
+
+        Texture is the mean absolute difference from a 3x3 box blur: the fine detail (foliage, sand,
+        fabric) that a blind model mistakes for sensor noise when it sees too little of it clean.
+        """
+        candidates = torch.cat([first[None], self.batch(more, gen)])
+        detail = (candidates - F.avg_pool2d(candidates, 3, 1, 1, count_include_pad=False)).abs().mean((1, 2, 3))
+        return candidates[int(detail.argmax())]
+
+    def _crop(self, gen: torch.Generator) -> np.ndarray:
+        """One random crop of a random photo, flipped and rotated at random (HxWx3 uint8)."""
+        img = self.images[int(torch.randint(len(self.images), (1,), generator=gen))]
+        h, w = img.shape[:2]
+        y = int(torch.randint(h - self.crop + 1, (1,), generator=gen))
+        x = int(torch.randint(w - self.crop + 1, (1,), generator=gen))
+        patch = img[y:y + self.crop, x:x + self.crop]
+        flip, rot = torch.randint(2, (1,), generator=gen).item(), torch.randint(4, (1,), generator=gen).item()
+        return np.ascontiguousarray(np.rot90(patch[:, ::-1] if flip else patch, rot))
 
 
 def _short_side_at_least(img: np.ndarray, side: int) -> np.ndarray:
@@ -133,7 +145,8 @@ class TrainBatches:
     JPEG-compressed with probability ``jpeg_prob`` (a nuisance of real camera streams, never a
     label). A clean crop's target is exactly its input: a ``clean_jpeg`` share of clean crops comes
     as a compressed stream delivers it (JPEG at ``jpeg_quality``, input and target the same decoded
-    frame), so JPEG blocks alone never read as a condition to correct.
+    frame), so JPEG blocks alone never read as a condition to correct. With ``clean_candidates`` k > 1
+    each clean crop is the most textured of k random crops (``CropSampler.most_textured``).
     """
 
     sampler: CropSampler
@@ -147,12 +160,16 @@ class TrainBatches:
     jpeg_quality: tuple[float, float] = (50.0, 95.0)
     clean_jpeg: float = 0.0
     haze_window: tuple[float, float] = (1.0, 1.0)
+    clean_candidates: int = 1
 
     def __call__(self, step: int, device: torch.device) -> Batch:
         """(degraded, clean, labels): labels are (N, len(LABELS)) multi-hot over ``LABELS``."""
         gen = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 64 + self.rank)
         clean = self.sampler.batch(self.batch_size, gen)
         conditions = self.conditions(gen)
+        if self.clean_candidates > 1:
+            for i in (i for i, c in enumerate(conditions) if c == "clean"):
+                clean[i] = self.sampler.most_textured(clean[i], self.clean_candidates - 1, gen)
         lq = clean.clone()
         for condition in dict.fromkeys(conditions):
             idx = torch.tensor([i for i, c in enumerate(conditions) if c == condition])
@@ -209,7 +226,7 @@ def build_train_batches(cfg: dict[str, Any], rank: int = 0) -> TrainBatches:
     mixture = {k: v for k, v in d["mixture"].items() if v > 0} if auto else None
     return TrainBatches(sampler, cfg["task"], cfg["degradation"], d["batch"], cfg["seed"], rank, mixture,
                         d["jpeg_prob"] if auto else 0.0, tuple(d["jpeg_quality"]), d["clean_jpeg"] if auto else 0.0,
-                        tuple(float(v) for v in d["haze_window"]))
+                        tuple(float(v) for v in d["haze_window"]), d["clean_candidates"] if auto else 1)
 
 
 def paired_folder(folder: str | Path) -> list[tuple[str, Path, Path]]:

@@ -223,3 +223,24 @@ def test_upscale_small_enlarges_only_the_photos_under_the_crop(tmp_path: Path) -
     assert sizes == {"big.png": (80, 90), "short.png": (64, 154), "tiny.png": (112, 64)}  # aspect kept
     assert all(int(im.min()) == int(im.max()) == 90 for im in upscaled.images)  # resampled, not padded
     assert upscaled.batch(3, torch.Generator().manual_seed(0)).shape == (3, 3, 64, 64)
+
+
+def test_clean_candidates_make_the_clean_crops_the_textured_ones(tmp_path: Path) -> None:
+    """``clean_candidates``: a clean crop is the most detailed of k; degraded crops stay drawn at random."""
+    cv2.imwrite(str(tmp_path / "flat.png"), np.full((80, 80, 3), 120, np.uint8))
+    cv2.imwrite(str(tmp_path / "texture.png"), np.random.default_rng(0).integers(0, 256, (80, 80, 3), np.uint8))
+    sampler = CropSampler([tmp_path], 32)
+    clean_label = LABELS.index("clean")
+
+    def textured(k: int) -> tuple[float, float]:
+        lq, gt, labels = TrainBatches(sampler, "auto", CFG["degradation"], 64, seed=0,
+                                      mixture={"clean": 1.0, "derain": 1.0}, clean_candidates=k)(0, torch.device("cpu"))
+        is_clean = labels[:, clean_label] == 1
+        assert torch.equal(lq[is_clean], gt[is_clean])
+        detailed = gt.flatten(1).std(1) > 0
+        return float(detailed[is_clean].float().mean()), float(detailed[~is_clean].float().mean())
+    assert 0.25 < textured(1)[0] < 0.75  # at random: about half the clean crops are flat
+    clean_share, degraded_share = textured(8)
+    assert clean_share > 0.95 and 0.25 < degraded_share < 0.75
+    with pytest.raises(ConfigError, match="clean_candidates"):
+        load_config("auto", overrides=["data.clean_candidates=0"])
