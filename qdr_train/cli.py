@@ -112,6 +112,18 @@ def _pick(args: argparse.Namespace) -> int:
     return 0 if better else 3
 
 
+def _screen(args: argparse.Namespace) -> int:
+    from qdr_train.release.pick import MAX_DROP_DB
+    from qdr_train.release.screen import format_screen, screen, verdicts
+    report = screen(args.models, args.data, args.also, args.against, args.task, args.limit, args.threads)
+    _show(report, format_screen(report), args.json)
+    if args.against is None:
+        return 0
+    ok, verdict = verdicts(report, MAX_DROP_DB if args.max_drop is None else args.max_drop)
+    print(verdict)
+    return 0 if ok else 3
+
+
 def _check_int8(args: argparse.Namespace) -> int:
     from qdr_train.export.check import check_int8
     report = check_int8(args.path, cpu=args.cpu)
@@ -245,6 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "student's (default: MAX_DROP_DB of qdr_train/release/pick.py, 0.3)")
     pk.add_argument("overrides", nargs="*", help="key=value overrides the ablation ran with (levels, seed)")
     pk.set_defaults(func=_pick)
+
+    sc = sub.add_parser("screen", help="FP32 candidates on the release gate's selection sets, before a release")
+    sc.add_argument("models", nargs="+", help="FP32 model files or runs' model.pt to compare")
+    sc.add_argument("--task", default="auto", help="the task they are scored on (auto: its six conditions)")
+    sc.add_argument("--data", required=True, help="selection set under the data root: not trained on, not reported")
+    sc.add_argument("--also", nargs="+", default=[], metavar="SET",
+                    help="further selection sets (a folder or a quoted glob of folders under the data root)")
+    sc.add_argument("--against", help="the shipped FP32 model: exit 3 unless every other model holds against it "
+                                      "by the release gate's rules on every set")
+    sc.add_argument("--max-drop", type=float,
+                    help="with --against: how many dB one condition may fall (default: pick's, 0.3)")
+    sc.add_argument("--limit", type=int, default=0, help="score the first N images of each set only")
+    sc.add_argument("--threads", type=int, default=0)
+    sc.add_argument("--json", help="also write the report here")
+    sc.set_defaults(func=_screen)
 
     chk = sub.add_parser("check-int8", help="prove an INT8 ONNX follows TensorRT's Q/DQ rules (exit 0 = holds)")
     chk.add_argument("path")

@@ -49,22 +49,31 @@ def _students(folder: Path, variant: str) -> dict[int, dict[str, Any]]:
     return found
 
 
-def _folders(root: Path, selection: str) -> list[str]:
+def selection_folders(root: Path, selection: str) -> list[str]:
     """Return the folders (relative to the data root) a selection set names: one, or a glob pattern's matches."""
     if not any(c in selection for c in "*?["):
         return [selection]
     return sorted(str(Path(p).relative_to(root)) for p in glob.glob(str(root / selection)) if Path(p).is_dir())
 
 
-def _check_untrained(runs: dict[int, Path], root: Path, selections: list[str]) -> None:
-    """Refuse a selection set that any student trained on (a folder of it, or one above or below it)."""
-    for run in runs.values():
+def require_sets(root: Path, names: list[str]) -> None:
+    """Stop with a clear message when a selection set names no folder under the data root."""
+    for name in names:
+        found = selection_folders(root, name)
+        if not found or not (root / found[0]).is_dir():
+            raise FileNotFoundError(f"selection set {root / name} not found; pass a folder (or a glob of folders) "
+                                    "under the data root")
+
+
+def check_untrained(runs: list[Path], root: Path, selections: list[str]) -> None:
+    """Refuse a selection set that any of the run folders trained on (a folder of it, or one above or below it)."""
+    for run in runs:
         trained_on = yaml.safe_load((run / "config.yaml").read_text())["data"]["train"]
         for selection in selections:
-            for folder in _folders(root, selection):
+            for folder in selection_folders(root, selection):
                 if any(folder == t or folder.startswith(f"{t}/") or t.startswith(f"{folder}/") for t in trained_on):
-                    raise ValueError(f"selection set {selection} is in the data.train of {run}; pick on a set the "
-                                     "students never trained on (e.g. ablate with a data.train that leaves it out)")
+                    raise ValueError(f"selection set {selection} is in the data.train of {run}; choose on a set "
+                                     "it never trained on (e.g. train with a data.train that leaves it out)")
 
 
 def pick_student(folder: str | Path, task: str, variant: str, teacher: str | Path, selection: str,
@@ -80,13 +89,9 @@ def pick_student(folder: str | Path, task: str, variant: str, teacher: str | Pat
     students = _students(folder, variant)
     cfg = load_config(task, CONFIG_DIR / "int8.yaml", list(overrides or []) + [f"data.val={selection}"])
     root = data_root(cfg["data"]["root"])
-    for name in [selection, *(also or [])]:
-        found = _folders(root, name)
-        if not found or not (root / found[0]).is_dir():
-            raise FileNotFoundError(f"selection set {root / name} not found; pass a folder (or a glob of folders) "
-                                    "under the data root")
+    require_sets(root, [selection, *(also or [])])
     runs = {seed: folder / f"seed{seed}" / "runs" / variant for seed in students}
-    _check_untrained(runs, root, [selection, *(also or [])])
+    check_untrained(list(runs.values()), root, [selection, *(also or [])])
     reference = reference_scores(task, Path(teacher), folder / "pick",
                                  list(overrides or []) + [f"data.val={selection}"], limit, threads)
     conditions = list(reference)
@@ -149,34 +154,34 @@ def compare_to_shipped(report: dict[str, Any], shipped: dict[str, Any], max_drop
                          + "); rerun qdr-train pick for the shipped model on the same set")
     picked = {**report["seeds"][report["seed"]], "clean": report["clean"]}
     before = {**shipped["seeds"][str(shipped["seed"])], "clean": shipped["clean"]}
-    ok, lines = _holds(picked, before, f"{report['images']} images of {report['selection']}", True, max_drop)
+    ok, lines = holds(picked, before, f"{report['images']} images of {report['selection']}", True, max_drop)
     lines[0] = f"picked seed {report['seed']}: {lines[0]}"
     for name, scores in report.get("also", {}).items():
         old = shipped.get("also", {}).get(name)
         if old is None or old["images"] != scores["images"]:
             raise ValueError(f"the shipped pick report has no scores on {name} ({scores['images']} images); rerun "
                              f"qdr-train pick --also {name!r} --json on the shipped student's ablation to add them")
-        kept, more = _holds(scores, old, f"{scores['images']} images of {name}", False, max_drop)
+        kept, more = holds(scores, old, f"{scores['images']} images of {name}", False, max_drop)
         ok, lines = ok and kept, lines + more
     return ok, "\n".join(lines)
 
 
-def _holds(new: dict[str, Any], old: dict[str, Any], where: str, strict: bool, max_drop: float
-           ) -> tuple[bool, list[str]]:
+def holds(new: dict[str, Any], old: dict[str, Any], where: str, strict: bool, max_drop: float,
+          whose: str = "the shipped student's") -> tuple[bool, list[str]]:
     """Apply the gate on one set: a higher (``strict``) or equal mean, no condition ``max_drop`` dB down, clean kept."""
     gain = new["mean_psnr"] - old["mean_psnr"]
     ok = gain > 0 if strict else gain >= 0
     word = ("better" if ok else "NOT better") if strict else ("not lower" if ok else "LOWER")
-    lines = [f"mean PSNR {new['mean_psnr']:.3f} dB on {where} against the shipped student's "
+    lines = [f"mean PSNR {new['mean_psnr']:.3f} dB on {where} against {whose} "
              f"{old['mean_psnr']:.3f} dB ({gain:+.3f}): {word}"]
     fell = {c: new["psnr"][c] - old["psnr"][c] for c in new["psnr"] if new["psnr"][c] < old["psnr"][c] - max_drop}
-    lines.append(f"  no condition more than {max_drop:.2f} dB below the shipped student's: "
+    lines.append(f"  no condition more than {max_drop:.2f} dB below {whose}: "
                  + ("kept" if not fell else "FELL: " + ", ".join(f"{c} {d:+.2f} dB" for c, d in fell.items())))
     now, before = new["clean"], old["clean"]
     kept = now["exact"] >= before["exact"]
     lost = sorted(set(now["changed"]) - set(before["changed"]))
-    lines.append(f"  clean frames passed bit for bit: {now['exact']} of {now['images']} against the shipped "
-                 f"student's {before['exact']} of {before['images']}: {'kept' if kept else 'FEWER'}"
+    lines.append(f"  clean frames passed bit for bit: {now['exact']} of {now['images']} against {whose} "
+                 f"{before['exact']} of {before['images']}: {'kept' if kept else 'FEWER'}"
                  + (f" (now changed: {', '.join(lost)})" if lost else ""))
     return ok and not fell and kept, lines
 
