@@ -50,7 +50,7 @@ def verdicts(report: dict[str, Any], max_drop: float = MAX_DROP_DB) -> tuple[boo
             where = f"{scores[name]['images']} images of {name}"
             kept, more = holds(scores[name], reference[name], where, name == report["selection"], max_drop,
                                whose="the --against model's")
-            ok, lines = ok and kept, lines + more
+            ok, lines = ok and kept, lines + [f"  {line}" for line in more]
     return ok, "\n".join(lines)
 
 
