@@ -124,6 +124,14 @@ def _screen(args: argparse.Namespace) -> int:
     return 0 if ok else 3
 
 
+def _average(args: argparse.Namespace) -> int:
+    from qdr_train.engine.average import average_runs
+    info = average_runs(args.runs, args.out)
+    print(f"wrote {args.out}/model.pt: the mean of {len(args.runs)} runs' weights ({info['step']} steps among them); "
+          f"screen it with qdr-train screen {args.out}/model.pt --against <the shipped model> --data <selection set>")
+    return 0
+
+
 def _check_int8(args: argparse.Namespace) -> int:
     from qdr_train.export.check import check_int8
     report = check_int8(args.path, cpu=args.cpu)
@@ -272,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--threads", type=int, default=0)
     sc.add_argument("--json", help="also write the report here")
     sc.set_defaults(func=_screen)
+
+    av = sub.add_parser("average", help="average the weights of FP32 runs of one graph into a new run folder")
+    av.add_argument("runs", nargs="+", help="run folders (model.pt + config.yaml), e.g. fine-tunes of one model")
+    av.add_argument("--out", required=True, help="the new run folder, e.g. runs/auto_avg")
+    av.set_defaults(func=_average)
 
     chk = sub.add_parser("check-int8", help="prove an INT8 ONNX follows TensorRT's Q/DQ rules (exit 0 = holds)")
     chk.add_argument("path")
