@@ -44,7 +44,9 @@ def average_runs(runs: list[str | Path], out: str | Path) -> dict[str, Any]:
     """
     if len(runs) < 2:
         raise ValueError("average needs at least two runs")
-    folders = [Path(r) for r in runs]
+    folders, out = [Path(r) for r in runs], Path(out)
+    if out.resolve() in {f.resolve() for f in folders}:
+        raise ValueError(f"--out {out} is one of the runs averaged: write the average to a new folder")
     members = [_member(run) for run in folders]
     (first, cfg), first_run = members[0], folders[0]
     for run, (info, run_cfg) in zip(folders[1:], members[1:]):
@@ -56,7 +58,6 @@ def average_runs(runs: list[str | Path], out: str | Path) -> dict[str, Any]:
                 raise ValueError(f"{run} has another {key} than {first_run}: members must be scored alike")
     states = [info["state_dict"] for info, _ in members]
     mean = {k: torch.stack([s[k].double() for s in states]).mean(0).to(states[0][k].dtype) for k in states[0]}
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     merged = {**cfg, "name": out.name, "init": ""}
     merged["data"] = {**cfg["data"], "train": list(dict.fromkeys(t for _, c in members for t in c["data"]["train"]))}

@@ -64,6 +64,8 @@ def test_runs_that_cannot_be_averaged_are_refused_with_the_reason(
 
     assert "another architecture" in refused(a, wide)
     assert "at least two runs" in refused(a)
+    assert main(["average", str(a), str(wide), "--out", str(a)]) == 2  # the average would overwrite a member
+    assert "one of the runs averaged" in capsys.readouterr().err
     assert "not a run folder" in refused(a, tmp_path / "missing")
     other = tmp_path / "other_levels"
     other.mkdir()
