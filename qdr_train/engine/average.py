@@ -2,8 +2,8 @@
 
 Runs fine-tuned from the same model, each on its own mixture of conditions, trade conditions against
 each other by a few tenths of a dB: auto_h10 (noise-heavy) gained 0.39 dB on denoise and lost 0.41 on
-night. Their weight average keeps most of each gain with half of each loss, and its mean is above
-both ends (docs/training.md), at no training cost. The result is a run folder like ``qdr-train fit``
+night. Their weight average lands between them condition by condition, and its mean was above both
+in FP32 (docs/training.md), at no training cost. The result is a run folder like ``qdr-train fit``
 writes (``model.pt`` + ``config.yaml``), so ``qdr-train screen``, ``scripts/release_auto.sh`` and
 ``qdr-train release`` take it as they take a trained run.
 """
