@@ -17,7 +17,8 @@ import torch
 import yaml
 
 from qdr_train.config import save_config
-from qdr_train.engine.checkpoint import MODEL_FORMAT, atomic_save, safe_load
+from qdr_train.engine.checkpoint import MODEL_FORMAT, safe_load, save_model_file
+from qdr_train.models import build_model
 
 SHARED = ("task", "levels")  # config sections every member must agree on: what the run is scored as
 
@@ -62,8 +63,8 @@ def average_runs(runs: list[str | Path], out: str | Path) -> dict[str, Any]:
     merged = {**cfg, "name": out.name, "init": ""}
     merged["data"] = {**cfg["data"], "train": list(dict.fromkeys(t for _, c in members for t in c["data"]["train"]))}
     save_config(merged, out / "config.yaml")
-    info = {"format": MODEL_FORMAT, "model": first["model"], "state_dict": mean, "quantized": False,
-            "task": cfg["task"], "stage": cfg["stage"], "step": sum(int(i["step"]) for i, _ in members),
-            "averaged": [str(r) for r in folders]}
-    atomic_save(info, out / "model.pt")
-    return info
+    model = build_model(first["model"])
+    model.load_state_dict(mean)
+    save_model_file(model, first["model"], out / "model.pt", task=cfg["task"], stage=cfg["stage"],
+                    step=sum(int(i["step"]) for i, _ in members), averaged=[str(r) for r in folders])
+    return safe_load(out / "model.pt")
