@@ -41,7 +41,8 @@ def average_runs(runs: list[str | Path], out: str | Path) -> dict[str, Any]:
     Every member must have the same architecture, task and evaluation levels. The config is the first
     run's, with ``data.train`` the union of the members' (so no later step selects or reports on a set
     any of them trained on) and no ``init``; the model file records the members and the sum of their
-    steps.
+    steps. A run listed twice weighs twice in the mean (auto_s2w: auto_h4 at half) and counts once in
+    the steps.
     """
     if len(runs) < 2:
         raise ValueError("average needs at least two runs")
@@ -58,6 +59,7 @@ def average_runs(runs: list[str | Path], out: str | Path) -> dict[str, Any]:
             if run_cfg[key] != cfg[key]:
                 raise ValueError(f"{run} has another {key} than {first_run}: members must be scored alike")
     states = [info["state_dict"] for info, _ in members]
+    steps = {f.resolve(): info["step"] for f, (info, _) in zip(folders, members)}
     mean = {k: torch.stack([s[k].double() for s in states]).mean(0).to(states[0][k].dtype) for k in states[0]}
     out.mkdir(parents=True, exist_ok=True)
     merged = {**cfg, "name": out.name, "init": ""}
@@ -66,5 +68,6 @@ def average_runs(runs: list[str | Path], out: str | Path) -> dict[str, Any]:
     model = build_model(first["model"])
     model.load_state_dict(mean)
     save_model_file(model, first["model"], out / "model.pt", task=cfg["task"], stage=cfg["stage"],
-                    step=sum(int(i["step"]) for i, _ in members), averaged=[str(r) for r in folders])
+                    step=sum(int(steps[f]) for f in dict.fromkeys(f.resolve() for f in folders)),
+                    averaged=[str(r) for r in folders])
     return safe_load(out / "model.pt")

@@ -45,6 +45,14 @@ def test_two_runs_average_into_a_run_folder_that_screen_holds_to_their_training_
         restored = model(torch.rand(1, 3, 32, 32))
     assert restored.shape == (1, 3, 32, 32) and torch.isfinite(restored).all()
 
+    weighted = tmp_path / "weighted"  # a run listed twice weighs twice; its steps count once
+    assert main(["average", str(a), str(a), str(b), "--out", str(weighted)]) == 0
+    info = safe_load(weighted / "model.pt")
+    for k, v in info["state_dict"].items():
+        torch.testing.assert_close(v, (2 * sa[k] + sb[k]) / 3)
+    assert info["step"] == 8 and info["averaged"] == [str(a), str(a), str(b)]
+    capsys.readouterr()
+
     cfg = load_config("auto", config_file=out / "config.yaml")  # a config the tools load like a trained run's
     assert cfg["data"]["train"] == ["clean/Set14", "clean/CBSD68"] and cfg["name"] == "avg" and cfg["init"] == ""
     # a member trained on CBSD68, so the average did too: no screen on it
