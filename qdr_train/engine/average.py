@@ -59,7 +59,7 @@ def average_runs(runs: list[str | Path], out: str | Path) -> dict[str, Any]:
             if run_cfg[key] != cfg[key]:
                 raise ValueError(f"{run} has another {key} than {first_run}: members must be scored alike")
     states = [info["state_dict"] for info, _ in members]
-    steps = {f.resolve(): info["step"] for f, (info, _) in zip(folders, members)}
+    steps = {f.resolve(): info["step"] for f, (info, _) in zip(folders, members)}  # a repeated run once
     mean = {k: torch.stack([s[k].double() for s in states]).mean(0).to(states[0][k].dtype) for k in states[0]}
     out.mkdir(parents=True, exist_ok=True)
     merged = {**cfg, "name": out.name, "init": ""}
@@ -68,6 +68,5 @@ def average_runs(runs: list[str | Path], out: str | Path) -> dict[str, Any]:
     model = build_model(first["model"])
     model.load_state_dict(mean)
     save_model_file(model, first["model"], out / "model.pt", task=cfg["task"], stage=cfg["stage"],
-                    step=sum(int(steps[f]) for f in dict.fromkeys(f.resolve() for f in folders)),
-                    averaged=[str(r) for r in folders])
+                    step=sum(int(s) for s in steps.values()), averaged=[str(r) for r in folders])
     return safe_load(out / "model.pt")
