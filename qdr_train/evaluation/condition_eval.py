@@ -20,7 +20,7 @@ from qdr_ros.core.condition import CLEAN, labels_of
 from qdr_train.config import AUTO_EVAL
 from qdr_train.data.datasets import list_images, read_rgb
 from qdr_train.data.degradations import CONDITION_LABELS
-from qdr_train.evaluation.evaluator import degraded_input
+from qdr_train.evaluation.evaluator import degraded_input, shown_data_path
 
 CONDITIONS = AUTO_EVAL + ("clean",)
 
@@ -43,9 +43,9 @@ def evaluate_conditions(cfg: dict[str, Any], model_path: str | Path, clean_dir: 
             frames.append({"condition": condition, "seed": seed, "name": name,
                            "truth": list(CONDITION_LABELS[condition]), "predicted": list(labels_of(probs, labels)),
                            "probabilities": [round(float(p), 4) for p in probs]})
-    return {"model": str(model_path), "data": str(clean_dir), "seeds": seeds, "labels": list(labels),
-            "levels": {c: cfg["levels"][c] for c in CONDITIONS}, "summary": summarize(frames, labels),
-            "frames": frames}
+    return {"model": shown_data_path(model_path), "data": shown_data_path(clean_dir), "seeds": seeds,
+            "labels": list(labels), "levels": {c: cfg["levels"][c] for c in CONDITIONS},
+            "summary": summarize(frames, labels), "frames": frames}
 
 
 def summarize(frames: list[dict[str, Any]], labels: tuple[str, ...]) -> dict[str, Any]:

@@ -119,8 +119,8 @@ def evaluate(cfg: dict[str, Any], model_path: str | Path | Sequence[str | Path],
     level = cfg["levels"][task] if severity is None else {"severity": severity}
     pooled = {"psnr_pooled": pooled_psnr([r["mse"] for r in images]),
               "changed_pixels": float(np.mean([r["changed"] for r in images]))}
-    shown = " -> ".join(_shown(p) for p in paths)
-    return {"task": task, **pooled, "model": shown, "data": _shown(pairs_dir or clean_dir),
+    shown = " -> ".join(shown_data_path(p) for p in paths)
+    return {"task": task, **pooled, "model": shown, "data": shown_data_path(pairs_dir or clean_dir),
             "synthetic": not pairs_dir, "seed": cfg["eval_seed"], "level": None if pairs_dir else level,
             "jpeg_quality": jpeg_quality,
             "mean": mean, "images": images}
@@ -132,7 +132,7 @@ def pooled_psnr(mses: list[float]) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
-def _shown(path: str | Path | None) -> str:
+def shown_data_path(path: str | Path | None) -> str:
     """Show a path relative to the data root or the working folder when it lies inside one."""
     resolved = Path(str(path)).resolve()
     for base in (data_root(), Path.cwd()):
