@@ -60,10 +60,6 @@ class ModelInfo:
     def input_rank(self) -> int | None:
         return None if self.input_shape is None else len(self.input_shape)
 
-    @property
-    def output_rank(self) -> int | None:
-        return None if self.output_shape is None else len(self.output_shape)
-
 
 def file_sha256(path: Path) -> str:
     """Hex SHA-256 of a file, read in chunks (identifies the exact model in logs and diagnostics)."""

@@ -51,10 +51,6 @@ def _randn(like: torch.Tensor, gen: torch.Generator, shape: tuple[int, ...] | No
     return torch.randn(shape or tuple(like.shape), generator=gen).to(like.device, like.dtype)
 
 
-def _rand(like: torch.Tensor, gen: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
-    return torch.rand(shape, generator=gen).to(like.device, like.dtype)
-
-
 def to_8bit(x: torch.Tensor) -> torch.Tensor:
     """Clip to [0, 1] and round to the 8-bit grid, as a camera driver delivers frames."""
     return torch.round(x.clamp(0.0, 1.0) * 255.0) / 255.0
