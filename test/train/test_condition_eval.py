@@ -42,7 +42,9 @@ def test_every_condition_and_seed_is_scored_and_the_report_names_relative_paths(
     assert set(night["truth"]) == {"lowlight", "noise"}
     for f in frames:
         assert len(f["probabilities"]) == 5 and all(0.0 <= p <= 1.0 for p in f["probabilities"])
-    assert 0.0 <= report["summary"]["clean_called_clean"] <= 1.0
+    summary = report["summary"]  # the shipped head names what degrades two real photos, and calls them clean undegraded
+    assert summary["clean_called_clean"] == 1.0
+    assert all(recall >= 0.75 for recall in summary["recall"].values()), summary["recall"]
 
 
 def test_a_model_without_a_condition_output_is_refused(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
