@@ -41,8 +41,7 @@ def average_runs(runs: list[str | Path], out: str | Path) -> dict[str, Any]:
     Every member must have the same architecture, task and evaluation levels. The config is the first
     run's, with ``data.train`` the union of the members' (so no later step selects or reports on a set
     any of them trained on) and no ``init``; the model file records the members and the sum of their
-    steps. A run listed twice weighs twice in the mean (auto_s2w: auto_h4 at half) and counts once in
-    the steps.
+    steps. A run listed twice weighs twice in the mean and counts once in the steps.
     """
     if len(runs) < 2:
         raise ValueError("average needs at least two runs")
