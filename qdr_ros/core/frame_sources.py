@@ -2,6 +2,8 @@
 
 Every source yields ``Frame`` records with HxWx3 uint8 RGB pixels and a stable name (file name,
 ``frame000042``, or ``<topic>@<bag timestamp>``); frames of a rosbag2 also carry their recorded stamp.
+An item that cannot be read (a corrupt file in a folder, a broken bag message) is yielded as
+``Unreadable`` and the iteration goes on: an exception raised inside a generator would end it there.
 ``Degrader`` applies the TRAINING degradations of ``qdr_train.data.degradations`` to a frame, seeded per
 frame name, so a replayed folder is degraded exactly as the evaluation inputs are. It is a development
 feature: qdr_train and torch are imported only when a Degrader is made, and the runtime install has
@@ -45,6 +47,17 @@ class Frame:
     name: str
     rgb: np.ndarray
     stamp_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A source item that could not be read, yielded in its place so that the frames after it still come."""
+
+    name: str
+    reason: str
+
+
+READ_ERRORS = (ValueError, OSError, cv2.error)  # what a corrupt file or message raises (SourceError included)
 
 
 def to_rgb8(view: np.ndarray, encoding: str) -> np.ndarray:
@@ -103,7 +116,7 @@ def sample_photos() -> list[Frame]:
 class FrameSource:
     """Base: iterate over frames once; ``describe()`` says what is being read."""
 
-    def __iter__(self) -> Iterator[Frame]:
+    def __iter__(self) -> Iterator[Frame | Unreadable]:
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -134,9 +147,13 @@ class FolderSource(FrameSource):
         if not self.files:
             raise SourceError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in folder {self.folder}')
 
-    def __iter__(self) -> Iterator[Frame]:
+    def __iter__(self) -> Iterator[Frame | Unreadable]:
         for path in self.files:
-            yield Frame(path.relative_to(self.folder).as_posix(), read_image(path))
+            name = path.relative_to(self.folder).as_posix()
+            try:
+                yield Frame(name, read_image(path))
+            except READ_ERRORS as exc:
+                yield Unreadable(name, f'{type(exc).__name__}: {exc}')
 
     def describe(self) -> str:
         return f'image folder {self.folder} ({len(self.files)} images)'
@@ -200,19 +217,28 @@ class BagSource(FrameSource):
         except Exception as exc:  # rosbags raises its own untyped reader errors
             raise SourceError(f'cannot read rosbag2 {self.path}: {exc}') from exc
 
-    def __iter__(self) -> Iterator[Frame]:
+    def __iter__(self) -> Iterator[Frame | Unreadable]:
         with self._open() as reader:
             connections = [c for c in reader.connections if c.topic == self.topic]
             for connection, timestamp, raw in reader.messages(connections=connections):
-                msg = reader.deserialize(raw, connection.msgtype)
-                if connection.msgtype.endswith('CompressedImage'):
-                    bgr, _ = decode_compressed(msg.data, msg.format)
-                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                else:
-                    view = image_view(msg.data, msg.height, msg.width, msg.encoding, msg.step, msg.is_bigendian)
-                    rgb = to_rgb8(view, msg.encoding)
-                stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-                yield Frame(f'{self.topic.strip("/").replace("/", "_")}@{timestamp}', rgb, stamp or timestamp)
+                name = f'{self.topic.strip("/").replace("/", "_")}@{timestamp}'
+                try:
+                    rgb, stamp = self._decode(reader.deserialize(raw, connection.msgtype), connection.msgtype)
+                except Exception as exc:  # rosbags' deserializer raises its own untyped errors
+                    yield Unreadable(name, f'{type(exc).__name__}: {exc}')
+                    continue
+                yield Frame(name, rgb, stamp or timestamp)
+
+    @staticmethod
+    def _decode(msg: Any, msgtype: str) -> tuple[np.ndarray, int]:
+        """One message's RGB pixels and header stamp (ns)."""
+        if msgtype.endswith('CompressedImage'):
+            bgr, _ = decode_compressed(msg.data, msg.format)
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        else:
+            view = image_view(msg.data, msg.height, msg.width, msg.encoding, msg.step, msg.is_bigendian)
+            rgb = to_rgb8(view, msg.encoding)
+        return rgb, msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
     def describe(self) -> str:
         return f'rosbag2 {self.path} topic {self.topic} ({self.msgtype}, {self.message_count} messages)'

@@ -34,7 +34,8 @@ from std_msgs.msg import Header
 from qdr_ros.nodes.base_node import QdrNode, StartupError, image_msg, qos, run_node
 from qdr_ros.core.calibration import Calibration, CalibrationError, load_calibration, pinhole_guess
 from qdr_ros.nodes.diagnostics import CAMERA, OK, Report
-from qdr_ros.core.frame_sources import BagSource, Degrader, Frame, FrameSource, SourceError, open_source, resize
+from qdr_ros.core.frame_sources import (BagSource, Degrader, Frame, FrameSource, SourceError, Unreadable, open_source,
+                                        resize)
 from qdr_ros.nodes.params import CAMERA_PARAMS
 from qdr_ros.core.schedule import Schedule, tagged
 
@@ -120,8 +121,8 @@ class CameraSource(QdrNode):
             self._calibrations[(width, height)] = calibration
         return calibration
 
-    def _next_frame(self) -> Frame | None:
-        """Return the next frame (restarting the source when looping), or None at the end."""
+    def _next_frame(self) -> Frame | Unreadable | None:
+        """Return the next frame or unreadable item (restarting the source when looping), or None at the end."""
         frame = next(self._frames, None)
         if frame is None and self._values['loop']:
             self._pass += 1
@@ -130,8 +131,8 @@ class CameraSource(QdrNode):
             if frame is not None and self._values['stamp'] == 'recorded':
                 self.get_logger().warning('loop: recorded stamps start again from the beginning (time goes back '
                                           'for subscribers)')
-        if frame is None:
-            return None
+        if frame is None or isinstance(frame, Unreadable):
+            return frame
         # Later passes get their own noise (a real camera never repeats it); the first pass matches evaluation.
         return frame if self._pass == 0 else replace(frame, name=f'{frame.name}@pass{self._pass}')
 
@@ -159,15 +160,33 @@ class CameraSource(QdrNode):
         start = time.perf_counter()
         try:
             frame = self._next_frame()
-        except (SourceError, ValueError, OSError) as exc:  # a corrupt file in a folder, a broken bag message
-            self._stats.backend_error(f'{type(exc).__name__}: {exc}')
-            self.get_logger().error(f'cannot read the next frame of {self._source.describe()}: {exc}',
-                                    throttle_duration_sec=5.0)
+        except (SourceError, ValueError, OSError) as exc:  # a source that breaks as a whole (a bag that vanished)
+            self._skip(f'{type(exc).__name__}: {exc}', f'cannot read the next frame of {self._source.describe()}')
             return
         if frame is None:
             self._finish(f'end of {self._source.describe()} (loop false)')
             return
+        if isinstance(frame, Unreadable):  # a corrupt file in a folder, a broken bag message: the next tick goes on
+            self._stats.rejected('unreadable')
+            self.get_logger().error(f'skipped {frame.name} of {self._source.describe()}: {frame.reason}',
+                                    throttle_duration_sec=5.0)
+            return
         self._stats.frame_in()
+        try:
+            self._publish(frame)
+        except Exception as exc:  # a frame the resize or degradation cannot take must not stop the stream
+            self._skip(f'{type(exc).__name__}: {exc}', f'dropped frame {frame.name}')
+            return
+        self._stats.frame_out(inference_ms=(time.perf_counter() - start) * 1e3)
+
+    def _skip(self, reason: str, what: str) -> None:
+        """Count a failure to read or publish a frame as an error and say why, at most every 5 s."""
+        self._stats.backend_error(reason)
+        self.get_logger().error(f'{what}: {reason}', throttle_duration_sec=5.0)
+
+    def _publish(self, frame: Frame) -> None:
+        """Resize, degrade and publish one frame with its camera_info (and the clean frame when degrading)."""
+        values = self._values
         clean = resize(frame.rgb, values['width'], values['height'])
         header = Header(frame_id=values['frame_id'], stamp=self.get_clock().now().to_msg())
         if values['stamp'] == 'recorded':
@@ -183,7 +202,6 @@ class CameraSource(QdrNode):
             self._pub.publish(to_image(header, clean, values['encoding']))
         self._info_pub.publish(camera_info(header, self._calibration_for(clean.shape[1], clean.shape[0])))
         self.published += 1
-        self._stats.frame_out(inference_ms=(time.perf_counter() - start) * 1e3)
         if self._listener is not None:
             self._listener(header, name)
 

@@ -204,6 +204,31 @@ def test_node_stops_at_the_end_without_loop(folder: Path) -> None:
     assert node.published == 3
 
 
+def test_a_corrupt_file_is_skipped_and_counted_and_the_replay_goes_on(folder: Path) -> None:
+    (folder / 'f1.png').write_bytes(b'not a png')  # sorted between two readable frames
+    items = list(FolderSource(folder))
+    assert [type(i).__name__ for i in items] == ['Frame', 'Unreadable', 'Frame']
+    assert items[1].name == 'f1.png' and 'cannot decode' in items[1].reason
+    context = Context()
+    rclpy.init(context=context)
+    node = CameraSource(context=context, namespace=NS, parameter_overrides=[
+        Parameter('source', value=str(folder)), Parameter('rate', value=50.0), Parameter('loop', value=False)])
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    deadline = time.monotonic() + 20
+    try:
+        while not node.finished.is_set():
+            assert time.monotonic() < deadline, 'camera_source did not reach the end of the folder'
+            executor.spin_once(timeout_sec=0.02)
+        stats = node._stats.snapshot()
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    assert node.published == 2  # f0 and f2: the file after the corrupt one still came
+    assert stats.rejected == {'unreadable': 1}
+
+
 CALIBRATION = {  # camera_calibration's output format, for the 32x24 frames of FRAMES
     'image_width': 32, 'image_height': 24, 'camera_name': 'test_cam',
     'camera_matrix': {'rows': 3, 'cols': 3, 'data': [40.0, 0, 16.0, 0, 42.0, 12.0, 0, 0, 1]},
