@@ -76,10 +76,10 @@ def _check_file(path: Path) -> None:
         raise ModelError(f"model file {path} has suffix {suffix or '(none)'!r}; expected .onnx (exported by "
                          "qdr_train's ONNX export) or a TensorRT .engine/.plan; export the checkpoint first")
     if not path.exists():
-        raise ModelError(f"model file {path} does not exist (resolved as {path.absolute()}); check the "
-                         "model_path parameter or copy the exported model there")
+        raise ModelError(f"model file {path} does not exist (resolved as {path.absolute()}); check the model "
+                         "path (the node's model parameter, the command's --model) or copy the exported model there")
     if not path.is_file():
-        raise ModelError(f"model path {path} is not a regular file; point model_path at the .onnx/.engine file")
+        raise ModelError(f"model path {path} is not a regular file; point the model path at the .onnx/.engine file")
     if not os.access(path, os.R_OK):
         raise ModelError(f"model file {path} is not readable by this user; fix its permissions (chmod a+r)")
     if path.stat().st_size == 0:
@@ -151,6 +151,10 @@ def _condition_labels(path: Path, metadata: dict[str, str],
         return ()
     fix = (f'; re-export it with metadata {CONDITION_LABELS_KEY} = a JSON list of label strings, one per '
            f'{CONDITION_NAME} entry, e.g. ["clean", "noise", "rain", "lowlight", "haze"]')
+    if path.suffix.lower() in ENGINE_SUFFIXES:  # an engine keeps its ONNX metadata in a sidecar file
+        fix = (f"; an engine's labels come from {path.name}.json beside it, which qdr-train build-engine and the "
+               "node's engine cache write: copy that file along with the engine, or set the model to the .onnx file "
+               "and let the node build the engine")
     if raw is None:
         raise ModelError(f"model {path} has a {CONDITION_NAME!r} output but no {CONDITION_LABELS_KEY} metadata{fix}")
     try:
@@ -176,8 +180,8 @@ def _read_onnx_with_onnx(path: Path) -> tuple[list[Any], list[Any], dict[str, st
     except (DecodeError, ValueError, RuntimeError) as exc:
         raise ModelError(f"model file {path} is not a valid ONNX file ({exc}); it is corrupt or not ONNX, "
                          "export or copy it again") from exc
-    try:
-        onnx.checker.check_model(model)
+    try:  # by path: external weight files resolve beside the model, not in the working directory
+        onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"model file {path} fails the ONNX checker ({first}); it is corrupt or hand-edited, "
@@ -226,8 +230,8 @@ def describe_engine(info: ModelInfo, metadata: dict[str, str],
                     outputs: list[tuple[str, str, tuple[Any, ...]]]) -> ModelInfo:
     """Complete an engine file's ``ModelInfo`` with its outputs (read from TensorRT) and the ONNX metadata it came from.
 
-    ``metadata`` is what ``tensorrt_build`` saved beside the engine (empty for an engine built elsewhere:
-    then stride 8 and no condition labels).
+    ``metadata`` is what ``tensorrt_build`` saved beside the engine. Without it (an engine built elsewhere)
+    the stride is 8, and an engine with a ``condition`` output is refused: its labels are unknown.
     """
     _check_outputs(info.path, outputs)
     stride, task, config = _metadata_fields(info.path, metadata)

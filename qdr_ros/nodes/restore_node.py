@@ -87,11 +87,17 @@ class Outgoing:
     inference_ms: float | None = None
     publish_gate: bool = False
     message: Image | None = None  # bypass: the frame to publish unchanged
+    labels: tuple[str, ...] = ()  # the condition labels of the backend that restored it (a swap may follow)
 
 
-def stamp_seconds(header: Header) -> float:
-    """Return a header's stamp in seconds (the clock the condition is smoothed over)."""
-    return header.stamp.sec + header.stamp.nanosec * 1e-9
+def stamp_seconds(header: Header, now: Callable[[], float]) -> float:
+    """Return a header's stamp in seconds (the clock the condition is smoothed over); ``now()`` if it is unset.
+
+    An unstamped frame (stamp 0, some drivers) would give every frame the same time, and the
+    smoothing, whose weight grows with the time between frames, would never move again.
+    """
+    stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+    return stamp if stamp > 0 else now()
 
 
 def to_classification(header: Header, condition: Condition, msgs: Any = None) -> Any:
@@ -382,7 +388,8 @@ class RestoreNode(QdrNode):
                 out = Outgoing(msg.header, encoding, message=image_msg(msg.header, view, encoding))
             else:
                 restoration, inference_ms = self._restore(backend, view, encoding, values['max_pixels'], buffer)
-                out = Outgoing(msg.header, encoding, restoration, inference_ms, values['publish_gate'])
+                out = Outgoing(msg.header, encoding, restoration, inference_ms, values['publish_gate'],
+                               labels=tuple(backend.info.condition_labels or ()))
         except BaseException:
             self._output.release(buffer)
             raise
@@ -397,15 +404,21 @@ class RestoreNode(QdrNode):
                 self._publish(out.message, None)
                 return
             self._publish(buffer.message(out.header, out.restoration.image, out.encoding), out.inference_ms)
-            self._report_condition(out.header, out.restoration, out.publish_gate)
+            self._report_condition(out)
         except Exception as exc:  # the output thread must survive a failing publish or listener
             self._failed(exc)
 
-    def _report_condition(self, header: Header, restoration: Restoration, publish_gate: bool) -> None:
-        """Steady and publish what the model says about the frame (nothing for a model without a condition)."""
+    def _report_condition(self, out: Outgoing) -> None:
+        """Steady and publish what the model says about the frame (nothing for a model without a condition).
+
+        A frame restored by the model a swap just replaced is not folded into the new model's tracker.
+        """
+        header, restoration, publish_gate = out.header, out.restoration, out.publish_gate
         tracker, condition = self._tracker, None
-        if tracker is not None and restoration.condition is not None:
-            condition = tracker.update(restoration.condition, stamp_seconds(header), restoration.gate)
+        if tracker is not None and restoration.condition is not None and tracker.labels == out.labels:
+            now = self.get_clock().now
+            condition = tracker.update(restoration.condition, stamp_seconds(header, lambda: now().nanoseconds * 1e-9),
+                                       restoration.gate)
             self._condition = (condition, header)
             if self._condition_pub is not None:
                 self._condition_pub.publish(to_classification(header, condition))

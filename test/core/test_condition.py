@@ -61,3 +61,17 @@ def test_stamp_going_back_restarts_and_bad_input_is_refused() -> None:
         tracker.update(np.zeros(3), 6.0)
     with pytest.raises(ValueError, match='hysteresis'):
         ConditionTracker(LABELS, hysteresis=0.5)
+
+
+def test_unstamped_frames_are_smoothed_over_the_node_clock() -> None:
+    """A driver that leaves stamps at 0: the node's clock stands in, so the condition still follows the frames."""
+    from std_msgs.msg import Header
+    from qdr_ros.nodes.restore_node import stamp_seconds
+
+    clock = iter(np.arange(0.0, 10.0, 1 / 30))
+    tracker = ConditionTracker(LABELS)
+    states = [tracker.update(p, stamp_seconds(Header(), lambda: next(clock))) for p in [CLEAN] * 30 + [FOG] * 60]
+    assert states[29].present == ('clean',) and states[-1].present == ('haze',)
+    stamped = Header()
+    stamped.stamp.sec, stamped.stamp.nanosec = 12, 500_000_000
+    assert stamp_seconds(stamped, lambda: 99.0) == 12.5  # a real stamp wins over the clock

@@ -16,6 +16,7 @@ import torch
 from onnx import TensorProto, helper
 
 from support.auto_model import AUTO_LABELS, auto_model_reference
+from support.untrained import with_live_correction
 from qdr_ros.inference import BackendUnavailable, create_backend
 from qdr_ros.inference.base import Backend
 from qdr_ros.inference.onnxruntime import OnnxRuntimeBackend, cpu_variant_of, physical_cores
@@ -52,7 +53,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.onnx.export(TinyNet().eval(), (torch.rand(1, 3, 16, 16),), str(tiny), dynamo=False, opset_version=17,
                       input_names=["image"], output_names=["restored"],
                       dynamic_axes={"image": dynamic, "restored": dynamic})
-    efm = EFM(widths=(8, 8, 8), num_blocks=1)
+    efm = with_live_correction(EFM(widths=(8, 8, 8), num_blocks=1))
     fp32 = export_onnx(efm, root / "efm_fp32.onnx", metadata={"task": "denoise", "stride": 8, "config": {"w": 8}})
     qat = calibrate(prepare_qat(efm), [torch.rand(1, 3, 32, 32) for _ in range(2)], progress=False)
     int8 = export_onnx(qat, root / "efm_int8.onnx", metadata={"task": "denoise", "precision": "int8"})
@@ -312,6 +313,21 @@ def test_model_info_rejects_external_data_outside_the_model_folder(tmp_path: Pat
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     with pytest.raises(ModelError, match="points outside the directory"):
         validate_model_file(path, "onnx")
+
+
+def test_model_info_reads_external_weights_beside_the_model_from_any_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weight = onnx.numpy_helper.from_array(np.full([1], 0.5, np.float32), "w")  # raw data: can go external
+    add = helper.make_node("Add", ["image", "w"], ["restored"])
+    graph = helper.make_graph([add], "g", [helper.make_tensor_value_info("image", F, NCHW)],
+                              [helper.make_tensor_value_info("restored", F, NCHW)], initializer=[weight])
+    folder = tmp_path / "model"
+    folder.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "m.onnx"),
+              save_as_external_data=True, location="m.data", size_threshold=0)
+    assert (folder / "m.data").is_file()
+    monkeypatch.chdir(tmp_path)  # not the model's folder
+    assert validate_model_file(folder / "m.onnx", "onnx").output_name == "restored"
 
 
 def test_model_info_reads_metadata_written_as_json(tmp_path: Path) -> None:
