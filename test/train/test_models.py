@@ -19,6 +19,7 @@ from qdr_train.export.onnx import export_onnx
 from qdr_train.models import EFM, build_model
 from qdr_train.models.profile import count_macs, count_params
 from qdr_train.quant import calibrate, prepare_qat
+from support.untrained import with_live_correction
 
 TINY = {"type": "EFM", "widths": [8, 8, 16], "num_blocks": 1}
 
@@ -111,7 +112,7 @@ def test_registry_rejects_unknown_names_and_keys() -> None:
 @pytest.mark.parametrize("blocks", [0, 1])
 def test_onnx_fp32_and_int8_match_torch(tmp_path: Path, blocks: int) -> None:
     torch.manual_seed(0)
-    model = build_model({**TINY, "fine_blocks": blocks, "deep_blocks": blocks}).eval()
+    model = with_live_correction(build_model({**TINY, "fine_blocks": blocks, "deep_blocks": blocks})).eval()
     x = torch.rand(1, 3, 40, 56)
     fp32 = export_onnx(model, tmp_path / "fp32.onnx")
     run = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run

@@ -31,6 +31,7 @@ from qdr_train.losses.weighting import (AlignedMagnitudeReweighting, BoundedMagn
 from qdr_train.models import build_model
 from qdr_train.release.release import release
 from qdr_train.quant import QMAX, QMIN, ActFakeQuant, QuantConv2d, QuantConvTranspose2d, calibrate, prepare_qat
+from support.untrained import with_live_correction
 
 TINY = {"type": "EFM", "widths": [8, 8, 16], "num_blocks": 1}
 SHIPPED_TEACHER = Path(__file__).resolve().parents[2] / "models" / "denoise" / "efm_fp32.pt"
@@ -78,7 +79,8 @@ def test_weight_scales_are_per_output_channel(cls: type, axis: int) -> None:
 @pytest.fixture(scope="module")
 def int8_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("int8")
-    model = calibrate(prepare_qat(build_model(TINY)), [torch.rand(1, 3, 32, 32)], progress=False)
+    model = calibrate(prepare_qat(with_live_correction(build_model(TINY))), [torch.rand(1, 3, 32, 32)],
+                      progress=False)
     return export_onnx(model, folder / "efm_int8.onnx")
 
 
