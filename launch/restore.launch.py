@@ -28,11 +28,12 @@ BOOLEAN = ['true', 'false']
 KEEP = ['']  # '' = keep the parameter file's value
 
 # Restore-node parameters settable from the command line; '' = keep the params_file value.
-PARAMETER_ARGUMENTS = ('model', 'backend', 'threads', 'device_id', 'engine_cache_dir', 'bypass', 'input_compressed',
-                       'max_pixels', 'large_frames', 'process_without_subscribers', 'publish_gate')
+PARAMETER_ARGUMENTS = ('model', 'backend', 'threads', 'device_id', 'engine_cache_dir', 'dla_core',
+                       'force_engine_rebuild', 'bypass', 'input_compressed', 'max_pixels', 'large_frames',
+                       'process_without_subscribers', 'publish_gate')
 STRING_PARAMETERS = {'model', 'backend', 'engine_cache_dir', 'large_frames'}
 # detect_node parameters: launch argument -> parameter name.
-DETECTOR_ARGUMENTS = {'detector_model': 'model'}
+DETECTOR_ARGUMENTS = {'detector_model': 'model', 'detector_conf': 'conf', 'detector_iou': 'iou'}
 
 
 def _overrides(context, names, strings) -> dict:
@@ -100,6 +101,9 @@ def generate_launch_description():
                               description='ONNX Runtime CPU threads, 0 = physical cores' + keep),
         DeclareLaunchArgument('device_id', default_value='', description='CUDA device' + keep),
         DeclareLaunchArgument('engine_cache_dir', default_value='', description='TensorRT engine cache folder' + keep),
+        DeclareLaunchArgument('dla_core', default_value='', description='TensorRT DLA core, -1 = GPU only' + keep),
+        DeclareLaunchArgument('force_engine_rebuild', default_value='', choices=KEEP + BOOLEAN,
+                              description='true: rebuild the TensorRT engine even if a cached one fits' + keep),
         DeclareLaunchArgument('bypass', default_value='', choices=KEEP + BOOLEAN,
                               description='true: pass frames through unchanged' + keep),
         DeclareLaunchArgument('input_compressed', default_value='', choices=KEEP + BOOLEAN,
@@ -129,6 +133,11 @@ def generate_launch_description():
         DeclareLaunchArgument('detector_model', default_value='',
                               description='detector file: ultralytics .pt/.onnx or FastestDet .onnx'
                                           ' (empty: keep the detector_params_file value)'),
+        DeclareLaunchArgument('detector_conf', default_value='',
+                              description='minimum detection score (empty: keep the detector_params_file value)'),
+        DeclareLaunchArgument('detector_iou', default_value='',
+                              description='NMS IoU threshold; FastestDet wants 0.45 (empty: keep the '
+                                          'detector_params_file value)'),
         DeclareLaunchArgument('use_rviz', default_value='false', choices=BOOLEAN,
                               description='also start rviz2 with config/qdr.rviz (default namespace and camera; '
                                           'turns publish_gate on unless it is set)'),

@@ -89,7 +89,10 @@ class FastestDet(DetectorBase):
             raise DetectorError(f'cannot load detector model {model}: {exc}') from exc
         spec = self._session.get_inputs()[0]
         self._input = spec.name
-        self.input_height, self.input_width = int(spec.shape[2]), int(spec.shape[3])
+        if len(spec.shape) != 4 or not all(isinstance(d, int) for d in spec.shape[2:]):
+            raise DetectorError(f'detector model {model} has input shape {spec.shape}; FastestDet needs a fixed '
+                                '(1, 3, H, W) input, as its released ONNX file has: export it with a fixed size')
+        self.input_height, self.input_width = spec.shape[2], spec.shape[3]
         self.model_path, self.device = model, 'cpu'
         self.names = read_names(model, int(self._session.get_outputs()[0].shape[1]) - 5)
         self.conf, self.iou, self.max_det = conf, iou, max_det

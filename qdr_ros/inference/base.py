@@ -38,8 +38,8 @@ class Backend(ABC):
     ``condition`` and ``gate`` outputs.
 
     ``min_hw`` / ``max_hw`` bound the (stride-padded) input sizes the engine accepts: smaller inputs
-    are padded up by reflection and the outputs cropped back; larger ones are refused (the node
-    shrinks them first, see ``fit_scale``).
+    are padded up by reflection and the outputs cropped back; larger ones are refused (restore_node
+    shrinks them first with ``downscale_to_fit``; ``fit_scale`` gives the scale).
 
     ``reason`` records why this backend, device and file were chosen; it is never empty, so a
     fallback (for example TensorRT missing -> ONNX Runtime on CPU) is always visible in logs.
@@ -144,6 +144,13 @@ class Backend(ABC):
             self.infer(x)
             elapsed = time.perf_counter() - start
         return elapsed
+
+    def close(self) -> None:
+        """Release native resources (GPU memory, streams) now rather than at garbage collection.
+
+        Call it only once nothing runs on the backend any more; it is unusable afterwards. Backends
+        holding only host memory have nothing to release early.
+        """
 
     def describe(self) -> dict[str, Any]:
         """Flat facts for logs and diagnostics."""

@@ -10,8 +10,8 @@ saturated rate is higher without it, at less CPU (docs/benchmarks.md#design-meas
 
 The uint8-I/O twin session (``uint8_io``) needs the ``onnx`` package to build its graph. ``onnx``
 has no rosdep key and is not in requirements/runtime.txt, so without it the backend converts
-frames in numpy (``Backend._infer_uint8``, slower) and says so in ``reason``;
-a frame that needs stride padding takes that numpy path in either case.
+frames in numpy (``Backend._infer_uint8``, slower) and says so in ``reason``. A frame that
+needs stride padding is padded in numpy (``Backend.restore_frame``) and then takes the same path.
 """
 
 from __future__ import annotations

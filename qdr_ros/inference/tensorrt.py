@@ -2,7 +2,7 @@
 
 Sizes: the engine accepts the frame sizes of its optimization profile. Inputs below the profile's
 minimum are padded up by reflection and the outputs cropped back (``Backend.min_hw``); frames
-above its maximum are shrunk by the caller (``Backend.fit_scale``; restore_node does it), and an
+above its maximum are shrunk by the caller (restore_node: ``downscale_to_fit`` to ``max_hw``), and an
 ``.onnx`` model gets the profile of the node's size policy (``ShapeProfile.for_frames``). So a
 frame the node accepts never fails for its size.
 
@@ -188,13 +188,15 @@ class TensorRTBackend(Backend):
     def close(self) -> None:
         """Free GPU buffers and the stream (also done at garbage collection)."""
         cudart = getattr(self, "_cudart", None)
-        if cudart is None:
+        buffers, stream = getattr(self, "_buffers", {}), getattr(self, "_stream", None)
+        if cudart is None or (not buffers and stream is None):  # closed, or __init__ failed before allocating
             return
-        for ptr, _ in getattr(self, "_buffers", {}).values():
+        cudart.cudaSetDevice(self.device_id)  # the buffers live on this backend's GPU, not the current one
+        for ptr, _ in buffers.values():
             cudart.cudaFree(ptr)
         self._buffers = {}
-        if getattr(self, "_stream", None) is not None:
-            cudart.cudaStreamDestroy(self._stream)
+        if stream is not None:
+            cudart.cudaStreamDestroy(stream)
             self._stream = None
 
     def __del__(self) -> None:

@@ -69,7 +69,7 @@ class ShapeProfile:
 
         The maximum is a square whose side holds a 16:9 frame of ``max_pixels`` either way round
         (1920x1920 for 1920x1080), so portrait and 4:3 frames (1600x1200) fit too; frames of other
-        shapes are shrunk to fit (``Backend.fit_scale``), smaller ones padded up to ``MIN_SIDE``.
+        shapes are shrunk to fit (``downscale_to_fit`` to ``Backend.max_hw``), smaller ones padded up to ``MIN_SIDE``.
         """
         side = _round_up(math.sqrt(max_pixels * ASPECT), stride)
         low = min(_round_up(MIN_SIDE, stride), side)

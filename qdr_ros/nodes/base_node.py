@@ -106,11 +106,12 @@ class FrameWorker(Generic[T]):
         """Hand over the newest item; True when it replaced one the worker had not taken (a drop)."""
         return self._mailbox.put(job)
 
-    def close(self) -> None:
-        """Stop taking frames and wait (bounded) for the one in progress."""
+    def close(self) -> bool:
+        """Stop taking frames and wait (bounded) for the one in progress; True when the thread has stopped."""
         self._mailbox.close()
         if self._thread.is_alive():
             self._thread.join(timeout=5.0)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while (job := self._mailbox.take()) is not None:
@@ -151,11 +152,12 @@ class OutputStage(Generic[R, T]):
         """Queue ``item`` (whose data lives in ``resource``) for ``handle``; returns at once."""
         self._pending.put((resource, item))
 
-    def close(self) -> None:
-        """Hand on what is queued, then stop (bounded wait); call after the producer has stopped."""
+    def close(self) -> bool:
+        """Hand on what is queued, then stop (bounded wait; True when stopped); call after the producer has."""
         self._pending.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout=5.0)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while (entry := self._pending.get()) is not None:

@@ -69,9 +69,14 @@ class DetectNode(QdrNode):
             self._detector = create_detector(values['model'], conf=values['conf'], iou=values['iou'],
                                              classes=values['classes'], imgsz=values['imgsz'],
                                              device=values['device'], max_det=values['max_det'])
-            self._detector.warmup()
         except DetectorError as exc:
             raise StartupError(str(exc)) from exc
+        try:
+            self._detector.warmup()
+        except Exception as exc:  # ONNX Runtime and torch raise their own errors on a model that cannot run
+            raise StartupError(f"detector {values['model'] or 'default'} loaded but failed its first inference "
+                               f'({type(exc).__name__}: {exc}); check that the file is a detector this node '
+                               'supports (ultralytics .pt/.onnx or FastestDet .onnx)') from exc
         self._frame_id = ''  # header.frame_id of the newest frame: the camera, for diagnostics
         self._last_report = self._stats.snapshot()
         self._last_count = 0

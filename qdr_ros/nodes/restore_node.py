@@ -18,13 +18,14 @@ publishes none of these.
 Threading: the executor only runs cheap callbacks. The image callback checks the header and puts
 the frame into a one-slot mailbox (a newer frame overwrites an unprocessed one and counts as
 dropped); one worker thread takes frames from it and runs inference, so no queue can grow and a
-slow model never blocks parameters, services or diagnostics. Inference happens on the worker
-only, so at most one runs at a time. The worker restores into one of two outgoing message buffers
-and hands the result to an output thread (``base_node.OutputStage``), which publishes the frame,
-its camera_info and the condition in the order the frames were restored, none dropped: the
-worker starts on the next frame while the previous one is published, so a camera faster than the
-node gets frames at the rate of inference alone. With both buffers still being published the
-worker waits, so results never pile up.
+slow model never blocks parameters, services or diagnostics. Frames are restored on the worker
+only, one at a time (a model swap warms the new model up on the loader thread meanwhile). The
+worker restores into one of two outgoing message buffers and hands the result to an output
+thread (``base_node.OutputStage``), which publishes the frame, its camera_info and the condition
+in the order the frames were restored, none dropped: the worker starts on the next frame while
+the previous one is published, so a camera faster than the node gets frames at the rate of
+inference alone. With both buffers still being published the worker waits, so results never
+pile up.
 
 Model swaps: a runtime change of ``model`` or a backend option is checked cheaply in the parameter
 callback (the file must be a usable model), which then returns; a second thread (the loader,
@@ -152,6 +153,7 @@ class RestoreNode(QdrNode):
         self._output: OutputStage[ImageBuffer, Outgoing] = OutputStage((ImageBuffer(), ImageBuffer()), self._send,
                                                                        'restore_output')
         self._loader: FrameWorker[tuple[int, dict[str, Any]]] = FrameWorker(self._load, 'model_loader')
+        self._closing = threading.Event()  # set by destroy_node: a load that ends later is dropped
         self._load_requests = 0  # numbers the loader's requests; only the newest failure reverts parameters
         self._load_status = 'ready'
         self._failed_request = 0  # the number of a failed request whose parameters are still to be set back
@@ -218,10 +220,17 @@ class RestoreNode(QdrNode):
             self.get_logger().warning(f'backend auto fell back to {b.name}: {b.fallback}')
 
     def destroy_node(self) -> None:
-        """Stop the loader, the worker and then the output thread before the publishers go away."""
+        """Stop the loader, the worker and then the output thread before the publishers go away.
+
+        The serving backend's GPU memory is released once no thread can still use it; a load still
+        building an engine when the node goes is dropped when it ends (``_load``).
+        """
+        self._closing.set()
         self._loader.close()
-        self._frames.close()
-        self._output.close()
+        worker_stopped = self._frames.close()
+        backend = getattr(self, '_backend', None)  # None: the node failed to start (the context destroys it too)
+        if self._output.close() and worker_stopped and backend is not None:
+            backend.close()
         super().destroy_node()
 
     # --- executor callbacks (cheap, never block on inference) ---
@@ -287,7 +296,10 @@ class RestoreNode(QdrNode):
     def _apply_update(self, updates: dict[str, Any]) -> None:
         """Load a new model/backend on the loader thread (swapped in when ready); retune the condition tracker."""
         values = self._values
-        if any(k in updates for k in params.BACKEND_KEYS) and not getattr(self._reverting, 'active', False):
+        # A TensorRT engine's optimisation profile is sized from max_pixels: a new limit needs a new engine.
+        profile_changed = 'max_pixels' in updates and self._backend.name == 'tensorrt'
+        if (profile_changed or any(k in updates for k in params.BACKEND_KEYS)) \
+                and not getattr(self._reverting, 'active', False):
             self._load_requests += 1
             self._load_status = f"loading {values['model']} with backend {values['backend']}"
             self._loader.put((self._load_requests, values))
@@ -305,12 +317,15 @@ class RestoreNode(QdrNode):
         try:
             backend = load_backend(values)
         except StartupError as exc:
-            if not self.context.ok():
+            if self._closing.is_set() or not self.context.ok():
                 return
             serving = self._backend
             self._load_status = f'failed: {exc}'
             self.get_logger().error(f'model change failed, still serving {serving.model_path}: {exc}')
             self._failed_request = number  # the executor sets the parameters back (see _revert_backend_parameters)
+            return
+        if self._closing.is_set():  # the node went while this model loaded: nobody will serve it
+            backend.close()
             return
         self._use_condition_head(backend)
         self._backend = backend

@@ -108,6 +108,15 @@ def test_bad_models_and_settings_say_what_to_fix(tmp_path: Path) -> None:
         create_detector(str(MODEL), device='cuda')
     with pytest.raises(DetectorError, match=r'classes \[80\] are not in the model'):
         create_detector(str(MODEL), classes=[80])
+    import onnx
+
+    dynamic = onnx.load(str(MODEL))
+    for dim, name in zip(dynamic.graph.input[0].type.tensor_type.shape.dim[2:], ('h', 'w')):
+        dim.dim_param = name  # an export without a fixed size
+    onnx.save(dynamic, str(lonely))
+    (tmp_path / 'coco.names').write_text((MODEL.parent / 'coco.names').read_text())
+    with pytest.raises(DetectorError, match='needs a fixed'):
+        create_detector(str(lonely))
 
 
 @pytest.mark.ros

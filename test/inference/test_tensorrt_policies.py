@@ -173,3 +173,39 @@ def test_dla_core_is_requested_from_tensorrt(monkeypatch: pytest.MonkeyPatch, tm
 def test_a_gpu_that_is_not_there_is_refused(fake: FakeTensorRT) -> None:
     with pytest.raises(BackendUnavailable, match="needs CUDA GPU 5, but 2 GPU"):
         TensorRTBackend(SHIPPED, device_id=5)
+
+
+@pytest.mark.ros
+def test_a_new_max_pixels_rebuilds_the_engine_profile(fake: FakeTensorRT, tmp_path: Path) -> None:
+    """restore_node's runtime max_pixels change reaches the engine, and destroy_node frees the GPU memory."""
+    import time
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from qdr_ros.nodes.restore_node import RestoreNode
+
+    context = Context()
+    rclpy.init(context=context)
+    node = RestoreNode(context=context, namespace="/trt_profile", parameter_overrides=[
+        Parameter("model", value=str(SHIPPED)), Parameter("backend", value="tensorrt"),
+        Parameter("engine_cache_dir", value=str(tmp_path)), Parameter("max_pixels", value=640 * 480)])
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        first = node._backend
+        assert first.max_hw == ShapeProfile.for_frames(640 * 480, (480, 640), 8).max_hw
+        assert node.set_parameters([Parameter("max_pixels", value=1920 * 1080)])[0].successful
+        deadline = time.monotonic() + 60
+        while node._backend is first:
+            assert time.monotonic() < deadline, "the engine was not rebuilt for the new max_pixels"
+            executor.spin_once(timeout_sec=0.05)
+        assert node._backend.max_hw == (1920, 1920)
+        first = None  # the replaced engine's buffers go with its last reference
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    assert fake._memory == {}, "destroy_node left GPU buffers allocated"

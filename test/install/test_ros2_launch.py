@@ -20,6 +20,8 @@ import pytest
 import rclpy
 from rclpy.context import Context
 from rclpy.node import Node
+from rcl_interfaces.msg import ParameterValue
+from rcl_interfaces.srv import GetParameters
 from std_msgs.msg import Header
 import yaml
 
@@ -122,13 +124,27 @@ def _node_topics(node: Node, name: str, namespace: str) -> set[str]:
     return {topic for topic, _ in topics}
 
 
+def _parameters(probe: Probe, node: str, names: list[str]) -> list[ParameterValue]:
+    """Read parameters of a running node through its parameter service."""
+    client = probe.node.create_client(GetParameters, f'{node}/get_parameters')
+    try:
+        assert probe.spin_until(client.service_is_ready, 30), f'no parameter service on {node}'
+        future = client.call_async(GetParameters.Request(names=names))
+        assert probe.spin_until(future.done, 30), f'{node} did not answer get_parameters'
+        return list(future.result().values)
+    finally:
+        probe.node.destroy_client(client)
+
+
 def test_launch_with_detector_feeds_the_rviz_topics(workspace: Path, rviz_topics: dict[str, str],
                                                     fastestdet: Path, probe: Probe) -> None:
     assert set(rviz_topics) == {'Raw', 'Restored', 'Gate', 'Detections'}
-    launch = _launch(workspace, 'use_detector:=true', f'detector_model:={fastestdet}', 'publish_gate:=true')
+    launch = _launch(workspace, 'use_detector:=true', f'detector_model:={fastestdet}', 'publish_gate:=true',
+                     'detector_iou:=0.45', 'dla_core:=-1', 'force_engine_rebuild:=false')
     try:
         _restore_and_detect(probe, launch, rviz_topics['Raw'], rviz_topics['Restored'], rviz_topics['Detections'],
                             rviz_topics['Gate'])
+        assert _parameters(probe, '/camera/detect_node', ['iou'])[0].double_value == 0.45  # the file says 0.7
     finally:
         assert launch.stop() == 0, launch.log_tail(60)
 
