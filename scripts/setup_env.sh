@@ -52,15 +52,16 @@ install_launch_stack() {
 
 check_python() {
     command -v "$PYTHON" >/dev/null 2>&1 ||
-        die "'$PYTHON' not found: Python 3.10-3.12 is required." \
+        die "'$PYTHON' not found: Python 3.11-3.12 is required." \
             "Fix: sudo apt-get install python3 python3-venv (or set QDR_PYTHON=/path/to/python3.X)"
     local version
     version="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" ||
         die "'$PYTHON' does not run (broken interpreter)." \
             "Fix: reinstall it, or set QDR_PYTHON=/path/to/a/working/python3.X"
     case "$version" in
-        3.10 | 3.11 | 3.12) ;;
-        *) die "'$PYTHON' is Python $version; Python 3.10-3.12 is required (the ROS 2 and torch wheels)." \
+        3.11 | 3.12) ;;
+        *) die "'$PYTHON' is Python $version; Python 3.11-3.12 is required (the pinned ROS 2, torch and onnxruntime" \
+               "wheels; a robot runs the nodes on 3.10-3.12 from requirements/runtime.txt, see docs/robot.md)." \
                "Fix: install one of those and set QDR_PYTHON=/path/to/python3.X" ;;
     esac
     "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 ||

@@ -1,8 +1,10 @@
 """qdr-run: run the qdr nodes in one process, for machines without ``ros2 launch`` (PyPI wheels, CI, laptops).
 
-    qdr-run [restore] --model models/auto/efm_int8.onnx --input-topic /camera/image_raw
+    qdr-run [restore] --model models/auto/efm_int8.onnx [--use-detector --detector-model FastestDet.onnx]
 
-Same arguments and the same YAML as ``launch/restore.launch.py``; the nodes share one
+The defaults of ``launch/restore.launch.py``: the nodes in ``/camera`` (``--namespace``), topics relative
+to it (``image_raw``, ``camera_info`` in; ``image_restored``, ``condition``, ``gate`` out), the installed
+``config/restore.yaml`` and ``config/detect.yaml``; so ``config/qdr.rviz`` shows it. The nodes share one
 ``SingleThreadedExecutor`` (and so one process): their callbacks are cheap (inference runs on each
 node's own worker thread), and once ``spin`` has returned none is still running, so the nodes can be
 destroyed at Ctrl-C. With a pool, ``Executor.shutdown`` on Jazzy and Kilted does not wait for running
@@ -21,6 +23,7 @@ import sys
 from typing import Callable, Sequence
 
 import rclpy
+from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -34,11 +37,11 @@ from qdr_ros.nodes.restore_node import RestoreNode
 PROG = 'qdr-run'
 
 
-def default_params_file() -> Path:
-    """Return the installed config/restore.yaml, else the repository's."""
+def default_params_file(name: str = 'restore.yaml') -> Path:
+    """Return the installed config/<name>, else the repository's."""
     share = params.share_dir()
-    installed = share / 'config' / 'restore.yaml' if share is not None else None
-    return installed if installed is not None and installed.is_file() else params.REPO_ROOT / 'config' / 'restore.yaml'
+    installed = share / 'config' / name if share is not None else None
+    return installed if installed is not None and installed.is_file() else params.REPO_ROOT / 'config' / name
 
 
 def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,12 +52,16 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--bypass', action='store_true', default=None, help='pass frames through unchanged')
     parser.add_argument('--params-file', type=Path, default=default_params_file(),
                         help='node-named parameter YAML (default: %(default)s)')
-    parser.add_argument('--input-topic', default='/camera/image_raw', help='camera image topic')
-    parser.add_argument('--camera-info-topic', default='/camera/camera_info', help="the input's camera_info topic")
-    parser.add_argument('--output-topic', default='/camera/image_restored',
+    parser.add_argument('--input-topic', default='image_raw', help='camera image topic (relative: in the namespace)')
+    parser.add_argument('--camera-info-topic', default='camera_info', help="the input's camera_info topic")
+    parser.add_argument('--output-topic', default='image_restored',
                         help='restored image topic (camera_info on <output-topic>/camera_info)')
-    parser.add_argument('--namespace', default='', help='namespace for the nodes')
+    parser.add_argument('--namespace', default='camera', help='namespace of the nodes and their relative topics')
     parser.add_argument('--use-detector', action='store_true', help='also run detect_node on the restored image')
+    parser.add_argument('--detector-params-file', type=Path, default=default_params_file('detect.yaml'),
+                        help='node-named parameter YAML for detect_node (default: %(default)s)')
+    parser.add_argument('--detector-model', help="detector file (ultralytics .pt/.onnx or FastestDet .onnx); "
+                        "default: the detector params file's")
 
 
 def _restore_cli_args(args: argparse.Namespace) -> list[str]:
@@ -72,7 +79,7 @@ def _restore_cli_args(args: argparse.Namespace) -> list[str]:
     return cli
 
 
-def _detect_node(args: argparse.Namespace) -> Node | None:
+def _detect_node(args: argparse.Namespace, context: Context | None = None) -> Node | None:
     """Build the detection node on the restored topic; None (with a note) while qdr_ros.nodes.detect_node is missing."""
     try:
         module = importlib.import_module('qdr_ros.nodes.detect_node')
@@ -80,15 +87,21 @@ def _detect_node(args: argparse.Namespace) -> Node | None:
     except (ImportError, AttributeError) as exc:
         print(f'{PROG}: --use-detector ignored, the detection node is not available ({exc})', file=sys.stderr)
         return None
-    return node_class(namespace=args.namespace, cli_args=['--ros-args', '--params-file', str(args.params_file),
-                                                          '-r', f'image:={args.output_topic}'])
+    overrides = [] if args.detector_model is None else [Parameter('model', value=args.detector_model)]
+    return node_class(namespace=args.namespace, parameter_overrides=overrides, context=context,
+                      cli_args=['--ros-args', '--params-file', str(args.detector_params_file),
+                                '-r', f'image:={args.output_topic}'])
 
 
 def run_restore(args: argparse.Namespace) -> int:
     """Run restore_node (and detect_node when asked) until Ctrl-C or shutdown."""
-    if not args.params_file.is_file():
-        print(f'{PROG}: parameter file {args.params_file} does not exist; pass --params-file', file=sys.stderr)
-        return 1
+    files = {'--params-file': args.params_file}
+    if args.use_detector:
+        files['--detector-params-file'] = args.detector_params_file
+    for option, path in files.items():
+        if not path.is_file():
+            print(f'{PROG}: parameter file {path} does not exist; pass {option}', file=sys.stderr)
+            return 1
     overrides = [Parameter(name, value=value) for name, value in
                  (('model', args.model), ('backend', args.backend), ('threads', args.threads),
                   ('bypass', args.bypass)) if value is not None]

@@ -151,3 +151,29 @@ def test_detect_node_runs_it_over_dds() -> None:
         node.destroy_node()
         probe.destroy_node()
         rclpy.shutdown(context=context)
+
+
+@pytest.mark.ros
+def test_qdr_run_gives_the_detector_its_own_params_file(tmp_path: Path) -> None:
+    """qdr-run's detect_node reads config/detect.yaml's layout (not restore.yaml), in the launch file's namespace."""
+    import yaml
+
+    from qdr_ros.nodes import params
+    from qdr_ros.tools import run
+
+    values = {**params.DETECT_PARAMS.defaults, 'iou': 0.45}
+    values.pop('classes')  # ROS YAML has no empty arrays
+    detect_yaml = tmp_path / 'detect.yaml'
+    detect_yaml.write_text(yaml.safe_dump({params.DETECT_PARAMS.yaml_key: {'ros__parameters': values}}))
+    args = run.parse_args(['--use-detector', '--detector-params-file', str(detect_yaml),
+                           '--detector-model', str(MODEL)])
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = run._detect_node(args, context)
+        assert node is not None
+        assert (node.get_namespace(), node.get_parameter('iou').value) == ('/camera', 0.45)
+        assert node.get_parameter('model').value == str(MODEL)
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -37,13 +36,13 @@ def _assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) ->
 
 def test_missing_python(repo_root: Path, tmp_path: Path) -> None:
     result = _setup(repo_root, tmp_path, QDR_PYTHON=str(tmp_path / 'nowhere' / 'python3'))
-    _assert_clean_error(result, 'not found', 'Python 3.10-3.12', 'apt-get install python3')
+    _assert_clean_error(result, 'not found', 'Python 3.11-3.12', 'apt-get install python3')
 
 
 def test_wrong_python_version_on_path(repo_root: Path, tmp_path: Path) -> None:
     fake = _fake_python(tmp_path, 'echo 3.9')
     result = _setup(repo_root, tmp_path, PATH=f'{fake.parent}{os.pathsep}{os.environ["PATH"]}')
-    _assert_clean_error(result, 'Python 3.9', 'Python 3.10-3.12 is required', 'QDR_PYTHON')
+    _assert_clean_error(result, 'Python 3.9', 'Python 3.11-3.12 is required', 'QDR_PYTHON')
 
 
 def test_broken_python(repo_root: Path, tmp_path: Path) -> None:
@@ -75,11 +74,9 @@ def test_offline_index(repo_root: Path, tmp_path: Path) -> None:
     _assert_clean_error(result, 'package index', 'offline')
 
 
-def test_second_run_is_fast(repo_root: Path) -> None:
-    """After make setup (make test runs it first) the stamp makes setup a no-op."""
-    start = time.monotonic()
+def test_second_run_is_a_no_op(repo_root: Path) -> None:
+    """After make setup (make test runs it first) the stamp makes setup a no-op (no pip run, nothing installed)."""
     result = subprocess.run(['bash', str(repo_root / 'scripts' / 'setup_env.sh')], capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'is up to date' in result.stdout, result.stdout
-    assert time.monotonic() - start < 15

@@ -302,9 +302,8 @@ def test_qdr_run_restores_compressed_frames_end_to_end(tmp_path: Path, context: 
     params_file = tmp_path / 'restore.yaml'
     params_file.write_text(yaml.safe_dump({params.RESTORE_PARAMS.yaml_key: {'ros__parameters': values}}))
     with NodeProcess.start('qdr_ros.tools.run', '--model', str(models['int8']), '--threads', '1',
-                           '--params-file', str(params_file), '--namespace', 'qdr_run', '--input-topic',
-                           '/qdr_run/image', '--camera-info-topic', '/qdr_run/camera_info', '--output-topic',
-                           '/qdr_run/restored') as process:
+                           '--params-file', str(params_file), '--namespace', 'qdr_run', '--output-topic',
+                           '/qdr_run/restored') as process:  # input topics: the defaults, relative to the namespace
         with Probe('qdr_run_probe', context=context, watch=[process]) as probe:
             restored = probe.inbox('/qdr_run/restored')
             pixels = np.random.default_rng(8).integers(0, 256, (40, 56, 3), dtype=np.uint8)
@@ -312,7 +311,7 @@ def test_qdr_run_restores_compressed_frames_end_to_end(tmp_path: Path, context: 
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns(), 10**9)
             msg.header.frame_id = 'qdr_run_cam'
             probe.wait_for_graph(publishers=['/qdr_run/restored'], timeout_s=60)  # process start, then discovery
-            out = probe.exchange('/qdr_run/image/compressed', msg, restored)
+            out = probe.exchange('/qdr_run/image_raw/compressed', msg, restored)
             assert process.alive, process.log()
             decoded, encoding = decode_compressed(msg.data, msg.format)
             expected = make_image(decoded, encoding)
@@ -320,8 +319,8 @@ def test_qdr_run_restores_compressed_frames_end_to_end(tmp_path: Path, context: 
             assert bytes(out.data) == offline(models['int8'], expected)
 
             garbage = CompressedImage(format='jpeg', data=b'\xff\xd8 not really a jpeg')
-            seen = status(probe, lambda v: 'rejected.decode_failed' in v, '/qdr_run/image/compressed',
-                          every=lambda: probe.publish('/qdr_run/image/compressed', garbage))
+            seen = status(probe, lambda v: 'rejected.decode_failed' in v, '/qdr_run/image_raw/compressed',
+                          every=lambda: probe.publish('/qdr_run/image_raw/compressed', garbage))
             assert int(seen['rejected.decode_failed']) >= 1
             assert probe.set_parameter('/qdr_run/restore_node', 'bypass', True).successful
         code = process.stop()
