@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qdr_train.config import ConfigError, load_config
+from qdr_train.config import AUTO, AUTO_EVAL, CONDITIONS, ConfigError, load_config
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -24,6 +24,9 @@ def _fit(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from qdr_train.data.datasets import data_root
     from qdr_train.evaluation.evaluator import evaluate, format_table
+    if args.task == AUTO:
+        raise ConfigError(f"eval scores one condition at a time: --task {'|'.join(CONDITIONS)} "
+                          f"(auto is scored on {', '.join(AUTO_EVAL)} and clean)")
     cfg = load_config(args.task, args.config, args.overrides)
     clean = args.clean or (None if args.pairs else data_root(cfg["data"]["root"]) / cfg["data"]["val"])
     report = evaluate(cfg, args.model, clean_dir=clean, pairs_dir=args.pairs, severity=args.severity,
@@ -143,11 +146,7 @@ def _build_engine(args: argparse.Namespace) -> int:
     from qdr_ros.inference.base import BackendUnavailable
     from qdr_ros.inference.tensorrt_build import EngineBuildError, ShapeProfile, build_or_load_engine
 
-    def hw(text: str) -> tuple[int, int]:
-        h, w = text.lower().split("x")
-        return int(h), int(w)
-
-    profile = ShapeProfile(hw(args.min), hw(args.opt), hw(args.max))
+    profile = ShapeProfile(args.min, args.opt, args.max)
     try:
         engine = build_or_load_engine(args.onnx, args.cache_dir, profile, args.device, fp16=not args.no_fp16,
                                       dla_core=args.dla_core, force_rebuild=args.force)
@@ -160,6 +159,28 @@ def _build_engine(args: argparse.Namespace) -> int:
         return 3
     print(f"engine: {engine}")
     return 0
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    """Parse ``HxW`` (e.g. 480x640) into two positive ints; argparse reports anything else with the option name."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HxW, e.g. 480x640") from None
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: height and width must be positive")
+    return h, w
+
+
+def _count(text: str) -> int:
+    """Parse a non-negative image count (0 = all)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give N >= 0 (0 = every image)")
+    return value
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -193,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--clean", help="clean images, degraded deterministically (default: data.val, Kodak24)")
     src.add_argument("--pairs", help="folder with input/ and target/ (real degraded pairs)")
     ev.add_argument("--severity", type=float, help="0..1 in the training range instead of the documented level")
-    ev.add_argument("--limit", type=int, default=0, help="first N images only")
+    ev.add_argument("--limit", type=_count, default=0, help="first N images only")
     ev.add_argument("--jpeg", type=int, metavar="QUALITY",
                     help="take each clean photo JPEG-compressed at QUALITY as the reference (a compressed camera)")
     ev.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
@@ -206,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--model", required=True, help="ONNX file with a condition output (e.g. models/auto/efm_int8.onnx)")
     co.add_argument("--clean", help="clean images (default: data.val, Kodak24)")
     co.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    co.add_argument("--limit", type=int, default=0)
+    co.add_argument("--limit", type=_count, default=0)
     co.add_argument("--threads", type=int, default=0)
     co.add_argument("--json", help="write every frame's labels and the summary here")
     with_config(co)
@@ -242,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed, table shows mean and std")
     ab.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (each gets cores/jobs threads)")
     ab.add_argument("--report-only", action="store_true", help="table the results already there; train nothing")
-    ab.add_argument("--limit", type=int, default=0, help="evaluate on the first N images only")
+    ab.add_argument("--limit", type=_count, default=0, help="evaluate on the first N images only")
     ab.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads per run (0: cores/jobs)")
     ab.add_argument("overrides", nargs="*", help="key=value config overrides for every variant")
     ab.set_defaults(func=_ablate)
@@ -256,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--also", nargs="+", default=[], metavar="SET",
                     help="further selection sets (a folder or a quoted glob of folders under the data root) the "
                          "picked student is scored on; with --against it may not fall below the shipped one there")
-    pk.add_argument("--limit", type=int, default=0, help="score the first N images of each set only")
+    pk.add_argument("--limit", type=_count, default=0, help="score the first N images of each set only")
     pk.add_argument("--threads", type=int, default=0)
     pk.add_argument("--json", help="also write the report here")
     pk.add_argument("--against", help="the shipped student's pick report: exit 3 unless the pick beats it")
@@ -276,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "by the release gate's rules on every set")
     sc.add_argument("--max-drop", type=float,
                     help="with --against: how many dB one condition may fall (default: pick's, 0.3)")
-    sc.add_argument("--limit", type=int, default=0, help="score the first N images of each set only")
+    sc.add_argument("--limit", type=_count, default=0, help="score the first N images of each set only")
     sc.add_argument("--threads", type=int, default=0)
     sc.add_argument("--json", help="also write the report here")
     sc.set_defaults(func=_screen)
@@ -294,9 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     eng = sub.add_parser("build-engine", help="build (or find in the cache) the TensorRT INT8 engine of a Q/DQ ONNX")
     eng.add_argument("onnx")
     eng.add_argument("--cache-dir", help="engine cache (default $QDR_ENGINE_CACHE or ~/.cache/qdr/engines)")
-    eng.add_argument("--min", default="64x64", help="smallest frame HxW of the profile")
-    eng.add_argument("--opt", default="480x640", help="frame HxW TensorRT tunes for")
-    eng.add_argument("--max", default="1080x1920", help="largest frame HxW of the profile")
+    eng.add_argument("--min", type=_frame_size, default="64x64", help="smallest frame HxW of the profile")
+    eng.add_argument("--opt", type=_frame_size, default="480x640", help="frame HxW TensorRT tunes for")
+    eng.add_argument("--max", type=_frame_size, default="1080x1920", help="largest frame HxW of the profile")
     eng.add_argument("--device", type=int, default=0, help="CUDA device id the engine is built on (and for)")
     eng.add_argument("--dla-core", type=int, default=-1, help="build for this DLA core (Jetson); -1 = GPU")
     eng.add_argument("--force", action="store_true", help="rebuild even when the cache holds the engine")

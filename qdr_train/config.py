@@ -20,6 +20,8 @@ AUTO = "auto"                                          # one blind model for eve
 CONDITIONS = TASKS + ("night", "rain_haze", "clean")   # what evaluation (and the auto mixture) can synthesise
 AUTO_EVAL = TASKS + ("night", "rain_haze")            # the six degraded conditions auto is scored on
 LMR_FORMS = ("magnitude", "bounded", "gradient", "aligned")
+# Keys a section may gain that default.yaml leaves out, because their absence is the default (off).
+OPTIONAL_KEYS = {"degradation.lowlight": ("quiet", "quiet_exposure")}
 
 
 def eval_tasks(task: str) -> tuple[str, ...]:
@@ -59,21 +61,21 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
     return value
 
 
-def merge(base: dict[str, Any], override: dict[str, Any], prefix: str = "", strict: bool = True) -> dict[str, Any]:
-    """Deep-merge ``override`` into a copy of ``base``; keys not in ``base`` are errors when strict."""
+def merge(base: dict[str, Any], override: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base``; keys not in ``base`` (or ``OPTIONAL_KEYS``) are errors."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         full = f"{prefix}{key}"
         if key not in out:
-            if strict:
-                known = ", ".join(sorted(out)) or "none"
+            optional = OPTIONAL_KEYS.get(prefix[:-1], ())
+            if key not in optional:
+                known = ", ".join(sorted((*out, *optional))) or "none"
                 raise ConfigError(f"unknown config key '{full}' (known here: {known})")
             out[key] = copy.deepcopy(value)
         elif isinstance(out[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{full}: expected a mapping, got {value!r}")
-            open_section = full in ("degradation", "levels") or full.startswith(("degradation.", "levels."))
-            out[key] = merge(out[key], value, f"{full}.", strict=strict and not open_section)
+            out[key] = merge(out[key], value, f"{full}.")
         else:
             out[key] = _check_type(full, value, out[key])
     return out
@@ -129,6 +131,10 @@ def load_config(task: str | None = None, config_file: str | Path | None = None,
         raise ConfigError(f"distill.lmr={cfg['distill']['lmr']!r} must be one of {', '.join(LMR_FORMS)}")
     if cfg["optim"]["slow_lr_ratio"] < 0:
         raise ConfigError(f"optim.slow_lr_ratio={cfg['optim']['slow_lr_ratio']} must be >= 0 (0 freezes optim.slow)")
+    widths = cfg["model"]["widths"]
+    if len(widths) != 3 or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
+        raise ConfigError(f"model.widths={widths!r} must be three positive integers: the channels at 1/2, 1/4 "
+                          "and 1/8 resolution, e.g. [16, 48, 96]")
     if cfg["train"]["workers"] < 0:
         raise ConfigError(f"train.workers={cfg['train']['workers']} must be >= 0 (0 makes the batches in the loop)")
     if not 0.0 <= cfg["train"]["ema"] < 1.0:

@@ -13,7 +13,7 @@ No ROS here: the restore node feeds it and publishes what it returns.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,7 +30,6 @@ class Condition:
     probabilities: dict[str, float]  # smoothed, one per label of the model
     present: tuple[str, ...]  # labels on after hysteresis; ('clean',) when no degradation is
     gate_open: float | None  # smoothed share of the frame where the gate is open (None: model has no gate)
-    raw: dict[str, float] = field(default_factory=dict)  # this frame's probabilities
 
 
 class ConditionTracker:
@@ -73,7 +72,7 @@ class ConditionTracker:
                 self._on[label] = False
         degraded = tuple(label for label in self.labels if label != CLEAN and self._on[label])
         return Condition(stamp, dict(zip(self.labels, map(float, self._smoothed))), degraded or (CLEAN,),
-                         self._gate, dict(zip(self.labels, map(float, probs))))
+                         self._gate)
 
     def _weight(self, stamp: float) -> float:
         """Weight of the new frame: 1 - exp(-dt / tau); the first frame, or tau 0, takes it whole."""

@@ -208,11 +208,6 @@ def to_model_input(view: np.ndarray, encoding: str, out: np.ndarray | None = Non
     return out, (height, width)
 
 
-def pad_to_stride(image: np.ndarray, stride: int = DEFAULT_STRIDE) -> np.ndarray:
-    """``image`` (HxWxC) itself when H and W are multiples of ``stride``, else a copy padded like ``to_model_input``."""
-    return pad_to(image, *padded_size(image.shape[0], image.shape[1], stride))
-
-
 def pad_to(array: np.ndarray, height: int, width: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
     """``array`` itself when its ``axes`` already have ``height`` x ``width``, else a copy padded by reflection.
 
@@ -289,11 +284,6 @@ def from_model_output(y: np.ndarray, height: int, width: int, encoding: str,
         channels[spec.alpha_index] = (np.full((height, width), spec.max_value, spec.dtype) if alpha is None
                                       else np.ascontiguousarray(alpha, dtype=spec.dtype))
     return cv2.merge(channels).reshape(height, width, spec.channels)
-
-
-def rgb_uint8_to_tensor(image: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 RGB -> (1, 3, H, W) float32 in [0, 1] (no padding), the node's own scaling."""
-    return to_model_input(image, "rgb8", stride=1)[0]
 
 
 def tensor_to_rgb_uint8(x: Any) -> np.ndarray:

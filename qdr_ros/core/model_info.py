@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from qdr_ros.core.image_conversions import DEFAULT_STRIDE
+
 INPUT_NAME = "image"
 OUTPUT_NAME = "restored"
 CONDITION_NAME = "condition"
@@ -23,7 +25,6 @@ GATE_NAME = "gate"
 # Optional outputs of an "auto" restoration model: per-image degradation probabilities and a per-pixel gate.
 EXTRA_OUTPUTS = (CONDITION_NAME, GATE_NAME)
 CONDITION_LABELS_KEY = "condition_labels"
-DEFAULT_STRIDE = 8
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan")
 QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger"})
@@ -55,10 +56,6 @@ class ModelInfo:
     config: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     condition_labels: tuple[str, ...] = ()
-
-    @property
-    def input_rank(self) -> int | None:
-        return None if self.input_shape is None else len(self.input_shape)
 
 
 def file_sha256(path: Path) -> str:

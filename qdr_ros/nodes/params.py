@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import yaml
 
 from qdr_ros.core.frame_sources import SAMPLES
 from qdr_ros.core.image_conversions import DEFAULT_MAX_PIXELS
@@ -311,12 +310,3 @@ def resolve_model_path(model: str, share: Path | None = None) -> Path:
     if share is not None and (share / path).exists():
         return share / path
     return REPO_ROOT / path
-
-
-def load_yaml_params(path: str | os.PathLike[str], table: ParamTable) -> dict[str, Any]:
-    """Return the ``ros__parameters`` of ``table``'s node from a node-named ROS 2 parameter file."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    for key, section in data.items():
-        if str(key).rstrip('/').split('/')[-1] == table.node_name and isinstance(section, dict):
-            return dict(section.get('ros__parameters', {}))
-    raise KeyError(f'{path} has no {table.node_name!r} section (expected "{table.yaml_key}: ros__parameters: ...")')

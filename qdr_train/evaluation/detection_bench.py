@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +35,7 @@ from qdr_ros.core import plots
 from qdr_ros.core.atomic import atomic_write
 from qdr_ros.core.report_paths import shown_path
 from qdr_ros.core.ros_env import REPO_ROOT
+from qdr_train.data.datasets import data_root
 from qdr_train.evaluation.detection_scoring import Boxes, Sample, Scorer, coco_names, evaluate_map, load_labelled
 from qdr_train.evaluation.real_detection import gain_with_interval, paired_bootstrap
 
@@ -194,10 +194,6 @@ def plot(all_results: dict[str, Scores], path: Path) -> None:
     plots.save(fig, path)
 
 
-def default_data_root() -> Path:
-    return Path(os.environ.get('QDR_DATA') or REPO_ROOT.parent / 'shared' / 'data')
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``qdr-bench detection``."""
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=CONDITIONS)
@@ -260,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     from qdr_train.data.datasets import list_images, read_rgb
     from qdr_train.evaluation.evaluator import load_restorer
 
-    data = args.data or default_data_root()
+    data = args.data or data_root()
     if args.severity is not None and not 0.0 <= args.severity <= 1.0:
         print(f'qdr-bench detection: --severity must be in [0, 1], got {args.severity}')
         return 1

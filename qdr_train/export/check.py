@@ -63,8 +63,14 @@ def _axis(node: onnx.NodeProto) -> int:
 
 
 def check_int8(path: str | Path, cpu: bool = False) -> CheckReport:
-    """Check ``path`` against the rules above; ``report.ok`` is True only when all hold."""
-    model = onnx.load(str(path))
+    """Check ``path`` against the rules above; ``report.ok`` is True only when all hold.
+
+    A file that is not ONNX at all raises ``ValueError`` (the CLI's exit 2), not a failed report (exit 1).
+    """
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # a missing file, protobuf's DecodeError, onnx's own errors on a corrupt one
+        raise ValueError(f"{path} is not a readable ONNX file ({type(exc).__name__}: {exc}); export it again") from exc
     graph = model.graph
     consts = _constants(graph)
     producer = {out: node for node in graph.node for out in node.output}

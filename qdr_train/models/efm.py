@@ -79,6 +79,10 @@ class EFM(nn.Module):
     ``head_relu=False`` keeps the half-resolution features that feed the gate and the tail
     linear: with a ReLU there, a sparse degradation (rain) can drive every unit dead, which is
     a stable "change nothing" solution the net never leaves.
+
+    The argument defaults are the first graph's, not the configs' (``configs/default.yaml`` holds
+    those): a model file stores the keys that existed when it was trained, and
+    ``registry.resolved_model_config`` fills the missing ones from these defaults, the graph it was.
     """
 
     stride = 8

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from qdr_train.engine.trainer import Trainer
 from qdr_train.export.onnx import export_model_file
 from qdr_ros.core.atomic import atomic_write
 from qdr_ros.core.model_info import file_sha256
+from qdr_ros.inference.onnxruntime import physical_cores
 
 VARIANTS = {
     "ptq": "PTQ (calibration only)",
@@ -185,7 +185,7 @@ def run_ablation(tasks: list[str], out: str | Path, overrides: list[str] | None 
         raise ValueError("--teacher names one model; with several tasks leave it out (models/<task>/efm_fp32.pt)")
     out, overrides, seeds = Path(out), list(overrides or []), list(seeds or [0])
     if jobs > 1 and not threads:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+        threads = max(1, physical_cores() // jobs)
     if threads and not any(o.startswith("train.threads=") for o in overrides):
         overrides.append(f"train.threads={threads}")
     teachers = {t: Path(teacher) if teacher else default_teacher(t) for t in tasks}

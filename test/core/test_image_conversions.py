@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from qdr_ros.core.image_conversions import (
     ENCODINGS, FrameError, InputBuffer, alpha_channel, decode_compressed, downscale_to_fit, from_model_output,
-    image_view, pad_to, pad_to_stride, padded_size, rgb_uint8_to_tensor, tensor_to_rgb_uint8, to_model_input)
+    image_view, pad_to, padded_size, tensor_to_rgb_uint8, to_model_input)
 
 RNG = np.random.default_rng(0)
 
@@ -195,7 +195,7 @@ def test_output_rejects_batches_and_small_arrays() -> None:
 
 def test_training_helpers_match_the_node_path() -> None:
     image = RNG.integers(0, 256, (13, 21, 3), dtype=np.uint8)
-    x = rgb_uint8_to_tensor(image)
+    x, _ = to_model_input(image, "rgb8", stride=1)
     assert x.shape == (1, 3, 13, 21) and x.dtype == np.float32
     np.testing.assert_array_equal(x[0], image.transpose(2, 0, 1) / np.float32(255))
     np.testing.assert_array_equal(tensor_to_rgb_uint8(x), image)
@@ -264,10 +264,10 @@ def test_round_trip_property(height: int, width: int, encoding: str, pad: int, b
 
 @given(st.integers(1, 30), st.integers(1, 30), st.sampled_from([1, 4, 8]))
 @settings(max_examples=60, deadline=None)
-def test_pad_to_stride_pads_like_the_model_input(height: int, width: int, stride: int) -> None:
+def test_pad_to_pads_like_the_model_input(height: int, width: int, stride: int) -> None:
     """The uint8 path pads with the same reflection as the float path (and not at all when aligned)."""
     frame = np.random.default_rng(height * 31 + width).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    padded = pad_to_stride(frame, stride)
+    padded = pad_to(frame, *padded_size(height, width, stride))
     assert padded.shape[:2] == padded_size(height, width, stride)
     x, _ = to_model_input(padded, "rgb8", stride=1)
     y, _ = to_model_input(frame, "rgb8", stride=stride)

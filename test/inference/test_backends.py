@@ -181,7 +181,7 @@ def test_precision_is_detected_from_the_graph(models: dict[str, Path]) -> None:
         assert validate_model_file(models["cpu"], parser).precision == "int8"
     fp32 = validate_model_file(models["fp32"])
     assert fp32.precision == "fp32" and fp32.task == "denoise" and fp32.stride == 8 and fp32.config == {"w": 8}
-    assert fp32.input_name == "image" and fp32.output_name == "restored" and fp32.input_rank == 4
+    assert fp32.input_name == "image" and fp32.output_name == "restored" and len(fp32.input_shape) == 4
     assert len(fp32.sha256) == 64 and fp32.format == "onnx"
     assert validate_model_file(models["tiny"]).precision == "fp32"
     assert validate_model_file(models["tiny"]).stride == 8

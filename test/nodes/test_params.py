@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -13,13 +14,20 @@ from qdr_ros.nodes import params
 TABLES = (params.RESTORE_PARAMS, params.DETECT_PARAMS, params.CAMERA_PARAMS)
 
 
+def _yaml_params(path: Path, table: params.ParamTable) -> dict[str, Any]:
+    """The ``ros__parameters`` of ``table``'s node in a node-named ROS 2 parameter file."""
+    data = yaml.safe_load(path.read_text()) or {}
+    return next(dict(section.get('ros__parameters', {})) for key, section in data.items()
+                if str(key).rstrip('/').split('/')[-1] == table.node_name and isinstance(section, dict))
+
+
 @pytest.mark.parametrize('table', TABLES, ids=lambda t: t.node_name)
 def test_config_file_matches_the_declared_parameters(table: params.ParamTable, repo_root: Path) -> None:
     """config/<node>.yaml holds every parameter of the node's table with the table's default (and type)."""
     path = repo_root / 'config' / table.config
     data = yaml.safe_load(path.read_text())
     assert list(data) == [table.yaml_key], 'the node-named key must match the node in any namespace'
-    values = params.load_yaml_params(path, table)
+    values = _yaml_params(path, table)
     # A ROS parameter file cannot type an empty array, so such parameters stay out of it (classes: all).
     expected = {name: default for name, default in table.defaults.items() if default != []}
     assert set(values) == set(expected), f'config/{table.config} and qdr_ros/nodes/params.py declare different keys'
@@ -96,12 +104,3 @@ def test_model_paths_resolve_against_share_then_repo(tmp_path: Path) -> None:
         share / 'models' / 'denoise' / 'efm_int8.onnx'
     assert params.resolve_model_path('models/other.onnx', share) == params.REPO_ROOT / 'models' / 'other.onnx'
     assert params.resolve_model_path(str(tmp_path / 'abs.onnx'), share) == tmp_path / 'abs.onnx'
-
-
-def test_yaml_without_the_node_section_is_an_error(tmp_path: Path) -> None:
-    path = tmp_path / 'p.yaml'
-    path.write_text('other_node:\n  ros__parameters: {a: 1}\n')
-    with pytest.raises(KeyError, match='restore_node'):
-        params.load_yaml_params(path, params.RESTORE_PARAMS)
-    path.write_text('restore_node:\n  ros__parameters: {bypass: true}\n')
-    assert params.load_yaml_params(path, params.RESTORE_PARAMS) == {'bypass': True}

@@ -55,9 +55,11 @@ def test_contract_uint8_same_shape_deterministic(task: str, shape: tuple[int, in
 
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("value", [0, 255])
-def test_flat_extremes_stay_finite(task: str, value: int) -> None:
-    out = classical_baseline(task, np.full((24, 24, 3), value, np.uint8))
+def test_flat_extremes_stay_flat_without_nan_or_division_by_zero(task: str, value: int) -> None:
+    with np.errstate(all="raise"):  # a NaN or a division by zero inside would be cast to some uint8 silently
+        out = classical_baseline(task, np.full((24, 24, 3), value, np.uint8))
     assert out.dtype == np.uint8 and out.shape == (24, 24, 3)
+    assert np.ptp(out) == 0, f"{task} turned a flat {value} frame into {np.unique(out)}"
 
 
 def test_unknown_task_lists_known() -> None:

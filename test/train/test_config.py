@@ -28,10 +28,21 @@ def test_defaults_task_and_overrides_resolve() -> None:
     (["distill.lmr=uncertainty"], "distill.lmr='uncertainty' must be one of magnitude, bounded, gradient, aligned"),
     (["optim.slow_lr_ratio=-0.5"], "optim.slow_lr_ratio=-0.5 must be >= 0"),
     (["train.workers=-1"], "train.workers=-1 must be >= 0"),
+    (["degradation.denoise.sigmaa=[0,10]"], "unknown config key 'degradation.denoise.sigmaa'"),
+    (["levels.denoise.sigmma=30"], "unknown config key 'levels.denoise.sigmma'"),
+    (["degradation.fog.beta=[1,2]"], "unknown config key 'degradation.fog'"),
+    (["model.widths=[8,8]"], "model.widths=\\[8, 8\\] must be three positive integers"),
+    (["model.widths=[8,8,x]"], "must be three positive integers"),
 ])
 def test_bad_overrides_fail_with_the_key_named(override: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config("denoise", overrides=override)
+
+
+def test_optional_degradation_keys_are_accepted() -> None:
+    cfg = load_config("auto", overrides=["degradation.lowlight.quiet=0.25",
+                                         "degradation.lowlight.quiet_exposure=[0.1,0.05]"])
+    assert cfg["degradation"]["lowlight"]["quiet"] == 0.25
 
 
 def test_unknown_task_and_bad_file(tmp_path: Path) -> None:
@@ -46,3 +57,17 @@ def test_unknown_task_and_bad_file(tmp_path: Path) -> None:
 def test_cli_reports_config_errors_before_training(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fit", "--task", "denoise", "train.bogus=1"]) == 2
     assert "unknown config key 'train.bogus'" in capsys.readouterr().err
+
+
+def test_cli_refuses_bad_arguments_and_files_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a model")
+    assert main(["check-int8", str(corrupt)]) == 2  # 1 is kept for "the Q/DQ rules do not hold"
+    assert "not a readable ONNX file" in capsys.readouterr().err
+    assert main(["eval", "--task", "auto", "--model", str(corrupt)]) == 2
+    assert "one condition at a time" in capsys.readouterr().err
+    for argv, message in ((["eval", "--task", "denoise", "--model", "m.onnx", "--limit", "-3"], "is negative"),
+                          (["build-engine", "m.onnx", "--min", "64"], "'64' is not HxW")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2 and message in capsys.readouterr().err

@@ -457,3 +457,11 @@ def test_ablate_refuses_an_unknown_variant_before_training(capsys: pytest.Captur
                  "train.iters=5"]) == 2
     err = capsys.readouterr().err
     assert "unknown variant(s) train.iters=5" in err and "before --variants" in err
+
+
+def test_an_int8_stage_refuses_init_it_would_ignore(tmp_path: Path) -> None:
+    cfg = load_config("denoise", CONFIG_DIR / "int8.yaml", [
+        "stage=qdr", f"quant.teacher={SHIPPED_TEACHER}", f"init={SHIPPED_TEACHER}", "train.threads=1",
+        "train.progress=false", f"out={tmp_path}", "name=qdr_init"])
+    with pytest.raises(ValueError, match="starts from quant.teacher; init=.* would be ignored"):
+        Trainer(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def test_a_candidate_is_scored_on_every_set_and_held_to_the_gate_against_the_shi
     out = capsys.readouterr().out
     assert f"{derain} against {auto}:" in out and "NOT better" in out and "FEWER" in out and "FELL:" in out
     assert screen(auto, against=derain) == 3  # the other way round auto loses rain on the COCO photo ...
-    assert "FELL: derain -0.86 dB" in capsys.readouterr().out
+    assert re.search(r"FELL: derain -0\.\d\d dB", capsys.readouterr().out)  # by less than --max-drop 1 below
     assert screen(auto, against=derain, max_drop="1") == 0  # ... within a looser --max-drop it holds on both sets
     out = capsys.readouterr().out
     assert "): better" in out and "): not lower" in out and "FELL" not in out and "FEWER" not in out
