@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--timeout', type=float, default=300.0, help='give up after this many seconds')
 
 
-def stamp_key(header: Any) -> int:
+def stamp_ns(header: Any) -> int:
     return header.stamp.sec * 10**9 + header.stamp.nanosec
 
 
@@ -238,18 +238,18 @@ class Monitor:
         view = image_view(msg.data, msg.height, msg.width, msg.encoding, msg.step, msg.is_bigendian)
         rgb = to_rgb8(view, msg.encoding)
         with self.lock:
-            entry = self._entry(stamp_key(msg.header))
+            entry = self._entry(stamp_ns(msg.header))
             entry.images[role] = rgb
             entry.received[role] = time.time()
 
     def on_frame(self, header: Any, name: str) -> None:
         with self.lock:
-            self._entry(stamp_key(header)).name = name
+            self._entry(stamp_ns(header)).name = name
 
     def on_restored(self, header: Any, restoration: Any, condition: Any) -> None:
         """restore_node's listener (its worker thread): the gate map and the steadied condition."""
         with self.lock:
-            entry = self._entry(stamp_key(header))
+            entry = self._entry(stamp_ns(header))
             if restoration.gate is not None:
                 entry.images['gate'] = np.ascontiguousarray(restoration.gate)
             if condition is not None:
@@ -258,7 +258,7 @@ class Monitor:
 
     def on_detections(self, header: Any, detections: Sequence[Any]) -> None:
         with self.lock:
-            self._entry(stamp_key(header)).detections = len(detections)
+            self._entry(stamp_ns(header)).detections = len(detections)
 
     def take_complete(self, now: float) -> list[tuple[int, Pending]]:
         """Remove and return the frames whose annotated image, restored and degraded frames and counts all arrived."""

@@ -196,6 +196,7 @@ class Probe:
         self.watched = list(watch)
         self.wake_s = wake_s
         self._publishers: dict[str, Any] = {}
+        self._clients: dict[str, Any] = {}  # one per service: its requests reach the server in the order sent
         self.diagnostics: list[DiagnosticArray] | None = None
 
     def __enter__(self) -> Probe:
@@ -345,17 +346,16 @@ class Probe:
         The request goes again every ``CALL_RESEND_S`` without a reply: a server whose reply writer has
         not yet matched this client's reader drops the reply (busy CPUs delay that discovery). Only
         idempotent requests (parameters, switches) go through here; a repeat may still be applied after
-        this returns (a repeated model or backend change loads again).
+        this returns, but never after a later call's request: one client per service keeps them in order.
         """
-        client = self.node.create_client(srv_type, name)
+        client = self._clients.get(name)
+        if client is None:
+            client = self._clients[name] = self.node.create_client(srv_type, name)
         futures: list[Any] = []
-        try:
-            self.wait(client.service_is_ready, f'service {name}', timeout_s)
-            self.wait(lambda: any(f.done() for f in futures), f'the reply of {name}', timeout_s,
-                      every=lambda: futures.append(client.call_async(request)), period_s=CALL_RESEND_S)
-            return next(f for f in futures if f.done()).result()
-        finally:
-            self.node.destroy_client(client)
+        self.wait(client.service_is_ready, f'service {name}', timeout_s)
+        self.wait(lambda: any(f.done() for f in futures), f'the reply of {name}', timeout_s,
+                  every=lambda: futures.append(client.call_async(request)), period_s=CALL_RESEND_S)
+        return next(f for f in futures if f.done()).result()
 
     def set_parameter(self, node: str, name: str, value: Any, timeout_s: float = WAIT_S) -> Any:
         """Set ``name`` on ``node`` (its full name) through its set_parameters service; the SetParametersResult."""

@@ -1,6 +1,6 @@
 """Two-process rclpy smoke check: Fast DDS carries ``sensor_msgs/Image`` intact between processes.
 
-``make demo`` runs the default mode until the real demo (``qdr-run demo``) exists. Modes:
+``python -m qdr_ros.tools.smoke_node`` checks a machine's DDS before anything of qdr runs on it. Modes:
 
 - ``demo`` (default): start an ``echo`` process, send frames to it, check that every frame
   comes back unchanged and print the round-trip latency.

@@ -6,16 +6,20 @@ Samples each node's RSS (psutil) every second and the latency (receive time minu
 with that stamp was published) of every restored frame and, with ``--detect``, of every annotated detection frame; per
 bucket (one minute, or a sixth of short runs) it records per stage latency p50/p99, frames
 received and drops (sent minus received: the nodes keep only the newest frame, so a slower stage
-drops rather than queues). Verdicts, after a warm-up of one bucket: each node's RSS growth from
-the first to the last third of the run < 5 %, and each stage's last-third p99 latency not above
-the first third's by more than 25 % + 2 ms. Writes ``soak.json`` and ``soak.png`` to ``--out``
-and exits 0 only when every node is alive at the end and every verdict passes.
+drops rather than queues). Verdicts, after a warm-up of one bucket, on the first and the last
+third of the remaining time: each node's median RSS grows < 5 %, each stage's p99 latency is not
+above the first third's by more than 25 % + 2 ms, and each stage delivers at least half as many
+frames in the last third as in the first (a pipeline that stalls while its nodes stay alive
+fails). Writes ``soak.json`` and ``soak.png`` to ``--out`` (also when stopped by Ctrl-C or
+SIGTERM, marked ``interrupted``) and exits 0 only when every node is alive at the end and every
+verdict passes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,11 +39,12 @@ if TYPE_CHECKING:  # rclpy is imported when the soak runs, so the judging logic 
 NS = '/soak'
 RSS_GROWTH_LIMIT = 0.05
 P99_SLACK = (1.25, 2.0)  # last-third p99 may be at most 1.25 x first-third p99 + 2 ms
+DELIVERY_FLOOR = 0.5  # the last third must deliver at least this share of the first third's frames
 START_TIMEOUT_S = 120.0
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog='qdr-soak', description=__doc__,
+    parser = argparse.ArgumentParser(prog='python -m qdr_ros.tools.soak', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--minutes', type=float, default=30.0, help='run time (default 30)')
     parser.add_argument('--rate', type=float, default=30.0, help='published frames per second (default 30)')
@@ -53,14 +58,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.width, args.height = (int(v) for v in args.size.lower().split('x'))
     except ValueError:
         parser.error(f'--size must be WIDTHxHEIGHT, got {args.size!r}')
+    if args.width < 8 or args.height < 8:
+        parser.error(f'--size {args.size}: width and height must be at least 8 pixels')
     if args.minutes <= 0 or args.rate <= 0:
         parser.error('--minutes and --rate must be positive')
     return args
 
 
-def _thirds(values: list[float]) -> tuple[list[float], list[float]]:
-    third = max(1, len(values) // 3)
-    return values[:third], values[-third:]
+def _thirds(samples: list[tuple[float, Any]], start_s: float, end_s: float) -> tuple[list[Any], list[Any]]:
+    """Return the values of the first and of the last third of the time from ``start_s`` to ``end_s``.
+
+    Split by time, not by count: a stage that stops delivering halfway has an empty last third.
+    """
+    third = (end_s - start_s) / 3
+    return ([v for t, v in samples if start_s <= t < start_s + third],
+            [v for t, v in samples if end_s - third <= t < end_s])
 
 
 @dataclass
@@ -73,37 +85,37 @@ class Stage:
     latencies: list[tuple[float, float]] = field(default_factory=list)
 
 
-def rss_growth(rss: list[tuple[float, int]], warmup_s: float) -> float | None:
-    """Median RSS of the last third over the first third after warm-up, minus one (None: too few samples)."""
-    after = [float(v) for t, v in rss if t >= warmup_s]
-    if len(after) < 2:
+def rss_growth(rss: list[tuple[float, int]], warmup_s: float, end_s: float) -> float | None:
+    """Median RSS of the last third over the first third after warm-up, minus one (None: no samples in one)."""
+    first, last = _thirds(rss, warmup_s, end_s)
+    if not first or not last:
         return None
-    first, last = _thirds(after)
     return float(np.median(last) / np.median(first) - 1.0)
 
 
-def p99_trend(latencies: list[tuple[float, float]], warmup_s: float) -> tuple[float, float] | None:
-    """p99 latency (ms) of the first and the last third after warm-up (None: too few frames)."""
-    after = [v for t, v in latencies if t >= warmup_s]
-    if len(after) < 6:
+def p99_trend(latencies: list[tuple[float, float]], warmup_s: float, end_s: float) -> tuple[float, float] | None:
+    """p99 latency (ms) of the first and the last third after warm-up (None: under 2 frames in one)."""
+    first, last = _thirds(latencies, warmup_s, end_s)
+    if min(len(first), len(last)) < 2:
         return None
-    first, last = _thirds(after)
     return percentiles(first, (99,))[0], percentiles(last, (99,))[0]
 
 
 def judge(rss: dict[str, list[tuple[float, int]]], latencies: dict[str, list[tuple[float, float]]],
-          warmup_s: float) -> dict[str, Any]:
-    """PASS/MISS per node (RSS growth) and per stage (p99 trend); ``pass`` when every one holds."""
-    verdict: dict[str, Any] = {'rss': {}, 'p99': {}}
+          warmup_s: float, end_s: float) -> dict[str, Any]:
+    """PASS/MISS per node (RSS growth) and per stage (p99 trend, delivery); ``pass`` when every one holds."""
+    verdict: dict[str, Any] = {'rss': {}, 'p99': {}, 'delivery': {}}
     for name, samples in rss.items():
-        growth = rss_growth(samples, warmup_s)
+        growth = rss_growth(samples, warmup_s, end_s)
         verdict['rss'][name] = {'growth': growth, 'pass': growth is not None and growth < RSS_GROWTH_LIMIT}
     for name, samples in latencies.items():
-        trend = p99_trend(samples, warmup_s)
+        trend = p99_trend(samples, warmup_s, end_s)
         first, last = trend if trend else (None, None)
         verdict['p99'][name] = {'first_ms': first, 'last_ms': last,
                                 'pass': trend is not None and last <= first * P99_SLACK[0] + P99_SLACK[1]}
-    verdict['pass'] = all(v['pass'] for group in ('rss', 'p99') for v in verdict[group].values())
+        early, late = (len(third) for third in _thirds(samples, warmup_s, end_s))
+        verdict['delivery'][name] = {'first': early, 'last': late, 'pass': early > 0 and late >= DELIVERY_FLOOR * early}
+    verdict['pass'] = all(v['pass'] for group in ('rss', 'p99', 'delivery') for v in verdict[group].values())
     return verdict
 
 
@@ -157,10 +169,11 @@ def summary_lines(verdict: dict[str, Any], stages: list[Stage], sent: int, alive
         lines.append(f"{name} RSS growth after warm-up: {growth} {'PASS' if v['pass'] else 'MISS'} "
                      f'(limit {RSS_GROWTH_LIMIT:.0%})')
     for stage in stages:
-        v = verdict['p99'][stage.name]
+        v, d = verdict['p99'][stage.name], verdict['delivery'][stage.name]
         trend = 'n/a' if v['first_ms'] is None else f"{v['first_ms']:.1f}/{v['last_ms']:.1f} ms"
         lines.append(f"{stage.name} p99 latency first/last third: {trend} {'PASS' if v['pass'] else 'MISS'}; "
-                     f'received {len(stage.latencies)} of {sent} frames sent')
+                     f"frames first/last third {d['first']}/{d['last']} {'PASS' if d['pass'] else 'MISS'} "
+                     f'(at least {DELIVERY_FLOOR:.0%}); received {len(stage.latencies)} of {sent} frames sent')
     lines.append('nodes alive at the end: ' + ', '.join(f"{k} {'yes' if ok else 'NO'}" for k, ok in alive.items()))
     return lines
 
@@ -169,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the soak and write the report; 0 when every node survived and every verdict passes."""
     import psutil
     import rclpy
+    from rclpy.executors import ExternalShutdownException
     from sensor_msgs.msg import Image
 
     from qdr_ros.core import ros_env
@@ -176,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     from qdr_ros.tools.probe import NodeProcess, Probe, ProbeError
 
     ros_env.apply()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # timeout(1), a CI cancel: stop the nodes, keep the report
     watched = [NodeProcess.start('qdr_ros.nodes.restore_node', namespace=NS, params={
         'model': args.model, 'threads': args.threads, 'warmup_width': args.width, 'warmup_height': args.height})]
     stages = [Stage('restored', f'{NS}/image_restored')]
@@ -191,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
     frame = image_msg(Image().header, pixels, 'rgb8')  # built once; each publish only restamps it
     frame.header.frame_id = 'soak'
     duration = args.minutes * 60
+    interrupted = ''
+    t0 = time.perf_counter()
     try:
         pub = probe.publisher(f'{NS}/image')
         for stage in stages:
@@ -208,19 +225,23 @@ def run(args: argparse.Namespace) -> int:
         procs = [psutil.Process(w.pid) for w in watched]
         t0 = time.perf_counter()
         next_frame = next_sample = 0.0
-        with tqdm(total=int(duration), unit='s', desc='soak', disable=not sys.stderr.isatty()) as bar:
-            while (now := time.perf_counter() - t0) < duration and all(w.alive for w in watched):
-                if now >= next_frame:
-                    frame.header.stamp = probe.node.get_clock().now().to_msg()
-                    pub.publish(frame)
-                    sent[frame.header.stamp.sec, frame.header.stamp.nanosec] = time.perf_counter()
-                    next_frame += 1.0 / args.rate
-                if now >= next_sample:
-                    for w, proc in zip(watched, procs):
-                        rss[w.name].append((now, proc.memory_info().rss))
-                    next_sample += 1.0
-                    bar.update(int(now) - bar.n)
-                probe.spin_once(min(next_frame, next_sample) - (time.perf_counter() - t0))
+        try:
+            with tqdm(total=int(duration), unit='s', desc='soak', disable=not sys.stderr.isatty()) as bar:
+                while (now := time.perf_counter() - t0) < duration and all(w.alive for w in watched):
+                    if now >= next_frame:
+                        frame.header.stamp = probe.node.get_clock().now().to_msg()
+                        sent[frame.header.stamp.sec, frame.header.stamp.nanosec] = time.perf_counter()
+                        pub.publish(frame)  # timed from before publish: sending a frame is part of its latency
+                        next_frame += 1.0 / args.rate
+                    if now >= next_sample:
+                        for w, proc in zip(watched, procs):
+                            rss[w.name].append((now, proc.memory_info().rss))
+                        next_sample += 1.0
+                        bar.update(int(now) - bar.n)
+                    probe.spin_once(min(next_frame, next_sample) - (time.perf_counter() - t0))
+        except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl-C, SIGTERM: judge and write what was measured
+            interrupted = f'stopped after {time.perf_counter() - t0:.0f} s of {duration:.0f}'
+            print(f'soak {interrupted}; writing the report of what was measured', file=sys.stderr)
         alive = {w.name: w.alive for w in watched}
     finally:
         probe.close()
@@ -231,11 +252,13 @@ def run(args: argparse.Namespace) -> int:
         stage.latencies = sorted((arrived - t0, (arrived - sent[key]) * 1e3)
                                  for key, arrived in stage.inbox.arrivals.items() if key in sent)
     bucket_s = 60.0 if duration >= 180 else duration / 6
+    end_s = min(duration, time.perf_counter() - t0)  # shorter when interrupted
     latencies = {s.name: s.latencies for s in stages}
-    rows = buckets(duration, [t - t0 for t in sent.values()], latencies, rss, bucket_s)
-    verdict = judge(rss, latencies, warmup_s=bucket_s)
-    ok = all(alive.values()) and verdict['pass']
-    report = {'args': {k: str(v) for k, v in vars(args).items()}, 'alive': alive, 'pass': ok, 'bucket_s': bucket_s,
+    rows = buckets(end_s, [t - t0 for t in sent.values()], latencies, rss, bucket_s)
+    verdict = judge(rss, latencies, warmup_s=bucket_s, end_s=end_s)
+    ok = all(alive.values()) and verdict['pass'] and not interrupted
+    report = {'args': {k: str(v) for k, v in vars(args).items()}, 'alive': alive, 'pass': ok,
+              'interrupted': interrupted, 'duration_s': end_s, 'bucket_s': bucket_s,
               'sent': len(sent), 'received': {s.name: len(s.latencies) for s in stages}, 'verdict': verdict,
               'buckets': rows, 'rss_samples': rss}
     atomic_write(args.out / 'soak.json', json.dumps(report, indent=1))
@@ -244,6 +267,11 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     print(f"soak {'PASS' if ok else 'MISS'}; report {args.out / 'soak.json'}, plot {args.out / 'soak.png'}")
     return 0 if ok else 1
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    """Turn SIGTERM into the Ctrl-C path, so the nodes are stopped and the report is written."""
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:

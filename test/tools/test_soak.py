@@ -17,32 +17,44 @@ from qdr_ros.tools import soak
 def test_flat_memory_and_latency_pass() -> None:
     rss = [(float(t), 200 * 2**20) for t in range(60)]
     lat = [(t / 10, 30.0 + (t % 7)) for t in range(600)]
-    verdict = soak.judge({'node': rss}, {'restored': lat}, warmup_s=10)
+    verdict = soak.judge({'node': rss}, {'restored': lat}, warmup_s=10, end_s=60)
     assert verdict['pass']
     assert verdict['rss']['node']['growth'] == pytest.approx(0.0)
 
 
 def test_leak_after_warmup_is_caught() -> None:
     rss = [(float(t), (200 + 2 * t) * 2**20) for t in range(60)]  # +2 MiB/s: far above 5 % over the run
-    verdict = soak.judge({'node': rss}, {'restored': [(t / 10, 30.0) for t in range(600)]}, warmup_s=10)
+    verdict = soak.judge({'node': rss}, {'restored': [(t / 10, 30.0) for t in range(600)]}, warmup_s=10,
+                         end_s=60)
     assert not verdict['rss']['node']['pass'] and not verdict['pass']
 
 
 def test_warmup_growth_is_ignored() -> None:
     rss = [(float(t), (100 if t < 10 else 200) * 2**20) for t in range(60)]  # model load in the warm-up only
-    assert soak.judge({'node': rss}, {}, warmup_s=10)['pass']
+    assert soak.judge({'node': rss}, {}, warmup_s=10, end_s=60)['pass']
 
 
 def test_rising_p99_is_caught() -> None:
     lat = [(t / 10, 30.0 + t / 10) for t in range(600)]  # latency climbs 1 ms per second
-    verdict = soak.judge({}, {'restored': lat}, warmup_s=5)
+    verdict = soak.judge({}, {'restored': lat}, warmup_s=5, end_s=60)
     assert not verdict['p99']['restored']['pass']
     assert verdict['p99']['restored']['last_ms'] > verdict['p99']['restored']['first_ms']
 
 
 def test_a_stage_that_never_delivered_fails() -> None:
-    verdict = soak.judge({}, {'restored': []}, warmup_s=0)
+    verdict = soak.judge({}, {'restored': []}, warmup_s=0, end_s=60)
     assert not verdict['pass'] and verdict['p99']['restored']['first_ms'] is None
+
+
+def test_a_pipeline_that_stalls_while_alive_fails() -> None:
+    """Frames stop after a third of the run while every node lives: the last third is empty, not the last frames."""
+    lat = [(t / 30, 70.0) for t in range(30 * 600)]  # 30 fps for 10 of the 30 minutes, then nothing
+    rss = [(float(t), 200 * 2**20) for t in range(1800)]
+    verdict = soak.judge({'node': rss}, {'restored': lat}, warmup_s=60, end_s=1800)
+    assert verdict['delivery']['restored'] == {'first': 30 * 540, 'last': 0, 'pass': False}
+    assert verdict['p99']['restored']['first_ms'] is None and not verdict['pass']
+    slower = [(t / 30, 70.0) for t in range(30 * 1800) if t < 30 * 1200 or t % 3]  # a third fewer at the end
+    assert soak.judge({}, {'restored': slower}, warmup_s=60, end_s=1800)['delivery']['restored']['pass']
 
 
 def test_buckets_count_drops_per_stage() -> None:

@@ -29,7 +29,7 @@ TARGETS = {  # name: (threshold, comparison, unit, description)
     'node_overhead': (10.0, '<=', '% of engine', 'node overhead, one frame in flight, 640x480'),
     'saturated_ratio': (90.0, '>=', '% of engine', 'saturated end-to-end vs engine-only FPS, 640x480'),
     'saturated_fps': (30.0, '>=', 'FPS', 'saturated end-to-end throughput, 640x480'),
-    'node_peak_rss': (400.0, '<=', 'MB', 'restore node peak RSS, ORT INT8, 640x480'),
+    'node_peak_rss': (400.0, '<=', 'MiB', 'restore node peak RSS, ORT INT8, 640x480'),
     'int8_file_size': (1.0, '<=', 'MB', 'shipped INT8 model file(s)'),
 }
 # auto is one model for every condition, with its condition head: its file may be larger than a specialist's
@@ -126,6 +126,8 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{fmt(r['macs'] / 1e9 if r['macs'] else None, 2)} | {fmt(r['gmac_per_s'])} |")
     lines += [''] + [f"Skipped {s['backend']} {s['precision'].upper()}: {s['reason']}" for s in report['skipped']]
     lines += [f"Models: {', '.join(f'{Path(p).name} {s / 1e6:.2f} MB' for p, s in report['model_sizes'].items())}."]
+    if report.get('ros_error'):
+        lines += ['', f"## Through ROS: failed ({report['ros_error']})"]
     if report['ros']:
         lines += ['', f"## Through ROS (restore_node in its own process, ORT INT8; pass-through = "
                   f"{report['passthrough_node']})", '',
@@ -142,7 +144,7 @@ def markdown(report: dict[str, Any]) -> str:
                   '',
                   '| size | pass-through ms paced (back to back) | end-to-end ms (p95) | engine ms '
                   '| node\'s uint8 call ms | node overhead ms (% of engine; vs back to back) '
-                  '| saturated FPS (% of engine) | node CPU % | node peak RSS MB |',
+                  '| saturated FPS (% of engine) | node CPU % | node peak RSS MiB |',
                   '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
         for r in report['ros']:
             lines.append(f"| {r['size']} | {fmt(r['passthrough_ms'], 2)} "

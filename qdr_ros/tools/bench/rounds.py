@@ -47,7 +47,7 @@ TRIES = 3  # sends of one frame before one-in-flight timing gives up
 
 
 def peak_rss_mb(pid: int, sampled: int) -> float:
-    """Peak RSS of a process: the kernel's high-water mark (VmHWM) where it exists, else the sampled maximum."""
+    """Peak RSS of a process in MiB: the kernel's high-water mark (VmHWM) where it exists, else the sampled maximum."""
     try:
         for line in Path(f'/proc/{pid}/status').read_text().splitlines():
             if line.startswith('VmHWM:'):

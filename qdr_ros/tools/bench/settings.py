@@ -12,7 +12,7 @@ SIZES = ((256, 256), (640, 480), (1280, 720), (1920, 1080))  # width x height
 QUICK_SIZE = (160, 120)
 REFERENCE_SIZE = (640, 480)
 DEFAULT_MODELS = ros_env.REPO_ROOT / 'models'
-DEFAULT_OUT = ros_env.REPO_ROOT / 'results' / 'bench'
+SCRATCH_OUT = ros_env.REPO_ROOT / 'out' / 'bench'  # restore.md and the plot of a run without --json
 SATURATE_S = 5.0
 ROUNDS = 5  # node measurement rounds per size, each paired with a fresh engine-only timing (medians)
 
