@@ -53,6 +53,33 @@ def list_images(folder: str | Path) -> list[Path]:
     return [files[name] for name in sorted(files)]
 
 
+HELD_OUT = ("clean/Kodak24", "detection/DAWN_fog", "lowlight_real/DICM")  # evaluation sets (data README)
+
+
+def _image_files(folder: Path) -> set[Path]:
+    """Every image file in a folder or glob of folders and their subfolders, resolved (none dropped by name)."""
+    folders = [Path(p) for p in glob.glob(str(folder))] if any(c in str(folder) for c in "*?[") else [folder]
+    return {p.resolve() for f in folders if f.is_dir() for p in f.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def shared_images(root: Path, train: list[str], folder: str) -> list[Path]:
+    """Return the images of ``folder`` (under ``root``) that the ``train`` folders hold too, as resolved files.
+
+    Names are not enough: ``clean/*``, ``./clean/Kodak24`` or a trailing slash name the same photos.
+    """
+    trained = set().union(*(_image_files(root / t) for t in train)) if train else set()
+    return sorted(_image_files(root / folder) & trained)
+
+
+def refuse_held_out(root: Path, train: list[str]) -> None:
+    """Stop a run whose ``data.train`` holds an evaluation image (``HELD_OUT``): those are never trained on."""
+    for held in HELD_OUT:
+        leaked = shared_images(root, train, held)
+        if leaked:
+            raise ValueError(f"data.train {train} holds {len(leaked)} images of the evaluation set {held} (e.g. "
+                             f"{leaked[0].name}): evaluation images are never trained on; take them out of data.train")
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -221,6 +248,7 @@ def build_train_batches(cfg: dict[str, Any], rank: int = 0) -> TrainBatches:
     """Build the training batches of ``cfg``: its task, or the mixture of conditions when the task is ``auto``."""
     d = cfg["data"]
     root = data_root(d["root"])
+    refuse_held_out(root, d["train"])
     sampler = CropSampler([root / f for f in d["train"]], d["crop"], d["upscale_small"])
     auto = cfg["task"] == "auto"
     mixture = {k: v for k, v in d["mixture"].items() if v > 0} if auto else None

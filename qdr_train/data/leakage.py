@@ -1,11 +1,13 @@
 """Find evaluation images whose scene appears in the training photos (crops, resamples, recompressions).
 
 ORB features of every training photo go into one pool; each evaluation image's features are
-matched against the whole pool (nearest neighbour with Lowe's ratio test), the training photos
-that collect enough votes are verified pairwise with a RANSAC homography, and a pair with enough
-inliers is a leak. A homography models exactly the edits that leak a scene (crop, scale, small
-shift) and recompression does not move corners, while two different photos of similar texture do
-not agree on one.
+matched against the whole pool, and a match votes for its training photo when it passes Lowe's
+ratio test within that photo (against the photo's own second-nearest feature, not the pool's: a
+scene held by two training photos, such as a file in two sets, would otherwise make every match
+ambiguous and collect no vote at all). The training photos with enough votes are verified pairwise
+with a RANSAC homography, and a pair with enough inliers is a leak. A homography models exactly
+the edits that leak a scene (crop, scale, small shift) and recompression does not move corners,
+while two different photos of similar texture do not agree on one.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ POOL_FEATURES = 500  # per training photo (the pool every query is matched again
 QUERY_FEATURES = 1000  # per evaluation image (few of them: more features cost little)
 MIN_SIDE = 400
 RATIO = 0.8
+NEIGHBOURS = 8  # pool neighbours per query feature: room for a scene held by several training photos
 MIN_VOTES = 6
 MIN_INLIERS = 15
+MIN_AREA_FACTOR = 1 / 16  # a leak's homography scales area by 1/16..16 (the checked edits stay well inside)
+MIN_SPREAD = 5.0  # pixels: the inliers' standard deviation along each axis, in both images
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,24 @@ def _inliers(a: tuple[list[cv2.KeyPoint], np.ndarray], b: tuple[list[cv2.KeyPoin
         return 0
     src = np.float32([a[0][m.queryIdx].pt for m in good])
     dst = np.float32([b[0][m.trainIdx].pt for m in good])
-    _, mask = cv2.findHomography(src, dst, cv2.RANSAC, 5.0)
-    return 0 if mask is None else int(mask.sum())
+    homography, mask = cv2.findHomography(src, dst, cv2.RANSAC, 5.0)
+    if homography is None or mask is None:
+        return 0
+    inlier = mask.ravel().astype(bool)
+    return int(inlier.sum()) if _a_leak_could_make(homography, src[inlier], dst[inlier]) else 0
+
+
+def _a_leak_could_make(homography: np.ndarray, src: np.ndarray, dst: np.ndarray) -> bool:
+    """Tell whether a homography and its inliers are an edit of a photo, not RANSAC fitting a degenerate map.
+
+    A leak is a crop and a resample: it keeps orientation (no mirror), changes area by a bounded factor
+    and its matches spread over the scene. On dark or foggy frames, whose few corners are JPEG grain in a
+    small patch, RANSAC can instead fit a map that collapses one image onto a line or point (area factor
+    near 0) and count dozens of inliers.
+    """
+    area = float(np.linalg.det(homography[:2, :2]))
+    spread = min(float(src.std(axis=0).min()), float(dst.std(axis=0).min()))
+    return MIN_AREA_FACTOR < area < 1 / MIN_AREA_FACTOR and spread >= MIN_SPREAD
 
 
 def find_overlaps(eval_images: dict[str, np.ndarray], train_images: dict[str, np.ndarray]) -> list[Overlap]:
@@ -73,14 +94,27 @@ def find_overlaps(eval_images: dict[str, np.ndarray], train_images: dict[str, np
         if query[1] is None:
             continue
         votes = np.zeros(len(names), int)
-        for pair in matcher.knnMatch(query[1], k=2):
-            if len(pair) == 2 and pair[0].distance < RATIO * pair[1].distance:
-                votes[pair[0].imgIdx] += 1
+        for matches in matcher.knnMatch(query[1], k=NEIGHBOURS):
+            for index in _distinct_in_their_photo(matches):
+                votes[index] += 1
         for index in np.flatnonzero(votes >= MIN_VOTES):
             inliers = _inliers(query, train[names[index]])
             if inliers >= MIN_INLIERS:
                 found.append(Overlap(eval_name, names[index], inliers))
     return found
+
+
+def _distinct_in_their_photo(matches: list[cv2.DMatch]) -> list[int]:
+    """Return the training photos for which the nearest of ``matches`` passes the ratio test within that photo.
+
+    A photo met once among the neighbours has its own second-nearest farther than the last neighbour,
+    so that distance stands in for it (a bound that only makes the test stricter).
+    """
+    distances: dict[int, list[float]] = {}
+    for m in matches:
+        distances.setdefault(m.imgIdx, []).append(m.distance)
+    beyond = matches[-1].distance if len(matches) == NEIGHBOURS else float("inf")
+    return [index for index, d in distances.items() if d[0] < RATIO * (d[1] if len(d) > 1 else beyond)]
 
 
 def read_folder(folder: str | Path) -> dict[str, np.ndarray]:

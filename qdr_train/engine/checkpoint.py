@@ -66,10 +66,14 @@ def save_model_file(model: nn.Module, model_cfg: dict[str, Any], path: str | Pat
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Build the model stored in a model file or checkpoint (fake-quantized if it was saved so)."""
     obj = safe_load(path)
-    cfg = obj["model"] if obj["format"] == MODEL_FORMAT else obj["config"]["model"]
-    state = obj["state_dict"] if obj["format"] == MODEL_FORMAT else obj["model_state"]
+    if obj["format"] == MODEL_FORMAT:
+        cfg, state = obj["model"], obj["state_dict"]
+    else:  # a checkpoint: the weights the run ships are its weight average, where it keeps one
+        cfg, ema = obj["config"]["model"], obj.get("ema_state")
+        state = ({k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")} if ema
+                 else obj["model_state"])
     model = build_model(cfg)
-    if obj.get("quantized"):
+    if obj.get("quantized") or any(k.endswith("w_scale") for k in state):  # a checkpoint has no flag
         model = prepare_qat(model)
     try:
         model.load_state_dict(state)

@@ -111,7 +111,13 @@ class DistillObjective(nn.Module):
         return {k: v for k, v in super().state_dict(*args, **kwargs).items() if not k.startswith("teacher.")}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        return super().load_state_dict(state, strict=False, assign=assign)
+        """Load the weighting's state; the teacher's keys alone may be missing (it comes from its file)."""
+        result = super().load_state_dict(state, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not k.startswith("teacher.")]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"objective state does not fit this run's distillation settings: missing {missing}, "
+                               f"unexpected {result.unexpected_keys}")
+        return result
 
 
 def _grown(fresh: torch.Tensor, parent: torch.Tensor) -> torch.Tensor | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import io
 import logging
 import math
 import os
@@ -25,6 +26,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from qdr_ros.core.atomic import atomic_write
+from qdr_ros.core.model_info import file_sha256
 from qdr_train.config import AUTO, save_config
 from qdr_train.data.datasets import build_train_batches, data_root, list_images, read_rgb, to_tensor
 from qdr_train.data.degradations import synthesize
@@ -77,6 +80,8 @@ class Trainer:
         self.run_dir = Path(cfg["out"]) / (cfg["name"] or f"{cfg['task']}_{cfg['stage']}")
         self.batches = build_train_batches(cfg, self.rank)
         self.stage: Stage = build_stage(cfg, self.device, self.batches)
+        # the teacher this INT8 run distils, as loaded now: a resume must find the same file
+        self.teacher_sha256 = None if cfg["stage"] == "fp32" else file_sha256(Path(cfg["quant"]["teacher"]))
         self.model = self.stage.model
         self.net: nn.Module = self.model
         if self.distributed:
@@ -129,10 +134,19 @@ class Trainer:
         ckpt = safe_load(self.last_path)
         if ckpt["format"] != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{self.last_path} is a model file, not a resumable checkpoint")
-        for key in ("task", "stage", "model"):
+        # an INT8 stage's objective also holds the teacher and the distillation terms and their weighting
+        keys = ("task", "stage", "model") + (("quant", "distill") if self.cfg["stage"] != "fp32" else ())
+        for key in keys:
             if _comparable(key, ckpt["config"][key]) != _comparable(key, self.cfg[key]):
                 raise CheckpointError(f"{self.last_path} was written for {key}={ckpt['config'][key]!r}, "
                                       f"this run has {key}={self.cfg[key]!r}; use another run name")
+        if self.teacher_sha256 is not None and "teacher_sha256" not in ckpt:
+            raise CheckpointError(f"{self.last_path} does not record its teacher (an older qdr wrote it), so an exact "
+                                  "resume cannot be checked; start the INT8 stage again under another run name")
+        if ckpt.get("teacher_sha256") != self.teacher_sha256:
+            raise CheckpointError(f"{self.last_path} was distilled from another teacher than "
+                                  f"{self.cfg['quant']['teacher']} holds now (a release may have replaced it); "
+                                  "resume with the teacher the run started from, or use another run name")
         self.model.load_state_dict(ckpt["model_state"])
         self.stage.objective.load_state_dict(ckpt["objective_state"])
         if self.ema is not None:
@@ -155,7 +169,7 @@ class Trainer:
             "objective_state": self.stage.objective.state_dict(),
             "ema_state": None if self.ema is None else cpu_state(self.ema),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": torch.get_rng_state(), "teacher_sha256": self.teacher_sha256,
         }, self.last_path)
         save_model_file(self.shipped, self.cfg["model"], self.run_dir / "model.pt", task=self.cfg["task"],
                         stage=self.cfg["stage"], step=self.step)
@@ -169,7 +183,7 @@ class Trainer:
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
-        logger = _RunLog(self.run_dir, enabled=self.main)
+        logger = _RunLog(self.run_dir, enabled=self.main, resumed_at=self.step)
         previous = signal.signal(signal.SIGTERM, self._handle_signal)
         bar = tqdm(total=t["iters"], initial=self.step, disable=not (self.main and t["progress"]),
                    desc=f"{self.cfg['task']}/{self.cfg['stage']}", dynamic_ncols=True)
@@ -276,7 +290,11 @@ class _RunLog:
     package is missing (a lent GPU machine's stock Python), so a run never fails for want of it.
     """
 
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
+    def __init__(self, run_dir: Path, enabled: bool, resumed_at: int = 0) -> None:
+        """Open the logs; a run resumed at step ``resumed_at`` first drops what was logged after it.
+
+        A killed run logged steps past its last checkpoint; the resumed run logs them again.
+        """
         self.enabled = enabled
         self.writer: Any = None
         if not enabled:
@@ -286,8 +304,14 @@ class _RunLog:
         except ImportError as exc:
             LOG.warning("no TensorBoard log (%s): the scalars go to %s only", exc, run_dir / "log.csv")
         else:
-            self.writer = SummaryWriter(str(run_dir / "tb"))
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=resumed_at or None)
         self.csv_path = run_dir / "log.csv"
+        if resumed_at and self.csv_path.exists():
+            with self.csv_path.open(newline="") as f:
+                rows = list(csv.reader(f))
+            text = io.StringIO()
+            csv.writer(text).writerows(rows[:1] + [row for row in rows[1:] if int(row[0]) <= resumed_at])
+            atomic_write(self.csv_path, text.getvalue())
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled or not values:

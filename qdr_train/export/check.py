@@ -27,7 +27,8 @@ import json
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+
+from qdr_train.export.graph import constant_values
 
 CONV_OPS = {"Conv": 0, "ConvTranspose": 1}
 
@@ -50,14 +51,6 @@ class CheckReport:
         return "\n".join([head, *(f"  - {v}" for v in self.violations)])
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return values
-
-
 def _axis(node: onnx.NodeProto) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 1)
 
@@ -72,7 +65,7 @@ def check_int8(path: str | Path, cpu: bool = False) -> CheckReport:
     except Exception as exc:  # a missing file, protobuf's DecodeError, onnx's own errors on a corrupt one
         raise ValueError(f"{path} is not a readable ONNX file ({type(exc).__name__}: {exc}); export it again") from exc
     graph = model.graph
-    consts = _constants(graph)
+    consts = constant_values(graph)
     producer = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:

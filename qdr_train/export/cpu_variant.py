@@ -27,13 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-
-def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return values
+from qdr_train.export.graph import constant_values
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
@@ -47,7 +41,7 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
 
 def shuffle_before_dequant(graph: onnx.GraphProto) -> int:
     """Turn ``DQ -> DepthToSpace`` into ``DepthToSpace -> DQ`` (per-tensor DQ, sole consumer); returns the count."""
-    consts = _constant_values(graph)
+    consts = constant_values(graph)
     consumers = _consumers(graph)
     producers = {out: node for node in graph.node for out in node.output}
     outputs = {o.name for o in graph.output}
@@ -73,7 +67,7 @@ def widen_narrow_convs(graph: onnx.GraphProto, multiple: int = 16) -> int:
     zero (scale 1, zero point 0, bias 0), and the Slice sits between the output Q and its DQs, so
     every consumer sees the same codes as before.
     """
-    consts = _constant_values(graph)
+    consts = constant_values(graph)
     inits = {init.name for init in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
     consumers = _consumers(graph)
@@ -134,7 +128,7 @@ def to_cpu_variant(src: str | Path, dst: str | Path) -> Path:
     """Write the uint8-activation twin of ``src`` to ``dst``."""
     model = onnx.load(str(src))
     graph = model.graph
-    consts = _constant_values(graph)
+    consts = constant_values(graph)
     weights = {init.name for init in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
     u8_zero = "qdr_u8_zero_point_128"

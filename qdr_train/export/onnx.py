@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
+from qdr_train.export.graph import constant_values
+
 INPUT_NAME = "image"
 OUTPUT_NAME = "restored"
 CONDITION_NAME = "condition"
@@ -90,8 +92,7 @@ def fold_weight_quantization(graph: onnx.GraphProto) -> int:
     size, and the form TensorRT and ONNX Runtime expect for constant weights. Returns the count.
     """
     inits = {i.name: i for i in graph.initializer}
-    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
-    consts.update({name: numpy_helper.to_array(init) for name, init in inits.items()})
+    consts = constant_values(graph)
     folded = 0
     for node in list(graph.node):
         if node.op_type != "QuantizeLinear" or node.input[0] not in inits:

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from qdr_train.config import CONFIG_DIR, load_config
-from qdr_train.data.datasets import data_root
+from qdr_train.data.datasets import data_root, shared_images
 from qdr_train.evaluation.evaluator import evaluate
 from qdr_train.release.ablation import condition_reports, gain_recovery, reference_scores
 
@@ -66,14 +66,13 @@ def require_sets(root: Path, names: list[str]) -> None:
 
 
 def check_untrained(runs: list[Path], root: Path, selections: list[str]) -> None:
-    """Refuse a selection set that any of the run folders trained on (a folder of it, or one above or below it)."""
+    """Refuse a selection set any of whose images one of the run folders trained on."""
     for run in runs:
         trained_on = yaml.safe_load((run / "config.yaml").read_text())["data"]["train"]
         for selection in selections:
-            for folder in selection_folders(root, selection):
-                if any(folder == t or folder.startswith(f"{t}/") or t.startswith(f"{folder}/") for t in trained_on):
-                    raise ValueError(f"selection set {selection} is in the data.train of {run}; choose on a set "
-                                     "it never trained on (e.g. train with a data.train that leaves it out)")
+            if shared_images(root, trained_on, selection):
+                raise ValueError(f"selection set {selection} is in the data.train of {run}; choose on a set "
+                                 "it never trained on (e.g. train with a data.train that leaves it out)")
 
 
 def pick_student(folder: str | Path, task: str, variant: str, teacher: str | Path, selection: str,

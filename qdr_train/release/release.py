@@ -10,7 +10,7 @@ import yaml
 
 from qdr_ros.core.atomic import atomic_write
 from qdr_train.config import AUTO, eval_tasks
-from qdr_train.data.datasets import data_root
+from qdr_train.data.datasets import data_root, shared_images
 from qdr_train.engine.checkpoint import load_model, safe_load
 from qdr_train.evaluation.evaluator import evaluate, format_table, write_json
 from qdr_train.export.onnx import export_model_file
@@ -34,7 +34,7 @@ def release(run_dir: str | Path, models_dir: str | Path = "models", results_dir:
     clean = data_root(cfg["data"]["root"]) / eval_data
     if not clean.is_dir():
         raise FileNotFoundError(f"evaluation set {clean} not found; pass --eval-data <folder under the data root>")
-    if eval_data in cfg["data"]["train"]:
+    if shared_images(data_root(cfg["data"]["root"]), cfg["data"]["train"], eval_data):
         raise ValueError(f"evaluation set {eval_data} is in the run's data.train; pass a held-out set with --eval-data")
     info = safe_load(run_dir / "model.pt")
     task, precision = cfg["task"], "int8" if info.get("quantized") else "fp32"

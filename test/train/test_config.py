@@ -31,6 +31,7 @@ def test_defaults_task_and_overrides_resolve() -> None:
     (["degradation.denoise.sigmaa=[0,10]"], "unknown config key 'degradation.denoise.sigmaa'"),
     (["levels.denoise.sigmma=30"], "unknown config key 'levels.denoise.sigmma'"),
     (["degradation.fog.beta=[1,2]"], "unknown config key 'degradation.fog'"),
+    (["stage=ptq"], "stage=ptq calibrates and trains nothing: set train.iters=0"),
     (["model.widths=[8,8]"], "model.widths=\\[8, 8\\] must be three positive integers"),
     (["model.widths=[8,8,x]"], "must be three positive integers"),
 ])

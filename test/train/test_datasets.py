@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from qdr_train.data.datasets import list_images
+from qdr_train.data.datasets import list_images, refuse_held_out, shared_images
 
 
 def _write(path: Path, value: int) -> None:
@@ -28,3 +28,17 @@ def test_a_glob_of_folders_is_one_set_with_each_name_once(tmp_path: Path) -> Non
         list_images(tmp_path / "set_c*" / "*")
     with pytest.raises(FileNotFoundError, match="no images"):
         list_images(tmp_path / "set_a")  # folders only: the glob is explicit, a folder is not searched below
+
+
+def test_evaluation_images_are_found_however_data_train_names_them(tmp_path: Path) -> None:
+    """A glob, ./ or a trailing slash names the same photos: compared as files, not folder names."""
+    for folder in ("clean/Kodak24", "clean/Set5"):
+        (tmp_path / folder).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / folder / "a.png"), np.zeros((8, 8, 3), np.uint8))  # one name, two photos
+    kodak = (tmp_path / "clean" / "Kodak24" / "a.png").resolve()
+    for train in (["clean/*"], ["./clean/Kodak24/"], ["clean/Set5", "clean/Kodak24"]):
+        assert shared_images(tmp_path, train, "clean/Kodak24") == [kodak], train
+    assert shared_images(tmp_path, ["clean/Set5"], "clean/Kodak24") == []
+    with pytest.raises(ValueError, match="evaluation set clean/Kodak24"):
+        refuse_held_out(tmp_path, ["clean/*"])
+    refuse_held_out(tmp_path, ["clean/Set5"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from qdr_ros.inference.tensorrt_build import ShapeProfile, build_or_load_engine,
 from qdr_train.cli import main
 from qdr_train.config import CONFIG_DIR, load_config
 from qdr_train.data.datasets import data_root
-from qdr_train.engine.checkpoint import load_model
+from qdr_train.engine.checkpoint import CheckpointError, load_model, save_model_file
 from qdr_train.engine.stages import CALIBRATION_STEP_OFFSET
 from qdr_train.engine.trainer import Trainer
 from qdr_train.export.check import check_int8
@@ -465,3 +466,20 @@ def test_an_int8_stage_refuses_init_it_would_ignore(tmp_path: Path) -> None:
         "train.progress=false", f"out={tmp_path}", "name=qdr_init"])
     with pytest.raises(ValueError, match="starts from quant.teacher; init=.* would be ignored"):
         Trainer(cfg)
+
+
+@pytest.mark.skipif(not (data_root() / "clean" / "CBSD68").is_dir(), reason="training photos not found")
+def test_an_int8_run_resumes_only_with_the_teacher_it_started_from(tmp_path: Path) -> None:
+    """A release can replace models/<task>/efm_fp32.pt while a QAT run is paused: resuming then is refused."""
+    teacher = tmp_path / "teacher.pt"
+    shutil.copy(SHIPPED_TEACHER, teacher)
+    overrides = ["stage=qat", f"quant.teacher={teacher}", "train.iters=4", "train.save_every=2", "train.threads=1",
+                 "train.progress=false", "train.val_every=1000", "quant.calib_batches=1", "data.crop=32",
+                 "data.batch=2", f"out={tmp_path}", "name=qat_resume"]
+    Trainer(load_config("denoise", CONFIG_DIR / "int8.yaml", overrides)).fit()
+    model, _ = load_model(teacher)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)  # the same graph, other weights: what a release leaves
+    save_model_file(model, load_model(teacher)[1]["model"], teacher)
+    with pytest.raises(CheckpointError, match="another teacher"):
+        Trainer(load_config("denoise", CONFIG_DIR / "int8.yaml", overrides), resume=True)
