@@ -74,6 +74,8 @@ def _build_venv(repo_root: Path, target: Path) -> None:
     result = subprocess.run([python, '-m', 'pip', 'install', '--progress-bar', 'off', '-r',
                              str(repo_root / 'requirements' / 'runtime.txt'), '-c', str(constraint)],
                             capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        shutil.rmtree(building, ignore_errors=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     shutil.rmtree(target, ignore_errors=True)
     building.rename(target)

@@ -43,7 +43,7 @@ if not params.resolve_model_path(params.RESTORE_PARAMS.defaults['model']).is_fil
 @pytest.fixture(scope='module')
 def node_process() -> Iterator[NodeProcess]:
     """restore_node with its defaults (the auto model); statuses often, so each frame's shows up."""
-    with NodeProcess.start('qdr_ros.nodes.restore_node', params={
+    with NodeProcess.start('qdr_ros.nodes.restore_node', namespace=NS, params={
             'diagnostics_period': 0.1, 'condition_time_constant': 0.0},
             remaps={'image': f'{NS}/image', 'image_restored': f'{NS}/restored'}) as node:
         yield node
@@ -60,7 +60,7 @@ def graph(context: Context, node_process: NodeProcess) -> Iterator[tuple[Probe, 
 @pytest.fixture(scope='module')
 def jpeg_graph(context: Context) -> Iterator[tuple[Probe, Inbox]]:
     """A second restore_node with its defaults on ``image/compressed``, and its own probe."""
-    with NodeProcess.start('qdr_ros.nodes.restore_node', params={
+    with NodeProcess.start('qdr_ros.nodes.restore_node', namespace=JPEG_NS, params={
             'diagnostics_period': 0.1, 'condition_time_constant': 0.0, 'input_compressed': True},
             remaps={'image/compressed': f'{JPEG_NS}/image/compressed',
                     'image_restored': f'{JPEG_NS}/restored'}) as node:

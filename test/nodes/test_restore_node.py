@@ -8,6 +8,7 @@ Every wait is bounded; frames are resent because the input QoS is best effort.
 from __future__ import annotations
 
 from collections.abc import Iterator
+import importlib.util
 import itertools
 from pathlib import Path
 import subprocess
@@ -196,6 +197,7 @@ def test_runtime_model_swap(probe: Probe, restored: Inbox, models: dict[str, Pat
         serving(probe, models['int8'])
 
 
+@pytest.mark.skipif(importlib.util.find_spec('tensorrt') is not None, reason='TensorRT is installed: it would load')
 def test_a_model_change_that_fails_to_load_keeps_the_old_model(probe: Probe, restored: Inbox,
                                                                models: dict[str, Path]) -> None:
     """backend:=tensorrt cannot load here: accepted at once, fails on the loader, reported and set back."""
