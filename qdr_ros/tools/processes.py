@@ -2,17 +2,33 @@
 
 What the process started (``ros2 launch`` starts the nodes) is stopped with it: a launch that hangs
 on Ctrl-C, or exits leaving a node behind, would otherwise leave that node publishing on the graph
-of whatever runs next.
+of whatever runs next. ``sigterm_as_ctrl_c`` lets a long tool (bench, soak) be stopped by SIGTERM
+through the same path.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+from typing import Any
 
 import psutil
 
 ORPHAN_GRACE_S = 5.0  # how long a descendant may take to exit after its parent did, before it is killed
+
+
+def sigterm_as_ctrl_c() -> None:
+    """Handle SIGTERM (``timeout``, a cancelled CI job) as Ctrl-C: the tool stops its nodes and reports.
+
+    Re-sent as SIGINT, so rclpy shuts its context down as on Ctrl-C: a KeyboardInterrupt raised
+    straight from a SIGTERM handler left the executor's wait set in use, and destroying the probe
+    node then never returned.
+    """
+    def resend(signum: int, frame: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, resend)
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from tqdm import tqdm
 from qdr_ros.core import plots
 from qdr_ros.core.atomic import atomic_write
 from qdr_ros.core.stats import percentiles
+from qdr_ros.tools.processes import sigterm_as_ctrl_c
 
 if TYPE_CHECKING:  # rclpy is imported when the soak runs, so the judging logic is testable without it
     from qdr_ros.tools.probe import Inbox
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     from qdr_ros.tools.probe import NodeProcess, Probe, ProbeError
 
     ros_env.apply()
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # timeout(1), a CI cancel: stop the nodes, keep the report
+    sigterm_as_ctrl_c()  # timeout(1), a CI cancel: stop the nodes, keep the report
     watched = [NodeProcess.start('qdr_ros.nodes.restore_node', namespace=NS, params={
         'model': args.model, 'threads': args.threads, 'warmup_width': args.width, 'warmup_height': args.height})]
     stages = [Stage('restored', f'{NS}/image_restored')]
@@ -267,11 +267,6 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     print(f"soak {'PASS' if ok else 'MISS'}; report {args.out / 'soak.json'}, plot {args.out / 'soak.png'}")
     return 0 if ok else 1
-
-
-def _stop_on_sigterm(signum: int, frame: Any) -> None:
-    """Turn SIGTERM into the Ctrl-C path, so the nodes are stopped and the report is written."""
-    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,6 @@ import gc
 import importlib
 import os
 from pathlib import Path
-import signal
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -24,6 +23,7 @@ from typing import Any, Callable, Sequence
 from qdr_ros.core import ros_env
 from qdr_ros.core.report_paths import shown_path
 from qdr_ros.tools.bench import engines, report, rounds
+from qdr_ros.tools.processes import sigterm_as_ctrl_c
 from qdr_ros.tools.bench.settings import (DEFAULT_MODELS, PROG, QUICK_SIZE, ROUNDS, SATURATE_S, SCRATCH_OUT, SIZES,
                                           BenchError, Settings)
 
@@ -162,16 +162,18 @@ def command_line(settings: Settings) -> str:
 def run_restore(args: argparse.Namespace) -> int:
     """Entry point of ``qdr-bench restore``; a BenchError is one line on stderr and exit 1.
 
-    SIGTERM (timeout, a CI cancel) exits through the same ``finally`` blocks as Ctrl-C, so the nodes
-    the rounds started are stopped.
+    SIGTERM (timeout, a CI cancel) is handled as Ctrl-C, so the nodes the rounds started are stopped.
     """
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    sigterm_as_ctrl_c()
     try:
         settings = settings_from(args)
         result = benchmark(settings, command_line(settings))
     except BenchError as exc:
         print(f'{PROG}: {exc}', file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the nodes are stopped by now (each round's finally)
+        print(f'{PROG}: interrupted; no report written', file=sys.stderr)
+        return 130
     return 1 if result['ros_error'] else 0
 
 
