@@ -34,6 +34,7 @@ PARAMETER_ARGUMENTS = ('model', 'backend', 'threads', 'device_id', 'engine_cache
 STRING_PARAMETERS = {'model', 'backend', 'engine_cache_dir', 'large_frames'}
 # detect_node parameters: launch argument -> parameter name.
 DETECTOR_ARGUMENTS = {'detector_model': 'model', 'detector_conf': 'conf', 'detector_iou': 'iou'}
+FLOAT_PARAMETERS = {'conf', 'iou'}  # typed as doubles: iou:=1 must not reach the node as an integer
 
 
 def _overrides(context, names, strings) -> dict:
@@ -42,7 +43,8 @@ def _overrides(context, names, strings) -> dict:
     for argument, name in names.items():
         value = LaunchConfiguration(argument).perform(context)
         if value != '':
-            overrides[name] = value if name in strings else yaml.safe_load(value)
+            overrides[name] = (value if name in strings else float(value) if name in FLOAT_PARAMETERS
+                               else yaml.safe_load(value))
     return overrides
 
 

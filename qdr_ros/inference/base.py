@@ -148,8 +148,8 @@ class Backend(ABC):
     def close(self) -> None:
         """Release native resources (GPU memory, streams) now rather than at garbage collection.
 
-        Call it only once nothing runs on the backend any more; it is unusable afterwards. Backends
-        holding only host memory have nothing to release early.
+        Call it only once nothing runs on the backend any more; it is unusable afterwards. The base
+        releases nothing: ONNX Runtime frees its session when the backend itself is dropped.
         """
 
     def describe(self) -> dict[str, Any]:

@@ -186,18 +186,18 @@ class TensorRTBackend(Backend):
             raise TensorRTFailure("inference", f"{type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
-        """Free GPU buffers and the stream (also done at garbage collection)."""
+        """Free the GPU buffers, the stream, the execution context and the engine (also at garbage collection)."""
         cudart = getattr(self, "_cudart", None)
         buffers, stream = getattr(self, "_buffers", {}), getattr(self, "_stream", None)
-        if cudart is None or (not buffers and stream is None):  # closed, or __init__ failed before allocating
-            return
-        cudart.cudaSetDevice(self.device_id)  # the buffers live on this backend's GPU, not the current one
-        for ptr, _ in buffers.values():
-            cudart.cudaFree(ptr)
-        self._buffers = {}
-        if stream is not None:
-            cudart.cudaStreamDestroy(stream)
-            self._stream = None
+        if cudart is not None and (buffers or stream is not None):  # not closed, and __init__ got that far
+            cudart.cudaSetDevice(self.device_id)  # the buffers live on this backend's GPU, not the current one
+            for ptr, _ in buffers.values():
+                cudart.cudaFree(ptr)
+            self._buffers = {}
+            if stream is not None:
+                cudart.cudaStreamDestroy(stream)
+                self._stream = None
+        self.context = self.engine = None  # their device memory (most of it) goes with the last reference
 
     def __del__(self) -> None:
         self.close()

@@ -296,8 +296,10 @@ class RestoreNode(QdrNode):
     def _apply_update(self, updates: dict[str, Any]) -> None:
         """Load a new model/backend on the loader thread (swapped in when ready); retune the condition tracker."""
         values = self._values
-        # A TensorRT engine's optimisation profile is sized from max_pixels: a new limit needs a new engine.
-        profile_changed = 'max_pixels' in updates and self._backend.name == 'tensorrt'
+        # An engine built from the .onnx has its profile sized from max_pixels: a new limit needs a new
+        # engine (a prebuilt .engine file keeps its own profile).
+        profile_changed = ('max_pixels' in updates and self._backend.name == 'tensorrt'
+                           and self._backend.model_path.lower().endswith('.onnx'))
         if (profile_changed or any(k in updates for k in params.BACKEND_KEYS)) \
                 and not getattr(self._reverting, 'active', False):
             self._load_requests += 1

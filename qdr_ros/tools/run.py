@@ -107,9 +107,11 @@ def run_restore(args: argparse.Namespace) -> int:
                   ('bypass', args.bypass)) if value is not None]
     nodes: list[Node] = []
     executor = SingleThreadedExecutor()
+    starting = 'restore_node'
     try:
         nodes.append(RestoreNode(namespace=args.namespace, cli_args=_restore_cli_args(args),
                                  parameter_overrides=overrides))
+        starting = 'detect_node'
         if args.use_detector and (detector := _detect_node(args)) is not None:
             nodes.append(detector)
         for node in nodes:
@@ -119,7 +121,7 @@ def run_restore(args: argparse.Namespace) -> int:
                                    f'params {args.params_file})')
         executor.spin()
     except StartupError as exc:
-        print(f'{PROG}: cannot start restore_node: {exc}', file=sys.stderr)
+        print(f'{PROG}: cannot start {starting}: {exc}', file=sys.stderr)
         return 1
     except STOP_EXCEPTIONS as exc:
         if not is_shutdown(exc):

@@ -10,9 +10,9 @@ drops rather than queues). Verdicts, after a warm-up of one bucket, on the first
 third of the remaining time: each node's median RSS grows < 5 %, each stage's p99 latency is not
 above the first third's by more than 25 % + 2 ms, and each stage delivers at least half as many
 frames in the last third as in the first (a pipeline that stalls while its nodes stay alive
-fails). Writes ``soak.json`` and ``soak.png`` to ``--out`` (also when stopped by Ctrl-C or
-SIGTERM, marked ``interrupted``) and exits 0 only when every node is alive at the end and every
-verdict passes.
+fails). Writes ``soak.json`` and ``soak.png`` to ``--out`` (also when Ctrl-C or SIGTERM stops it
+once the frames flow, marked ``interrupted``; before that, the nodes are stopped and nothing is
+written) and exits 0 only when every node is alive at the end and every verdict passes.
 """
 
 from __future__ import annotations

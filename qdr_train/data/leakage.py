@@ -21,6 +21,7 @@ import numpy as np
 POOL_FEATURES = 500  # per training photo (the pool every query is matched against)
 QUERY_FEATURES = 1000  # per evaluation image (few of them: more features cost little)
 MIN_SIDE = 400
+MAX_SIDE = 1024  # larger frames (DAWN's 1280-1900 pixels) are shrunk: every photo then has a side in 400..1024
 RATIO = 0.8
 NEIGHBOURS = 8  # pool neighbours per query feature: room for a scene held by several training photos
 MIN_VOTES = 6
@@ -43,13 +44,18 @@ def orb_features(image: np.ndarray, features: int = POOL_FEATURES) -> tuple[list
 
     Images with a short side below ``MIN_SIDE`` are enlarged first: ORB ignores a 31-pixel border
     and its pyramid only shrinks, so a small crop (a leak resampled to half size) would keep too few
-    keypoints to match. Keypoint positions stay in the enlarged frame (a homography absorbs the scale).
+    keypoints to match. Images with a long side above ``MAX_SIDE`` are shrunk, which keeps the area
+    factor of a real leak's homography within the bounds of ``_a_leak_could_make``. Keypoint
+    positions stay in the resized frame (a homography absorbs the scale).
     """
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-    short = min(gray.shape[:2])
+    short, long = min(gray.shape[:2]), max(gray.shape[:2])
     if short < MIN_SIDE:
         factor = MIN_SIDE / short
         gray = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+    elif long > MAX_SIDE:
+        factor = MAX_SIDE / long
+        gray = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
     return cv2.ORB_create(nfeatures=features).detectAndCompute(gray, None)
 
 

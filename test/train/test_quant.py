@@ -21,7 +21,7 @@ from qdr_ros.inference.tensorrt_build import ShapeProfile, build_or_load_engine,
 from qdr_train.cli import main
 from qdr_train.config import CONFIG_DIR, load_config
 from qdr_train.data.datasets import data_root
-from qdr_train.engine.checkpoint import CheckpointError, load_model, save_model_file
+from qdr_train.engine.checkpoint import CheckpointError, load_model, safe_load, save_model_file
 from qdr_train.engine.stages import CALIBRATION_STEP_OFFSET
 from qdr_train.engine.trainer import Trainer
 from qdr_train.export.check import check_int8
@@ -477,6 +477,9 @@ def test_an_int8_run_resumes_only_with_the_teacher_it_started_from(tmp_path: Pat
                  "train.progress=false", "train.val_every=1000", "quant.calib_batches=1", "data.crop=32",
                  "data.batch=2", f"out={tmp_path}", "name=qat_resume"]
     Trainer(load_config("denoise", CONFIG_DIR / "int8.yaml", overrides)).fit()
+    longer = [*overrides, "train.iters=6"]
+    resumed = Trainer(load_config("denoise", CONFIG_DIR / "int8.yaml", longer), resume=True)
+    assert resumed.step == 4 and safe_load(resumed.fit() / "last.pt")["step"] == 6  # the same teacher: it goes on
     model, _ = load_model(teacher)
     with torch.no_grad():
         next(model.parameters()).add_(0.01)  # the same graph, other weights: what a release leaves

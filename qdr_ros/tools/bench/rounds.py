@@ -243,7 +243,7 @@ def _bench_size(model: Path, width: int, height: int, settings: Settings, refere
           f"{row['passthrough_back_to_back_ms']:.2f})  end-to-end {row['end_to_end_ms']:7.2f} ms  engine "
           f"{fmt(row['engine_median_ms'], 2)} ms  overhead {fmt(row['overhead_percent'])}% (back to back "
           f"{fmt(row['overhead_back_to_back_percent'])}%)  saturated {row['saturated_fps']:6.1f} FPS "
-          f"({fmt(row['saturated_percent'])}%)  CPU {row['node_cpu_percent']:5.1f}%  peak RSS {rss:6.1f} MB"
+          f"({fmt(row['saturated_percent'])}%)  CPU {row['node_cpu_percent']:5.1f}%  peak RSS {rss:6.1f} MiB"
           f"  (median of {len(rounds)} rounds)", flush=True)
     return row
 
