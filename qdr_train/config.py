@@ -135,6 +135,9 @@ def load_config(task: str | None = None, config_file: str | Path | None = None,
     if len(widths) != 3 or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
         raise ConfigError(f"model.widths={widths!r} must be three positive integers: the channels at 1/2, 1/4 "
                           "and 1/8 resolution, e.g. [16, 48, 96]")
+    if cfg["stage"] != "fp32" and cfg["init"]:
+        raise ConfigError(f"stage={cfg['stage']} starts from quant.teacher; init={cfg['init']} would be ignored: "
+                          "drop it (to quantize another FP32 model, make it the teacher)")
     if cfg["stage"] == "ptq" and cfg["train"]["iters"]:
         raise ConfigError(f"stage=ptq calibrates and trains nothing: set train.iters=0 (it is "
                           f"{cfg['train']['iters']}; with steps it is stage=qat)")

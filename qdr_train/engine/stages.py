@@ -181,9 +181,6 @@ def _teacher_and_student(cfg: dict[str, Any], device: torch.device,
     if not path:
         raise ValueError(f"stage {cfg['stage']} needs quant.teacher=<FP32 model file>, e.g. models/"
                          f"{cfg['task']}/efm_fp32.pt")
-    if cfg["init"]:
-        raise ValueError(f"stage {cfg['stage']} starts from quant.teacher; init={cfg['init']} would be ignored: "
-                         "drop it (to quantize another FP32 model, make it the teacher)")
     teacher, info = load_model(path)
     if info.get("quantized"):
         raise ValueError(f"quant.teacher {path} is already quantized; give the FP32 model file")

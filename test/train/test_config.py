@@ -32,6 +32,7 @@ def test_defaults_task_and_overrides_resolve() -> None:
     (["levels.denoise.sigmma=30"], "unknown config key 'levels.denoise.sigmma'"),
     (["degradation.fog.beta=[1,2]"], "unknown config key 'degradation.fog'"),
     (["stage=ptq"], "stage=ptq calibrates and trains nothing: set train.iters=0"),
+    (["stage=qdr", "init=models/denoise/efm_fp32.pt"], "stage=qdr starts from quant.teacher; init=.* would be ignored"),
     (["model.widths=[8,8]"], "model.widths=\\[8, 8\\] must be three positive integers"),
     (["model.widths=[8,8,x]"], "must be three positive integers"),
 ])

@@ -460,14 +460,6 @@ def test_ablate_refuses_an_unknown_variant_before_training(capsys: pytest.Captur
     assert "unknown variant(s) train.iters=5" in err and "before --variants" in err
 
 
-def test_an_int8_stage_refuses_init_it_would_ignore(tmp_path: Path) -> None:
-    cfg = load_config("denoise", CONFIG_DIR / "int8.yaml", [
-        "stage=qdr", f"quant.teacher={SHIPPED_TEACHER}", f"init={SHIPPED_TEACHER}", "train.threads=1",
-        "train.progress=false", f"out={tmp_path}", "name=qdr_init"])
-    with pytest.raises(ValueError, match="starts from quant.teacher; init=.* would be ignored"):
-        Trainer(cfg)
-
-
 @pytest.mark.skipif(not (data_root() / "clean" / "CBSD68").is_dir(), reason="training photos not found")
 def test_an_int8_run_resumes_only_with_the_teacher_it_started_from(tmp_path: Path) -> None:
     """A release can replace models/<task>/efm_fp32.pt while a QAT run is paused: resuming then is refused."""
