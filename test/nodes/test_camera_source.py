@@ -184,8 +184,8 @@ def stamp(msg: Any) -> int:
     return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
 
-@pytest.mark.ros
-def test_node_stops_at_the_end_without_loop(folder: Path) -> None:
+def replay_to_the_end(folder: Path) -> tuple[int, Any]:
+    """Run camera_source over ``folder`` once (loop false) until it stops; its published count and stats."""
     context = Context()
     rclpy.init(context=context)
     node = CameraSource(context=context, namespace=NS, parameter_overrides=[
@@ -197,35 +197,26 @@ def test_node_stops_at_the_end_without_loop(folder: Path) -> None:
         while not node.finished.is_set():
             assert time.monotonic() < deadline, 'camera_source did not stop at the end of the folder'
             executor.spin_once(timeout_sec=0.02)
+        return node.published, node._stats.snapshot()
     finally:
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
-    assert node.published == 3
 
 
+@pytest.mark.ros
+def test_node_stops_at_the_end_without_loop(folder: Path) -> None:
+    assert replay_to_the_end(folder)[0] == 3
+
+
+@pytest.mark.ros
 def test_a_corrupt_file_is_skipped_and_counted_and_the_replay_goes_on(folder: Path) -> None:
     (folder / 'f1.png').write_bytes(b'not a png')  # sorted between two readable frames
     items = list(FolderSource(folder))
     assert [type(i).__name__ for i in items] == ['Frame', 'Unreadable', 'Frame']
     assert items[1].name == 'f1.png' and 'cannot decode' in items[1].reason
-    context = Context()
-    rclpy.init(context=context)
-    node = CameraSource(context=context, namespace=NS, parameter_overrides=[
-        Parameter('source', value=str(folder)), Parameter('rate', value=50.0), Parameter('loop', value=False)])
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    deadline = time.monotonic() + 20
-    try:
-        while not node.finished.is_set():
-            assert time.monotonic() < deadline, 'camera_source did not reach the end of the folder'
-            executor.spin_once(timeout_sec=0.02)
-        stats = node._stats.snapshot()
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-    assert node.published == 2  # f0 and f2: the file after the corrupt one still came
+    published, stats = replay_to_the_end(folder)
+    assert published == 2  # f0 and f2: the file after the corrupt one still came
     assert stats.rejected == {'unreadable': 1}
 
 
