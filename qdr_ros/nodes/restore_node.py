@@ -406,7 +406,7 @@ class RestoreNode(QdrNode):
             else:
                 restoration, inference_ms = self._restore(backend, view, encoding, values['max_pixels'], buffer)
                 out = Outgoing(msg.header, encoding, restoration, inference_ms, values['publish_gate'],
-                               labels=tuple(backend.info.condition_labels or ()))
+                               labels=backend.info.condition_labels)
         except BaseException:
             self._output.release(buffer)
             raise

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from qdr_ros.core import plots
 from qdr_ros.core.atomic import atomic_write
 from qdr_ros.core.stats import percentiles
+from qdr_ros.tools.bench.cli import parse_size
 from qdr_ros.tools.processes import sigterm_as_ctrl_c
 
 if TYPE_CHECKING:  # rclpy is imported when the soak runs, so the judging logic is testable without it
@@ -55,11 +56,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--out', type=Path, default=Path('results/soak'), help='output folder')
     args = parser.parse_args(argv)
     try:
-        args.width, args.height = (int(v) for v in args.size.lower().split('x'))
-    except ValueError:
-        parser.error(f'--size must be WIDTHxHEIGHT, got {args.size!r}')
-    if args.width < 8 or args.height < 8:
-        parser.error(f'--size {args.size}: width and height must be at least 8 pixels')
+        args.width, args.height = parse_size(args.size)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f'--size: {exc}')
     if args.minutes <= 0 or args.rate <= 0:
         parser.error('--minutes and --rate must be positive')
     return args

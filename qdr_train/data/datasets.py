@@ -41,8 +41,7 @@ def list_images(folder: str | Path) -> list[Path]:
     COCO photos, compressed apart), and the first folder's copy in sorted order is the one kept.
     """
     folder = Path(folder)
-    pattern = any(c in str(folder) for c in "*?[")
-    folders = sorted(Path(p) for p in glob.glob(str(folder)) if Path(p).is_dir()) if pattern else [folder]
+    folders = _folders(folder)
     if not folders or not folders[0].is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist (set data.root or QDR_DATA)")
     files: dict[str, Path] = {}
@@ -56,10 +55,17 @@ def list_images(folder: str | Path) -> list[Path]:
 HELD_OUT = ("clean/Kodak24", "detection/DAWN_fog", "lowlight_real/DICM")  # evaluation sets (data README)
 
 
+def _folders(folder: Path) -> list[Path]:
+    """Return the folders a data path names: itself, or for a glob pattern the folders it matches, sorted."""
+    if not any(c in str(folder) for c in "*?["):
+        return [folder]
+    return sorted(Path(p) for p in glob.glob(str(folder)) if Path(p).is_dir())
+
+
 def _image_files(folder: Path) -> set[Path]:
     """Every image file in a folder or glob of folders and their subfolders, resolved (none dropped by name)."""
-    folders = [Path(p) for p in glob.glob(str(folder))] if any(c in str(folder) for c in "*?[") else [folder]
-    return {p.resolve() for f in folders if f.is_dir() for p in f.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
+    return {p.resolve() for f in _folders(folder) if f.is_dir() for p in f.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES}
 
 
 def shared_images(root: Path, train: list[str], folder: str) -> list[Path]:

@@ -128,6 +128,11 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
                              "else out/bench, so a quick run never replaces the committed report)")
 
 
+def default_out(json_path: Path | None) -> Path:
+    """Folder of restore.md and the plot: beside the JSON report, else the scratch folder (never results/)."""
+    return json_path.parent if json_path is not None else SCRATCH_OUT
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     """Resolve defaults that depend on --quick and the thread count."""
     from qdr_ros.inference.onnxruntime import physical_cores
@@ -139,7 +144,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(task=args.task, models_dir=args.models_dir, sizes=sizes,
                     runs=args.runs or (5 if args.quick else 30), warmup=1 if args.quick else 3,
                     threads=args.threads if args.threads > 0 else physical_cores(), ros=args.ros, quick=args.quick,
-                    out=args.out or (args.json_path.parent if args.json_path else SCRATCH_OUT),
+                    out=args.out or default_out(args.json_path),
                     json_path=args.json_path, saturate_s=1.0 if args.quick else SATURATE_S,
                     rounds=args.rounds or (1 if args.quick else ROUNDS))
 
@@ -154,7 +159,7 @@ def command_line(settings: Settings) -> str:
     parts += ['--quick'] * settings.quick + ['--no-ros'] * (not settings.ros)
     if settings.json_path is not None:
         parts.append(f'--json {settings.json_path}')
-    if settings.out != (settings.json_path.parent if settings.json_path else SCRATCH_OUT):
+    if settings.out != default_out(settings.json_path):
         parts.append(f'--out {settings.out}')
     return ' '.join(parts)
 
