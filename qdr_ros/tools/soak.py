@@ -222,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
             print(f'the nodes did not start: {exc}', file=sys.stderr)
             return 2
         procs = [psutil.Process(w.pid) for w in watched]
+        print(f'soak: frames flow through {", ".join(s.topic for s in stages)}; {duration:.0f} s at '
+              f'{args.rate:g} Hz (Ctrl-C stops it and writes the report)', flush=True)
         t0 = time.perf_counter()
         next_frame = next_sample = 0.0
         try:

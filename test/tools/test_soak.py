@@ -1,14 +1,19 @@
 """The soak command: its verdicts on synthetic traces, and a short real run through restore_node.
 
 The 30-minute run itself is ``make soak`` (results/soak/); here the judging logic is checked on
-traces whose answer is known, and a few-second run shows the command works end to end.
+traces whose answer is known, and a few-second run shows the command works end to end, and that
+SIGTERM (``timeout``, a cancelled CI job) stops it the way Ctrl-C does.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from qdr_ros.tools import soak
@@ -73,3 +78,24 @@ def test_short_run_through_restore_node(tmp_path: Path) -> None:
     assert report['received']['restored'] > 0.5 * report['sent'] > 0
     assert rc == (0 if report['pass'] else 1)
     assert (tmp_path / 'soak.png').stat().st_size > 0
+
+
+def test_sigterm_stops_the_nodes_and_writes_an_interrupted_report(tmp_path: Path) -> None:
+    cmd = [sys.executable, '-m', 'qdr_ros.tools.soak', '--minutes', '5', '--rate', '10', '--size', '160x120',
+           '--out', str(tmp_path)]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        lines = []
+        for line in proc.stdout:  # the line that says frames flow comes once the nodes answer
+            lines.append(line)
+            if line.startswith('soak: frames flow'):
+                break
+        assert lines and lines[-1].startswith('soak: frames flow'), ''.join(lines)
+        nodes = psutil.Process(proc.pid).children(recursive=True)
+        assert nodes, 'the soak started no node process'
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out  # stopped early: a report, never a PASS
+    report = json.loads((tmp_path / 'soak.json').read_text())
+    assert report['interrupted'].startswith('stopped after') and not report['pass']
+    assert report['alive'] == {'restore_node': True}
+    assert not [p for p in nodes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
