@@ -52,10 +52,15 @@ class ConditionTracker:
         self._on = {label: False for label in self.labels}
 
     def update(self, probabilities: np.ndarray, stamp: float, gate: np.ndarray | None = None) -> Condition:
-        """Fold in one frame's probabilities (len(labels),) and optional gate map; return the steadied state."""
+        """Fold in one frame's probabilities (len(labels),) and optional gate map; return the steadied state.
+
+        A frame with a non-finite probability is left out (the state is returned as it was).
+        """
         probs = np.asarray(probabilities, np.float64).reshape(-1)
         if probs.size != len(self.labels):
             raise ValueError(f'{probs.size} condition probabilities for {len(self.labels)} labels {self.labels}')
+        if not np.isfinite(probs).all():  # a broken frame must not poison the average for good (NaN stays NaN)
+            return self._state(stamp, probs if self._smoothed is None else self._smoothed)
         sampled = None if gate is None else np.asarray(gate)[::GATE_STRIDE, ::GATE_STRIDE]
         gate_open = None if sampled is None else float(np.mean(sampled >= GATE_OPEN))
         if self._stamp is not None and stamp < self._stamp:
@@ -70,9 +75,11 @@ class ConditionTracker:
                 self._on[label] = True
             elif value < 0.5 - self.hysteresis:
                 self._on[label] = False
+        return self._state(stamp, self._smoothed)
+
+    def _state(self, stamp: float, smoothed: np.ndarray) -> Condition:
         degraded = tuple(label for label in self.labels if label != CLEAN and self._on[label])
-        return Condition(stamp, dict(zip(self.labels, map(float, self._smoothed))), degraded or (CLEAN,),
-                         self._gate)
+        return Condition(stamp, dict(zip(self.labels, map(float, smoothed))), degraded or (CLEAN,), self._gate)
 
     def _weight(self, stamp: float) -> float:
         """Weight of the new frame: 1 - exp(-dt / tau); the first frame, or tau 0, takes it whole."""

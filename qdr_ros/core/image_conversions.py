@@ -312,7 +312,10 @@ def decode_compressed(data: Any, fmt: str = "", max_pixels: int = DEFAULT_MAX_PI
         raise FrameError("bad_data", f"compressed data is not a byte buffer ({type(data).__name__})") from exc
     if raw.size == 0:
         raise FrameError("empty_compressed", "compressed image has no data; check the camera's compressed stream")
-    image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
+    except cv2.error:  # a header claiming more pixels than OpenCV's own limit raises rather than returning None
+        image = None
     if image is None:
         raise FrameError("decode_failed", f"compressed image ({raw.size} bytes, format {fmt!r}) could not be "
                          "decoded; the stream is corrupt or not JPEG/PNG")
@@ -338,4 +341,5 @@ def downscale_to_fit(view: np.ndarray, max_pixels: int,
     new_w, new_h = max(1, int(width * scale)), max(1, int(height * scale))
     src = np.ascontiguousarray(view, dtype=view.dtype.newbyteorder("="))
     small = cv2.resize(src, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    return small.reshape(new_h, new_w, *view.shape[2:]), new_w / width
+    # the smaller side's ratio: a one-pixel-wide frame keeps its width, yet it was shrunk (scale < 1)
+    return small.reshape(new_h, new_w, *view.shape[2:]), min(new_w / width, new_h / height)

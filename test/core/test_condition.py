@@ -63,6 +63,14 @@ def test_stamp_going_back_restarts_and_bad_input_is_refused() -> None:
         ConditionTracker(LABELS, hysteresis=0.5)
 
 
+def test_a_non_finite_frame_is_left_out() -> None:
+    tracker = ConditionTracker(LABELS)
+    run(tracker, [CLEAN] * 30)
+    broken = tracker.update(np.full(5, np.nan), 1.0)
+    assert broken.present == ('clean',) and np.isfinite(list(broken.probabilities.values())).all()
+    assert run(tracker, [FOG] * 60, start=1.1)[-1].present == ('haze',)  # NaN would have frozen every label
+
+
 def test_unstamped_frames_are_smoothed_over_the_node_clock() -> None:
     """A driver that leaves stamps at 0: the node's clock stands in, so the condition still follows the frames."""
     from std_msgs.msg import Header

@@ -229,6 +229,16 @@ def test_decode_compressed_rejects_bad_payloads(data: bytes, fmt: str, reason: s
     assert err.value.reason_code == reason
 
 
+def test_a_jpeg_header_claiming_a_huge_frame_is_a_rejected_frame() -> None:
+    ok, jpeg = cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))
+    data = bytearray(jpeg.tobytes())
+    sof = data.index(b"\xff\xc0")  # baseline start of frame: length(2) precision(1) height(2) width(2)
+    data[sof + 5:sof + 9] = (60000).to_bytes(2, "big") * 2  # 60000 x 60000: above OpenCV's own pixel limit
+    with pytest.raises(FrameError) as err:
+        decode_compressed(bytes(data), "jpeg")
+    assert err.value.reason_code == "decode_failed"
+
+
 def test_decode_compressed_enforces_max_pixels() -> None:
     ok, png = cv2.imencode(".png", np.zeros((20, 30, 3), np.uint8))
     with pytest.raises(FrameError) as err:
@@ -241,6 +251,9 @@ def test_downscale_to_fit() -> None:
     assert downscale_to_fit(image, 20000) == (image, 1.0)
     small, scale = downscale_to_fit(image, 5000)
     assert small.shape[0] * small.shape[1] <= 5000 and small.shape == (50, 100, 3) and scale == 0.5
+    column = RNG.integers(0, 256, (100, 1, 3), dtype=np.uint8)
+    small, scale = downscale_to_fit(column, 64)  # one pixel wide: the width stays, the frame still shrank
+    assert small.shape == (80, 1, 3) and scale < 1.0
     pixels, data, step = make_frame(64, 64, "mono16", pad=2, bigendian=True)
     small, _ = downscale_to_fit(image_view(data, 64, 64, "mono16", step, True), 1024)
     assert small.shape == (32, 32, 1) and small.dtype == np.uint16
