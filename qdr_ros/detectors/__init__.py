@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from qdr_ros.detectors.base import (PERSON, Detection, DetectorBase, DetectorError, annotate, person_class_ids,
+from qdr_ros.detectors.base import (PERSON, Detection, DetectorBase, DetectorError, annotate, nms, person_class_ids,
                                     to_bgr8)
 from qdr_ros.detectors.fastestdet import FastestDet, is_fastestdet
 from qdr_ros.detectors.yolo import DEVICE_PATTERN, Detector, default_model_path, resolve_model
 
 __all__ = ['DEVICE_PATTERN', 'PERSON', 'Detection', 'Detector', 'DetectorBase', 'DetectorError', 'FastestDet',
-           'annotate', 'create_detector', 'default_model_path', 'person_class_ids', 'to_bgr8']
+           'annotate', 'create_detector', 'default_model_path', 'nms', 'person_class_ids', 'to_bgr8']
 
 
 def create_detector(model: str | os.PathLike[str] | None = None, conf: float = 0.25, iou: float = 0.7,

@@ -106,6 +106,23 @@ def annotate(image: np.ndarray, detections: Sequence[Detection], encoding: str =
     return out
 
 
+def nms(xyxy: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Return the indices greedy non-maximum suppression keeps, highest score first (one class's boxes)."""
+    order = np.argsort(-scores, kind='stable')
+    area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
+    keep: list[int] = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(int(best))
+        x1 = np.maximum(xyxy[best, 0], xyxy[rest, 0])
+        y1 = np.maximum(xyxy[best, 1], xyxy[rest, 1])
+        x2 = np.minimum(xyxy[best, 2], xyxy[rest, 2])
+        y2 = np.minimum(xyxy[best, 3], xyxy[rest, 3])
+        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+        order = rest[inter / (area[best] + area[rest] - inter + 1e-9) < iou]
+    return keep
+
+
 def person_class_ids(names: dict[int, str]) -> list[int]:
     """Model class ids that are people (for scoring a people detector against COCO ``person`` boxes)."""
     return [k for k, v in names.items() if v.strip().lower() in PERSON_NAMES]

@@ -21,7 +21,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from qdr_ros.detectors.base import Detection, DetectorBase, DetectorError, to_bgr8
+from qdr_ros.detectors.base import Detection, DetectorBase, DetectorError, nms, to_bgr8
 
 NAMES_FILE = 'coco.names'
 
@@ -55,23 +55,6 @@ def read_names(model: Path, classes: int) -> dict[int, str]:
     if len(names) != classes:
         raise DetectorError(f'{path} lists {len(names)} names but {model.name} has {classes} classes')
     return dict(enumerate(names))
-
-
-def _nms(xyxy: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
-    """Return the indices greedy non-maximum suppression keeps, highest score first."""
-    order = np.argsort(-scores, kind='stable')
-    area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
-    keep: list[int] = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        keep.append(int(best))
-        x1 = np.maximum(xyxy[best, 0], xyxy[rest, 0])
-        y1 = np.maximum(xyxy[best, 1], xyxy[rest, 1])
-        x2 = np.minimum(xyxy[best, 2], xyxy[rest, 2])
-        y2 = np.minimum(xyxy[best, 3], xyxy[rest, 3])
-        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-        order = rest[inter / (area[best] + area[rest] - inter + 1e-9) < iou]
-    return keep
 
 
 class FastestDet(DetectorBase):
@@ -124,7 +107,7 @@ class FastestDet(DetectorBase):
         kept = []
         for c in np.unique(ids):
             members = np.nonzero(ids == c)[0]
-            kept += members[_nms(xyxy[members], scores[members], threshold)].tolist()
+            kept += members[nms(xyxy[members], scores[members], threshold)].tolist()
         kept = sorted(kept, key=lambda i: -scores[i])[:max_det or self.max_det]
         return [Detection(int(ids[i]), self.names[int(ids[i])], float(scores[i]), tuple(float(v) for v in xyxy[i]))
                 for i in kept]

@@ -279,8 +279,10 @@ def run(args: argparse.Namespace) -> int:
     own, classes = class_labels(scorer)
     sets: dict[str, tuple[list[Sample], bool, str]] = {}
     labelled = load_labelled([data / s for s in LABELLED_SETS], set(scorer.mapping.values()), args.limit)
+    partly = sum(s.truth.labelled != frozenset(scorer.mapping.values()) for s in labelled)
+    ignored = f'; {partly} labelled for people only: other classes ignored there' if partly else ''
     sets['coco'] = (labelled, False, f'COCO samples ({len(labelled)} images of coco8/-human/-pose, labelled; '
-                                     f'scored: {classes})')
+                                     f'scored: {classes}{ignored})')
     for folder in args.pseudo_sets:
         files = list_images(data / folder)[:args.limit or None]
         samples = [Sample(p.name, read_rgb(p), Boxes.empty()) for p in files]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import yaml
 
 from qdr_ros.core.report_paths import shown_path
 from qdr_train.data.datasets import data_root
 from qdr_train.evaluation.detection_bench import gain_summary, gains_below
-from qdr_train.evaluation.detection_scoring import (Boxes, average_precision, box_iou, evaluate_map, model_to_coco,
-                                                    read_yolo_labels)
+from qdr_train.evaluation.detection_scoring import (Boxes, average_precision, box_iou, evaluate_map, load_labelled,
+                                                    model_to_coco, read_yolo_labels)
 
 
 def boxes(xyxy: list[list[float]], classes: list[int], scores: list[float] | None = None) -> Boxes:
@@ -60,6 +62,33 @@ def test_classes_are_averaged_and_false_positives_on_empty_images_count() -> Non
     preds = [boxes([[0, 0, 10, 10]], [0], [0.5]), Boxes.empty(), boxes([[0, 0, 10, 10]], [0], [0.9])]
     # class 0: a false positive (on the empty image) outranks the hit -> AP 0.5; class 1: missed -> 0
     assert evaluate_map(preds, truth) == {'map50_95': pytest.approx(0.25), 'map50': pytest.approx(0.25)}
+
+
+def test_detections_of_classes_an_image_is_not_labelled_for_are_ignored() -> None:
+    giraffe, person = 23, 0
+    # a fully labelled image with a giraffe, and a people-only one whose giraffe nobody boxed
+    truth = [boxes([[0, 0, 10, 10]], [giraffe]), Boxes(np.array([[0, 0, 20, 20]], float), np.array([person]),
+                                                       labelled=frozenset({person}))]
+    preds = [boxes([[0, 0, 10, 10]], [giraffe], [0.5]),
+             boxes([[0, 0, 20, 20], [30, 30, 60, 60]], [person, giraffe], [0.9, 0.9])]
+    assert evaluate_map(preds, truth) == {'map50_95': 1.0, 'map50': 1.0}
+    truth[1].labelled = None  # labelled for every class, the unboxed giraffe is a false positive ranked first
+    assert evaluate_map(preds, truth)['map50'] == pytest.approx(0.75)
+
+
+def test_a_set_is_labelled_for_the_classes_its_yaml_names(tmp_path: Path) -> None:
+    for name, classes in (('people', {0: 'person'}), ('all', {0: 'person', 23: 'giraffe'})):
+        root = tmp_path / name
+        (root / 'images').mkdir(parents=True)
+        (root / 'labels').mkdir()
+        (root / f'{name}.yaml').write_text(yaml.safe_dump({'names': classes}))
+        cv2.imwrite(str(root / 'images' / f'{name}.jpg'), np.zeros((8, 8, 3), np.uint8))
+        (root / 'labels' / f'{name}.txt').write_text('0 0.5 0.5 0.5 0.5\n')
+    samples = load_labelled([tmp_path / 'people', tmp_path / 'all'], keep_classes={0, 23, 56})
+    assert [s.truth.labelled for s in samples] == [frozenset({0}), frozenset({0, 23})]
+    (tmp_path / 'all' / 'all.yaml').unlink()
+    with pytest.raises(ValueError, match='dataset yaml'):
+        load_labelled([tmp_path / 'all'], keep_classes={0})
 
 
 def test_read_yolo_labels(tmp_path: Path) -> None:
