@@ -145,10 +145,17 @@ class TensorRTBackend(Backend):
         ptr, size = self._buffers.get(name, (0, 0))
         if size < nbytes:
             if ptr:
+                del self._buffers[name]  # gone before it is freed: a failing cudaMalloc must not leave it for close()
                 cuda_call(self._cudart, self._cudart.cudaFree(ptr), "cudaFree")
             ptr = int(cuda_call(self._cudart, self._cudart.cudaMalloc(nbytes), "cudaMalloc"))
             self._buffers[name] = (ptr, nbytes)
         return ptr
+
+    def _bind(self, name: str, ptr: int) -> None:
+        """Point the context's tensor ``name`` at ``ptr``; TensorRT says False (not an exception) when it refuses."""
+        if not self.context.set_tensor_address(name, ptr):
+            errors = recent_errors(self._logger.errors, 3)
+            raise TensorRTFailure("inference", f"set_tensor_address({name!r}) returned false ({errors})")
 
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Copy in, ``execute_async_v3`` on the backend's stream, copy every output out, synchronize."""
@@ -162,11 +169,11 @@ class TensorRTBackend(Backend):
         d_in = self._device_buffer(INPUT_NAME, host_in.nbytes)
         cuda_call(cudart, cudart.cudaMemcpyAsync(d_in, host_in.ctypes.data, host_in.nbytes, to_dev, self._stream),
                   "copy to GPU")
-        self.context.set_tensor_address(INPUT_NAME, d_in)
+        self._bind(INPUT_NAME, d_in)
         results = {}
         for name in self._outputs:
             results[name] = np.empty(tuple(self.context.get_tensor_shape(name)), self._dtypes[name])
-            self.context.set_tensor_address(name, self._device_buffer(name, results[name].nbytes))
+            self._bind(name, self._device_buffer(name, results[name].nbytes))
         if not self.context.execute_async_v3(int(self._stream)):
             errors = recent_errors(self._logger.errors, 3)
             raise TensorRTFailure("inference", f"execute_async_v3 returned false ({errors})")

@@ -10,9 +10,11 @@ times faster (docs/benchmarks.md#design-measurements). The wrapper adds, around 
 
 ``channels`` (int64[3]) is an input: [0, 1, 2] for rgb8, [2, 1, 0] for bgr8, so one session serves
 both. Other outputs of the model (an "auto" model's ``condition`` and ``gate``) stay as they are,
-float32 at the padded size. QuantizeLinear saturates to [0, 255] and rounds half to even, i.e.
-exactly the clamp, scale and ``np.rint`` of ``image_conversions.from_model_output``; DequantizeLinear multiplies by
-float32(1/255) where the numpy path divides by 255, so a pixel can differ by one level.
+float32 at the padded size. QuantizeLinear saturates to [0, 255] and rounds half to even, as the
+clamp, scale and ``np.rint`` of ``image_conversions.from_model_output`` do, but divides by float32(1/255)
+where the numpy path multiplies by 255: a value within float rounding of a half level (about 8 of a
+random 640x480 frame's values; none seen on real model outputs) can land one level apart. Likewise
+DequantizeLinear multiplies by float32(1/255) where the numpy path divides by 255.
 
 A model whose first step quantizes the float image to uint8 (``QuantizeLinear``, one scale, as
 the ``_cpu`` INT8 variants do) gets that step as a 256-entry table on the camera bytes instead

@@ -73,6 +73,8 @@ def widen_narrow_convs(graph: onnx.GraphProto, multiple: int = 16) -> int:
     consumers = _consumers(graph)
     widened = 0
     for conv in [n for n in graph.node if n.op_type == "Conv"]:
+        if any(a.name == "group" and a.i != 1 for a in conv.attribute):
+            continue  # a grouped conv's extra filters would shift which input channels each group reads
         w_dq = producers.get(conv.input[1])
         users = consumers.get(conv.output[0], [])
         if w_dq is None or w_dq.op_type != "DequantizeLinear" or len(w_dq.input) < 3 or w_dq.input[0] not in inits \

@@ -241,8 +241,9 @@ class FakeTensorRT:
             def get_tensor_shape(self, name: str) -> tuple[int, ...]:
                 return self.output_shapes[name]
 
-            def set_tensor_address(self, name: str, address: int) -> None:
+            def set_tensor_address(self, name: str, address: int) -> bool:
                 self.addresses[name] = address
+                return True
 
             def execute_async_v3(self, stream: int) -> bool:
                 if fake.fail_at == "inference":
