@@ -16,9 +16,10 @@ config/restore.yaml and config/detect.yaml); a non-empty value overrides it.
 
 import os
 
-from ament_index_python.packages import get_package_share_directory
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 import yaml
@@ -85,10 +86,23 @@ def _nodes(context):
             remappings=[('image', output)],
             **common,
         ))
-    if arg('use_rviz') == 'true':
+    if arg('use_rviz') == 'true' and _has_package('rviz2'):
         nodes.append(Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
                           arguments=['-d', os.path.join(SHARE, 'config', 'qdr.rviz')], parameters=[sim_time]))
+    elif arg('use_rviz') == 'true':
+        get_logger('restore.launch').warning(
+            'use_rviz:=true but rviz2 is not installed (sudo apt install ros-$ROS_DISTRO-rviz2); starting the '
+            'other nodes without it')
     return nodes
+
+
+def _has_package(name):
+    """Whether ``name`` is in the ament index: a missing rviz2 would abort the launch after the other nodes started."""
+    try:
+        get_package_share_directory(name)
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def generate_launch_description():
