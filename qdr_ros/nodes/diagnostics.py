@@ -101,11 +101,12 @@ class FrameStats:
             self._last_input = self._clock()
 
     def frame_out(self, inference_ms: float | None = None, delay_ms: float | None = None) -> None:
+        """Count a frame delivered; it ends a failing state, whether inference ran (or bypass passed it on)."""
         with self._lock:
             self._frames_out += 1
+            self._failing = False
             if inference_ms is not None:
                 self._inference.append(inference_ms)
-                self._failing = False
             if delay_ms is not None:
                 self._delay.append(delay_ms)
 
@@ -202,9 +203,8 @@ class Health:
     def report(self, input_timeout: float, drop_warn_ratio: float, facts: dict[str, object]) -> Report:
         """Assess the current counters; the drop window starts at the newest snapshot ``window_s`` old or older."""
         now = self.stats.snapshot()
-        report = assess(now, self._history[-1], input_timeout, facts, drop_warn_ratio, self._history[0],
-                        self._wording)
-        self._history.append(now)
+        previous = self._history[-1]
+        self._history.append(now)  # trimmed before judging, so the window is window_s (or one period), not more
         while len(self._history) > 1 and self._history[1].time <= now.time - self._window_s:
             self._history.popleft()
-        return report
+        return assess(now, previous, input_timeout, facts, drop_warn_ratio, self._history[0], self._wording)

@@ -55,3 +55,25 @@ def test_threshold_zero_warns_on_any_drop_and_one_never() -> None:
     assert health.report(2.0, 0.0, {}).level == WARN
     run(stats, now, 1, 10)
     assert health.report(2.0, 1.0, {}).level == OK
+
+
+def test_the_drop_window_is_window_s_long() -> None:
+    now = [0.0]
+    stats = FrameStats(clock=lambda: now[0])
+    health = Health(stats, CAMERA, window_s=5.0)
+    run(stats, now, 1, 9)  # a burst in the first second, then none
+    levels = [health.report(2.0, 0.1, {}).level]
+    for _ in range(7):
+        run(stats, now, 1, 0)
+        report = health.report(2.0, 0.1, {})
+        levels.append(report.level)
+    assert dict(report.values)['drop_window_s'] == '5.0'
+    assert levels[4] == WARN and levels[5] == OK  # at t=6 the window [1, 6] no longer holds the burst
+
+
+def test_bypass_frames_end_a_failing_state() -> None:
+    stats = FrameStats()
+    stats.backend_error('CUDA error')
+    assert stats.snapshot().backend_failing
+    stats.frame_out()  # bypass: a frame delivered without inference
+    assert not stats.snapshot().backend_failing
