@@ -185,6 +185,10 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
     elif spec.min_value is not None and spec.type is float:
         desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min_value),
                                                         to_value=float(spec.max_value), step=0.0)]
+    if spec.type is float:
+        # rclpy refuses an INTEGER for a DOUBLE parameter (-p drop_warn_ratio:=1, a YAML "rate: 10"); the
+        # table's own checks take any number and treat it as a float (ParamSpec.coerce), strings they refuse
+        desc.dynamic_typing = True
     return desc
 
 
@@ -237,7 +241,8 @@ class QdrNode(Node, ABC):
             try:
                 self._declare(spec)
             except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
-                problems.append(str(exc))
+                reason = str(exc).removesuffix(f': {spec.name}')  # rclpy names the parameter last, after its reason
+                problems.append(f'{spec.name}: {reason}')
         values = self._table.known({name: self.get_parameter(name).value for name in self._table.specs
                                     if self.has_parameter(name)})
         problems += validate_all(self._table, values)

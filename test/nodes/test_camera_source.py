@@ -384,9 +384,29 @@ def test_bad_driver_parameters_stop_start_up_with_a_reason(folder: Path, tmp_pat
         with pytest.raises(StartupError, match=f'{calibration}: projection_matrix must be 3x4'):
             CameraSource(context=context, parameter_overrides=[
                 Parameter('source', value=str(folder)), Parameter('camera_info_url', value=str(calibration))])
+        with pytest.raises(StartupError, match=r'invalid parameters: rate: .*out of range.*-1\.0\. Fix'):
+            CameraSource(context=context, parameter_overrides=[
+                Parameter('source', value=str(folder)), Parameter('rate', value=-1.0)])
         with pytest.raises(StartupError, match='stamp:=recorded needs a rosbag2 source'):
             CameraSource(context=context, parameter_overrides=[
                 Parameter('source', value=str(folder)), Parameter('stamp', value='recorded')])
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_float_parameters_take_whole_numbers(folder: Path) -> None:
+    """-p drop_warn_ratio:=1 or a YAML 'rate: 10' are numbers to an operator; a string is still refused."""
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = CameraSource(context=context, parameter_overrides=[
+            Parameter('source', value=str(folder)), Parameter('rate', value=10), Parameter('drop_warn_ratio', value=1)])
+        try:
+            assert [r.successful for r in node.set_parameters([Parameter('drop_warn_ratio', value=0)])] == [True]
+            refused = node.set_parameters([Parameter('drop_warn_ratio', value='half')])[0]
+            assert not refused.successful and 'drop_warn_ratio must be a float' in refused.reason
+        finally:
+            node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
 
