@@ -125,6 +125,7 @@ def load_config(task: str | None = None, config_file: str | Path | None = None,
     if task != AUTO and task not in cfg["levels"]:
         raise ConfigError(f"task '{task}' has no evaluation level under 'levels'")
     _check_mixture(cfg["data"])
+    _check_quiet(cfg["degradation"]["lowlight"])
     if cfg["data"]["crop"] % 8:
         raise ConfigError(f"data.crop={cfg['data']['crop']} must be a multiple of the model stride 8")
     if cfg["distill"]["lmr"] not in LMR_FORMS:
@@ -146,6 +147,22 @@ def load_config(task: str | None = None, config_file: str | Path | None = None,
     if not 0.0 <= cfg["train"]["ema"] < 1.0:
         raise ConfigError(f"train.ema={cfg['train']['ema']} must be in [0, 1): a decay such as 0.999, or 0 for none")
     return cfg
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_quiet(lowlight: dict[str, Any]) -> None:
+    """Check the optional noise-free low-light keys: one share, and an exposure range (a number reads as 0/1)."""
+    quiet, exposure = lowlight.get("quiet"), lowlight.get("quiet_exposure")
+    if quiet is not None and not (_is_number(quiet) and 0.0 <= quiet <= 1.0):
+        raise ConfigError(f"degradation.lowlight.quiet={quiet!r} must be one share in [0, 1] (the noise-free share "
+                          "of low-light crops), not a range")
+    if exposure is not None and not (isinstance(exposure, list) and len(exposure) == 2
+                                     and all(_is_number(v) and 0.0 < v <= 1.0 for v in exposure)):
+        raise ConfigError(f"degradation.lowlight.quiet_exposure={exposure!r} must be a range [mildest, worst] of "
+                          "exposures in (0, 1], e.g. [0.14, 0.05]")
 
 
 def _check_mixture(data: dict[str, Any]) -> None:

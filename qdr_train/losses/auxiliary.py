@@ -48,9 +48,11 @@ class AuxiliaryLoss(nn.Module):
                 labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         loss, logs = lq.new_zeros(()), {}
         if self.gate:
-            g = feats["gate_prob"].float()
-            target = degraded_mask(lq, gt, tuple(g.shape[-2:]), self.gate_threshold)
-            term = F.binary_cross_entropy(g.clamp(1e-6, 1 - 1e-6), target)
+            z = feats["gate_logit"].float()
+            target = degraded_mask(lq, gt, tuple(z.shape[-2:]), self.gate_threshold)
+            # on the logit: a clamped sigmoid has no gradient past |logit| ~ 14, where a gate stuck shut
+            # on a degraded region (or open on a clean one) needs one most
+            term = F.binary_cross_entropy_with_logits(z, target)
             loss, logs["gate_bce"] = loss + self.gate * term, float(term.detach())
         if self.condition and "condition" in feats:
             term = F.binary_cross_entropy_with_logits(feats["condition"].float(), labels)

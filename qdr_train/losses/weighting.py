@@ -13,7 +13,8 @@ Learnable Magnitude Reweighting (LMR). For terms ``L_i`` the total is
   every term pulls with the same relative strength whatever its magnitude.
 - It cannot collapse to zero weight: shrinking a weight means raising ``s_i``, which the
   ``+ s_i`` term charges linearly, so the optimum ``exp(-s_i) = m_i / L_i`` stays positive and
-  finite; the clamp ``|s_i| <= s_max`` is a hard floor ``exp(-s_max)`` on top of that.
+  finite; ``s_i = s_max tanh(u_i / s_max)`` bounds it softly on top of that (a clamp would give
+  ``u_i`` no gradient past the bound, and a weight that got there could never come back).
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ from torch import nn
 
 @torch.no_grad()
 def update_running_mean(mean: torch.Tensor, values: torch.Tensor, momentum: float) -> None:
-    """Move ``mean`` toward ``values`` in place (exponential moving average); entries still 0 take ``values``."""
-    mean.copy_(torch.where(mean == 0, values, momentum * mean + (1 - momentum) * values))
+    """Move ``mean`` toward ``values`` in place (exponential moving average); entries still 0 take ``values``.
+
+    A non-finite value is left out: one inf or NaN step would otherwise hold the mean there for good.
+    """
+    moved = torch.where(mean == 0, values, momentum * mean + (1 - momentum) * values)
+    mean.copy_(torch.where(torch.isfinite(values), moved, mean))
 
 
 class FixedWeights(nn.Module):
@@ -55,13 +60,17 @@ class LearnableMagnitudeReweighting(nn.Module):
         values = torch.stack([loss.detach() for loss in losses])
         if self.training:
             update_running_mean(self.magnitude, values, self.momentum)
-        s = self.s.clamp(-self.s_max, self.s_max)
+        s = self.bounded()
         scale = self.magnitude.clamp_min(1e-12)
         return sum(torch.exp(-s[i]) * losses[i] / scale[i] + s[i] for i in range(len(losses)))
 
+    def bounded(self) -> torch.Tensor:
+        """``s`` within ``(-s_max, s_max)``, smoothly: the identity near 0, a gradient everywhere."""
+        return self.s_max * torch.tanh(self.s / self.s_max)
+
     def current(self) -> list[float]:
         """Effective weight on each raw loss: ``exp(-s_i) / m_i`` (``m_i = 1`` before any loss was seen)."""
-        s = self.s.detach().clamp(-self.s_max, self.s_max)
+        s = self.bounded().detach()
         magnitude = torch.where(self.magnitude > 0, self.magnitude, torch.ones_like(self.magnitude))
         return (torch.exp(-s) / magnitude).tolist()
 

@@ -152,7 +152,7 @@ class EFM(nn.Module):
         target);
         ``decoder`` holds the decoder features at 1/4 and 1/2 resolution (never distilled by QDR,
         kept for the decoder-distillation baseline); ``gate`` is the LDG map at 1/2 resolution
-        (``gate_prob`` its sigmoid before the floor);
+        (``gate_prob`` its sigmoid before the floor, ``gate_logit`` the logit under it);
         ``condition`` (with the condition head) the (N, len(LABELS)) logits.
         """
         h, w = x.shape[-2:]
@@ -165,7 +165,8 @@ class EFM(nn.Module):
         d2 = self.dec2(self.skip2(self.up2(b) + e2))
         d1 = self.fine(self.dec1(self.skip1(self.up1(d2) + e1)))
         condition = None if self.condition is None else self.condition(F.adaptive_avg_pool2d(b, 1)).flatten(1)
-        p = torch.sigmoid(self.gate_logit(d1))
+        z = self.gate_logit(d1)
+        p = torch.sigmoid(z)
         floor: torch.Tensor | float = self.gate_floor
         if self.clean_shuts_gate:
             clean = LABELS.index("clean")
@@ -173,7 +174,7 @@ class EFM(nn.Module):
         g = self.gate(torch.relu(p - floor) if self.clean_shuts_gate or self.gate_floor else p)
         y = (x if self.exact_skip else xq) + F.pixel_shuffle(self.tail(self.gated(g * d1)), 2)
         feats = {"bottleneck": b, "decoder": torch.cat([d2.flatten(1), d1.flatten(1)], 1), "gate": g,
-                 "gate_prob": p}
+                 "gate_prob": p, "gate_logit": z}
         if condition is not None:
             feats["condition"] = condition
         return y, feats

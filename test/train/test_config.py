@@ -35,6 +35,8 @@ def test_defaults_task_and_overrides_resolve() -> None:
     (["stage=qdr", "init=models/denoise/efm_fp32.pt"], "stage=qdr starts from quant.teacher; init=.* would be ignored"),
     (["model.widths=[8,8]"], "model.widths=\\[8, 8\\] must be three positive integers"),
     (["model.widths=[8,8,x]"], "must be three positive integers"),
+    (["degradation.lowlight.quiet=[0.2,0.5]"], "quiet=\\[0.2, 0.5\\] must be one share in \\[0, 1\\]"),
+    (["degradation.lowlight.quiet_exposure=0.05"], "quiet_exposure=0.05 must be a range"),
 ])
 def test_bad_overrides_fail_with_the_key_named(override: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -322,6 +322,18 @@ def test_lmr_weights_stay_positive_and_bounded() -> None:
     assert min(pulls) < 1.5 * floor  # ... and the burst did drive it down to that floor
 
 
+def test_lmr_comes_back_from_its_bound_and_ignores_a_non_finite_step() -> None:
+    """After a long burst drove a weight to its bound, a settled term gets its weight back; inf moves no mean."""
+    lmr = LearnableMagnitudeReweighting(1, momentum=0.9, s_max=3.0)
+    with torch.no_grad():
+        lmr.s.fill_(6.0)  # far past the bound, where a clamp had left no gradient
+    total = lmr([torch.tensor(1.0)])
+    total.backward()
+    assert float(lmr.s.grad) != 0.0
+    lmr([torch.tensor(float("inf"))])
+    assert float(lmr.magnitude) == 1.0  # the first value stays the mean; inf would have stuck there
+
+
 def test_gradient_lmr_equalises_pulls_and_keeps_every_weight_above_its_floor() -> None:
     """Term 1 pulls the shared tensor 10x harder than term 0: the weights move until both pull alike."""
     lmr = GradientMagnitudeReweighting(2, alpha=0.0, rate=100.0, floor=0.05)

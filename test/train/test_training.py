@@ -323,3 +323,14 @@ def test_balance_weights_favour_mild_conditions_and_bound_clean_images() -> None
     lq[2] -= 100 / 255  # a severe one: 100 levels
     w = balance_weights(lq, gt, floor=8.0)
     assert torch.allclose(w, torch.tensor([1 / 8, 1 / 8, 1 / 100]))
+
+
+def test_the_gate_loss_pulls_a_saturated_gate_back() -> None:
+    """A gate logit far past the sigmoid's flat ends (open on a clean crop) still gets a gradient toward shut."""
+    from qdr_train.losses.auxiliary import AuxiliaryLoss
+
+    clean = torch.rand(1, 3, 8, 8)
+    logit = torch.full((1, 1, 4, 4), 20.0, requires_grad=True)
+    loss, _ = AuxiliaryLoss(gate=1.0)({"gate_logit": logit}, clean, clean, torch.zeros(1, 5))
+    loss.backward()
+    assert loss.item() == pytest.approx(20.0, rel=1e-3) and (logit.grad > 0).all()
