@@ -63,6 +63,14 @@ class ShapeProfile:
     def shapes(self) -> tuple[tuple[int, ...], ...]:
         return tuple((1, 3, *hw) for hw in (self.min_hw, self.opt_hw, self.max_hw))
 
+    @property
+    def is_fixed(self) -> bool:
+        return self.min_hw == self.opt_hw == self.max_hw
+
+    def fixed(self) -> ShapeProfile:
+        """Return the profile of one frame size, ``opt_hw`` (what DLA needs)."""
+        return ShapeProfile(self.opt_hw, self.opt_hw, self.opt_hw)
+
     @classmethod
     def for_frames(cls, max_pixels: int, opt_hw: tuple[int, int], stride: int) -> ShapeProfile:
         """Return the profile of restore_node's size policy: every frame it restores at full size fits.
@@ -235,6 +243,12 @@ def build_or_load_engine(onnx_path: str | os.PathLike[str], cache_dir: str | os.
     cudart = import_cudart()
     cuda_call(cudart, cudart.cudaSetDevice(device_id), f"cudaSetDevice({device_id})")
     profile = profile or ShapeProfile()
+    if dla_core >= 0 and not profile.is_fixed:
+        # DLA runs only fixed shapes (min = opt = max): with a range every layer would quietly fall back
+        # to the GPU. Frames of other sizes are padded up or shrunk to this one (Backend.min_hw/max_hw).
+        profile = profile.fixed()
+        LOG.info("DLA core %d: the engine is built for %dx%d frames only (DLA takes no dynamic shapes); "
+                 "set warmup_width/warmup_height to the camera's size", dla_core, profile.opt_hw[1], profile.opt_hw[0])
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     gpu, sm = gpu_identity(device_id)

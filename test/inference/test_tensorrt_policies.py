@@ -166,6 +166,9 @@ def test_dla_core_is_requested_from_tensorrt(monkeypatch: pytest.MonkeyPatch, tm
     build = fake.builds[-1]
     assert (build["device_type"], build["dla_core"], "gpu_fallback" in build["flags"]) == ("dla", 1, True)
     assert fake.runtime_dla_core == 1 and backend.device == "dla:1"
+    assert backend.min_hw == backend.max_hw == (480, 640)  # DLA takes no dynamic shapes: one size, others fit to it
+    frame = np.zeros((240, 320, 3), np.uint8)
+    assert backend.restore_frame(frame).image.shape == frame.shape  # padded up to the engine's size, cropped back
     with pytest.raises(BackendUnavailable, match="dla_core 2 requested but this device has 2 DLA core"):
         create_backend(SHIPPED, "tensorrt", engine_cache_dir=str(tmp_path), dla_core=2)
 
