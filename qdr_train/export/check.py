@@ -12,6 +12,9 @@ Rules checked (TensorRT 10 "explicit quantization"; ONNX Runtime fuses the same 
    256 camera values; a skip through it shifts half of all pixel values even where the gate is
    shut. The Add has no Q/DQ, so TensorRT runs that one layer in FP16/FP32 while rule 4 keeps
    every conv in INT8.
+6. Each conv bias fits INT32 at the scale the runtimes fold it to, input scale x weight scale per
+   channel: ONNX Runtime's INT8 kernels and TensorRT add it as an integer, and an overflowing one
+   is silently lost (a near-zero weight channel with a bias does it).
 Element-wise ops between a DequantizeLinear and a QuantizeLinear (the gate's sigmoid and its dead
 zone, the condition probabilities) run in float on tensors of one channel or one value; the rules
 bind the convs, where the time goes.
@@ -31,6 +34,7 @@ import onnx
 from qdr_train.export.graph import constant_values
 
 CONV_OPS = {"Conv": 0, "ConvTranspose": 1}
+BIAS_LIMIT = 2.0 ** 31  # a bias in input x weight scale steps must fit INT32 (rule 6)
 
 
 @dataclass
@@ -115,6 +119,14 @@ def check_int8(path: str | Path, cpu: bool = False) -> CheckReport:
             if scale.size != wshape[axis] or _axis(weight) != axis:
                 bad(f"{node.name}: weight scales must be per output channel on axis {axis} "
                     f"({wshape[axis]} values), got {scale.size} on axis {_axis(weight)}")
+            bias = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            in_scale = consts.get(act.input[1]) if act is not None and act.op_type == "DequantizeLinear" else None
+            if bias is not None and in_scale is not None and in_scale.size == 1 and scale.size == bias.size:
+                codes = np.abs(bias.astype(np.float64)) / (float(in_scale) * scale.astype(np.float64).ravel())
+                if np.max(codes) >= BIAS_LIMIT:
+                    bad(f"{node.name}: bias of channel {int(np.argmax(codes))} is {np.max(codes):.3g} steps of "
+                        f"input x weight scale, above INT32 (2^31): runtimes fold it to an integer and lose it; "
+                        "a near-zero weight channel with a bias does this, floor its weight scale")
         outs = consumers.get(node.output[0], [])
         if not outs or any(c.op_type != "QuantizeLinear" for c in outs):
             bad(f"{node.name}: output must feed only QuantizeLinear (found {[c.op_type for c in outs]})")

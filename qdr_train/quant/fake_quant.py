@@ -91,7 +91,7 @@ class QuantConv2d(nn.Conv2d, _WeightQuant):
     @classmethod
     def from_float(cls, conv: nn.Conv2d) -> "QuantConv2d":
         q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                conv.dilation, conv.groups, conv.bias is not None)
+                conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
         q.load_state_dict(conv.state_dict(), strict=False)
         q._init_weight_quant(0)
         return q.to(conv.weight.device)
@@ -105,6 +105,9 @@ class QuantConvTranspose2d(nn.ConvTranspose2d, _WeightQuant):
 
     @classmethod
     def from_float(cls, conv: nn.ConvTranspose2d) -> "QuantConvTranspose2d":
+        if conv.groups != 1:  # axis 1 then holds out/groups channels: one scale would serve every group
+            raise ValueError(f"grouped ConvTranspose2d (groups={conv.groups}) has no per-output-channel "
+                             "weight quantization here; use groups=1")
         q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                 conv.output_padding, conv.groups, conv.bias is not None, conv.dilation)
         q.load_state_dict(conv.state_dict(), strict=False)

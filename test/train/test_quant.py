@@ -168,6 +168,18 @@ def test_checker_rejects_float_convs_and_broken_rules(int8_onnx: Path, tmp_path:
     report = check_int8(_edit(int8_onnx, tmp_path / "zp.onnx", nonzero_zero_point))
     assert any("zero point" in v for v in report.violations)
 
+    def bias_beyond_int32(graph: onnx.GraphProto) -> None:
+        conv = next(n for n in graph.node if n.op_type == "Conv" and len(n.input) > 2 and n.input[2])
+        for init in graph.initializer:
+            if init.name == conv.input[2]:
+                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 0 + 1e12, init.name))
+        for node in graph.node:
+            if node.op_type == "Constant" and node.output[0] == conv.input[2]:
+                t = node.attribute[0].t
+                t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * 0 + 1e12, t.name))
+    report = check_int8(_edit(int8_onnx, tmp_path / "bias.onnx", bias_beyond_int32))
+    assert any("above INT32" in v for v in report.violations)
+
 
 def _shut_gate_int8(model_cfg: dict[str, object], gate_logit: float = -10.0,
                     clean_logit: float | None = None) -> nn.Module:
