@@ -143,7 +143,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse ``[COMMAND] [options]``; no command means ``restore``."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f'Options of a command (--model, ...): {PROG} COMMAND --help')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND')
     for name, (text, add_arguments, run) in COMMANDS.items():
         sub = commands.add_parser(name, help=text, description=text)
