@@ -219,6 +219,11 @@ class RestoreNode(QdrNode):
         if b.fallback:
             self.get_logger().warning(f'backend auto fell back to {b.name}: {b.fallback}')
 
+    @property
+    def model_path(self) -> str:
+        """The file the backend runs (on a CPU, the ``*_cpu.onnx`` twin of the model when it exists)."""
+        return self._backend.model_path
+
     def destroy_node(self) -> None:
         """Stop the loader, the worker and then the output thread before the publishers go away.
 

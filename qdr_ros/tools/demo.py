@@ -373,6 +373,7 @@ def run(args: argparse.Namespace) -> int:
         args.source = link_coco_samples(args.data, Path(samples.name))
     try:
         nodes = build_nodes(args, model, monitor)
+        model = Path(nodes[1].model_path)  # what restore_node runs: the CPU twin of model where one exists
         for node in nodes:
             executor.add_node(node)
         spinner.start()
