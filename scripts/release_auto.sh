@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ship the auto model from a finished FP32 run: the INT8 ablation (PTQ, QAT, QAT + output distillation,
-# QDR; 3 seeds) on it, the QDR seed that keeps most of its teacher on CBSD68 (qdr-train pick; no stage
-# trains on CBSD68 and no reported number uses it), and only if that student beats the shipped one's
+# QDR; 3 seeds) on it, the QDR seed that keeps most of its teacher on CBSD68 (qdr-train pick; the run's
+# data.train may not hold CBSD68 or the COCO photos, checked first: the denoise specialist the shipped
+# chain started from did train on CBSD68, docs/training.md), and only if that student beats the shipped one's
 # mean PSNR on CBSD68, no condition falls over 0.3 dB there, it passes at least as many CBSD68 photos
 # bit for bit, the same holds on the 21 COCO photos of the detection sets (camera-sized frames; a mean
 # equal to the shipped one's is enough there) and it costs FastestDet at most 0.5 mAP50-95 points on the 21 labelled COCO photos given
@@ -35,8 +36,18 @@ if ! git diff --quiet -- "${STAGED[@]}"; then
 fi
 AGAINST=()  # pick reads the shipped report before it writes the new one over it
 [[ -f "$SHIPPED" ]] && AGAINST=(--against "$SHIPPED")
-restore() { git checkout -- "${STAGED[@]}"; }
+# back to the committed files: the tracked ones checked out, the untracked ones the run added removed
+# (`git checkout -- PATHS` alone refuses every path when one is untracked, e.g. on a first release)
+restore() {
+    git ls-files -z -- "${STAGED[@]}" | xargs -0 -r git checkout --
+    git clean -fdq -- "${STAGED[@]}"
+}
 trap 'restore; echo "failed before the release: models/ and results/ restored" >&2' ERR
+trap 'restore; echo "interrupted before the release: models/ and results/ restored" >&2; exit 130' INT TERM HUP
+# the teacher may not have trained on the sets the students are chosen on (the run's own config says)
+$PY -c "import sys; from pathlib import Path; from qdr_train.data.datasets import data_root
+from qdr_train.release.pick import check_untrained
+check_untrained([Path(sys.argv[1])], data_root(''), sys.argv[2:])" "$RUN" clean/CBSD68 "$ALSO"
 cp "$RUN/model.pt" models/auto/efm_fp32.pt  # the teacher the students distil; the FP32 release below exports it
 $PY -m qdr_train.cli ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr \
     --seeds 0 1 2 --jobs 2 --out "$ABLATION" "${INT8_OVERRIDES[@]}"
@@ -57,6 +68,9 @@ cp "$ABLATION"/auto/pick/fp32/efm_fp32.onnx "$ABLATION"/auto/seed"$SEED"/qdr/efm
 DETECTED=0
 $PY -m qdr_ros.tools.bench detection --tasks clean --restorer auto --models "$GATE" --detector "$FASTESTDET" \
     --pseudo-sets --real-sets --out "$GATE/detection" --fail-under -0.5 --no-progress || DETECTED=$?
+# the Q/DQ rules, before anything is written to models/ (a violation stops here, with models/ restored)
+$PY -m qdr_train.cli check-int8 "$GATE/auto/efm_int8.onnx"
+$PY -m qdr_train.cli check-int8 --cpu "$GATE/auto/efm_int8_cpu.onnx"
 rm -rf "$GATE"
 if (( DETECTED != 0 )); then
     restore
@@ -64,7 +78,7 @@ if (( DETECTED != 0 )); then
         "(qdr-bench detection exit $DETECTED); models/ and results/ are as they were" >&2
     exit 3
 fi
-trap - ERR  # the gate is passed: from here on the release writes models/ and results/
+trap - ERR INT TERM HUP  # the gate is passed: from here on the release writes models/ and results/
 $PY -m qdr_train.cli release --run "$RUN" --eval-data clean/Kodak24 --command "$FP32_COMMAND"
 $PY -m qdr_train.cli release --run "$STUDENT" --eval-data clean/Kodak24 --command \
     "qdr-train fit --task auto --config qdr_train/configs/int8.yaml stage=qdr quant.teacher=models/auto/efm_fp32.pt seed=$SEED ${INT8_OVERRIDES[*]} (the qdr run of: qdr-train ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr --seeds 0 1 2 --jobs 2 ${INT8_OVERRIDES[*]}; seed $SEED picked by: qdr-train pick ${PICK[*]} --also '$ALSO')"

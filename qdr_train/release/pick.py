@@ -29,23 +29,37 @@ from typing import Any
 
 import yaml
 
+from qdr_ros.core.model_info import file_sha256
 from qdr_train.config import CONFIG_DIR, load_config
-from qdr_train.data.datasets import data_root, shared_images
+from qdr_train.data.datasets import HELD_OUT, data_root, shared_images
 from qdr_train.evaluation.evaluator import evaluate
 from qdr_train.release.ablation import condition_reports, gain_recovery, reference_scores
 
 
 MAX_DROP_DB = 0.3  # how far one condition may fall below the shipped student's on the selection set
+INPUT_TOLERANCE_DB = 1e-3  # same frames, same input PSNR: more apart than this, the frames differ
 
 
-def _students(folder: Path, variant: str) -> dict[int, dict[str, Any]]:
-    """Seed -> the stored result of every finished run of ``variant`` under an ablation's task folder."""
-    found = {}
+def _students(folder: Path, variant: str, teacher: Path) -> dict[int, dict[str, Any]]:
+    """Seed -> the stored result of every finished run of ``variant`` under an ablation's task folder.
+
+    Only students of ``teacher`` (its sha256, as each result records it): seeds left from an ablation
+    of an earlier teacher are no candidates.
+    """
+    sha = file_sha256(teacher)
+    found, others = {}, []
     for path in sorted(folder.glob(f"seed*/{variant}/result.json")):
-        found[int(path.parent.parent.name.removeprefix("seed"))] = json.loads(path.read_text())
+        stored = json.loads(path.read_text())
+        seed = int(path.parent.parent.name.removeprefix("seed"))
+        if stored.get("settings", {}).get("teacher_sha256") == sha:
+            found[seed] = stored
+        else:
+            others.append(seed)
     if not found:
-        raise FileNotFoundError(f"no finished {variant} run under {folder} (seed*/{variant}/result.json); "
-                                f"run qdr-train ablate --variants {variant} first")
+        stale = f"; seeds {others} have another teacher" if others else ""
+        raise FileNotFoundError(f"no finished {variant} run of teacher {teacher} under {folder} "
+                                f"(seed*/{variant}/result.json{stale}); "
+                                f"run qdr-train ablate --variants {variant} --teacher {teacher} first")
     return found
 
 
@@ -57,12 +71,16 @@ def selection_folders(root: Path, selection: str) -> list[str]:
 
 
 def require_sets(root: Path, names: list[str]) -> None:
-    """Stop with a clear message when a selection set names no folder under the data root."""
+    """Stop with a clear message when a selection set names no folder, or holds an evaluation image (``HELD_OUT``)."""
     for name in names:
         found = selection_folders(root, name)
         if not found or not (root / found[0]).is_dir():
             raise FileNotFoundError(f"selection set {root / name} not found; pass a folder (or a glob of folders) "
                                     "under the data root")
+        for held in HELD_OUT:
+            if shared_images(root, [name], held):
+                raise ValueError(f"selection set {name} holds images of the evaluation set {held}: models are "
+                                 "never chosen on held-out data; choose on CBSD68 or the COCO photos")
 
 
 def check_untrained(runs: list[Path], root: Path, selections: list[str]) -> None:
@@ -85,7 +103,7 @@ def pick_student(folder: str | Path, task: str, variant: str, teacher: str | Pat
     run folder for ``qdr-train release``; ``also`` the picked seed's scores on each further set.
     """
     folder = Path(folder)
-    students = _students(folder, variant)
+    students = _students(folder, variant, Path(teacher))
     cfg = load_config(task, CONFIG_DIR / "int8.yaml", list(overrides or []) + [f"data.val={selection}"])
     root = data_root(cfg["data"]["root"])
     require_sets(root, [selection, *(also or [])])
@@ -151,6 +169,7 @@ def compare_to_shipped(report: dict[str, Any], shipped: dict[str, Any], max_drop
         raise ValueError("the shipped pick report was made on another set or task ("
                          + ", ".join(f"{k} {shipped.get(k)!r} vs {report[k]!r}" for k in same)
                          + "); rerun qdr-train pick for the shipped model on the same set")
+    _same_frames(report["input"], shipped["input"], report["selection"])
     picked = {**report["seeds"][report["seed"]], "clean": report["clean"]}
     before = {**shipped["seeds"][str(shipped["seed"])], "clean": shipped["clean"]}
     ok, lines = holds(picked, before, f"{report['images']} images of {report['selection']}", True, max_drop)
@@ -160,9 +179,23 @@ def compare_to_shipped(report: dict[str, Any], shipped: dict[str, Any], max_drop
         if old is None or old["images"] != scores["images"]:
             raise ValueError(f"the shipped pick report has no scores on {name} ({scores['images']} images); rerun "
                              f"qdr-train pick --also {name!r} --json on the shipped student's ablation to add them")
+        _same_frames(scores["input"], old.get("input", {}), name)
         kept, more = holds(scores, old, f"{scores['images']} images of {name}", False, max_drop)
         ok, lines = ok and kept, lines + more
     return ok, "\n".join(lines)
+
+
+def _same_frames(new: dict[str, float], old: dict[str, float], where: str) -> None:
+    """Refuse a comparison of scores on different degraded frames: their input PSNRs are the frames' fingerprint.
+
+    Other ``levels`` or another ``eval_seed`` make other inputs of the same photos, easier or harder; a
+    student scored on easier frames than the shipped one would pass the gate on the frames alone.
+    """
+    moved = {c: new[c] - old.get(c, float("nan")) for c in new}
+    if any(not abs(d) <= INPUT_TOLERANCE_DB for d in moved.values()):
+        raise ValueError(f"the shipped pick report's inputs on {where} differ from these ("
+                         + ", ".join(f"{c} {d:+.4f} dB" for c, d in moved.items()) + "): scored at other levels or "
+                         "another eval_seed; rerun qdr-train pick for the shipped student with the same settings")
 
 
 def holds(new: dict[str, Any], old: dict[str, Any], where: str, strict: bool, max_drop: float,

@@ -84,6 +84,15 @@ def test_the_seed_that_keeps_most_of_its_teacher_is_picked_on_a_set_none_trained
     shipped.write_text(json.dumps({**report, "selection": "clean/Set14"}))
     assert pick("clean/CBSD68", "--against", str(shipped)) == 2
     assert "made on another set or task" in capsys.readouterr().err
+    easier = {**report, "input": {c: v + 1.0 for c, v in report["input"].items()}}  # other levels, other frames
+    shipped.write_text(json.dumps(easier))
+    assert pick("clean/CBSD68", "--against", str(shipped)) == 2
+    assert "scored at other levels or another eval_seed" in capsys.readouterr().err
+    assert pick("clean/Kodak24") == 2  # held out: never chosen on
+    assert "holds images of the evaluation set clean/Kodak24" in capsys.readouterr().err
+    assert main(["pick", "--ablation", str(tmp_path / "derain"), "--task", "derain", "--variant", "qat_out",
+                 "--teacher", str(repo_root / "models" / "dehaze" / "efm_fp32.pt"), "--data", "clean/CBSD68"]) == 2
+    assert "have another teacher" in capsys.readouterr().err  # students of another teacher are no candidates
 
     # further selection sets: the picked seed scored there too, and with --against kept from falling below there
     assert pick("clean/CBSD68", "--also", COCO) == 0
