@@ -68,7 +68,7 @@ def format_card(card: dict[str, Any], table: str) -> str:
     """Human-readable model card."""
     return "\n".join([
         f"# EFM {card['precision'].upper()} — {card['task']}", "",
-        f"- Stage: `{card['stage']}`, {card['iterations']} iterations",
+        f"- Stage: `{card['stage']}`, {card['iterations']} iterations in its last run (every run: the commands below)",
         f"- Architecture: EFM with LDG, {card['params']:,} parameters, {card['gmacs_640x480']} GMAC per 640x480 frame",
         f"- Trained on: {', '.join(card['train_data'])} (random crops, synthetic `{card['task']}` degradations "
         "over the training ranges of `qdr_train/configs/default.yaml`"
