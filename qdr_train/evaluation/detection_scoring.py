@@ -34,12 +34,19 @@ class Boxes:
     """Boxes of one image in pixels (xyxy), their class ids and (for predictions) scores.
 
     ``labelled`` (ground truth only): the classes the image was annotated for; None means all.
+    ``difficult`` (ground truth only): boxes to ignore, as VOC's ``difficult`` and COCO's crowd regions
+    are: not counted as objects, and a detection on one is neither a hit nor a false positive.
     """
 
     xyxy: np.ndarray
     classes: np.ndarray
     scores: np.ndarray | None = None
     labelled: frozenset[int] | None = None
+    difficult: np.ndarray | None = None
+
+    def counted(self) -> np.ndarray:
+        """Mask of the boxes that count as objects (all but the difficult ones)."""
+        return np.ones(len(self.classes), bool) if self.difficult is None else ~self.difficult
 
     @classmethod
     def empty(cls) -> Boxes:
@@ -83,37 +90,41 @@ def average_precision(tp: np.ndarray, n_truth: int) -> float:
 
 
 def _match(pred: Boxes, truth: Boxes, cls: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy COCO matching for one image and class: (scores, true-positive flags) of its predictions.
+    """Greedy COCO matching for one image and class: (scores, true-positive flags) of its counted predictions.
 
-    An image not labelled for ``cls`` contributes nothing: its detections of that class are ignored.
+    An image not labelled for ``cls`` contributes nothing: its detections of that class are ignored. A
+    detection is matched to a counted box first; one that only a difficult box takes is left out.
     """
     keep = (pred.classes == cls) & (truth.labelled is None or cls in truth.labelled)
     scores, boxes = pred.scores[keep], pred.xyxy[keep]
     order = np.argsort(-scores, kind='stable')[:MAX_DETS]
     scores, boxes = scores[order], boxes[order]
-    gt = truth.xyxy[truth.classes == cls]
-    tp = np.zeros(len(scores), bool)
+    mine = truth.classes == cls
+    gt, counted = truth.xyxy[mine], truth.counted()[mine]
+    tp, kept = np.zeros(len(scores), bool), np.ones(len(scores), bool)
     if len(gt) and len(boxes):
         iou = box_iou(boxes, gt)
         taken = np.zeros(len(gt), bool)
         for i in range(len(boxes)):
-            candidates = np.where(~taken & (iou[i] >= threshold - 1e-10), iou[i], -1.0)
-            j = int(np.argmax(candidates))
-            if candidates[j] >= 0:
-                taken[j] = tp[i] = True
-    return scores, tp
+            for pool in (counted, ~counted):  # a counted object first, then a difficult one
+                candidates = np.where(pool & ~taken & (iou[i] >= threshold - 1e-10), iou[i], -1.0)
+                j = int(np.argmax(candidates))
+                if candidates[j] >= 0:
+                    taken[j], tp[i], kept[i] = True, bool(counted[j]), bool(counted[j])
+                    break
+    return scores[kept], tp[kept]
 
 
 def evaluate_map(predictions: Sequence[Boxes], truths: Sequence[Boxes]) -> dict[str, float]:
     """mAP50-95 and mAP50 over the classes that have ground truth (per-image lists in the same order)."""
     if len(predictions) != len(truths):
         raise ValueError(f'{len(predictions)} prediction sets for {len(truths)} images')
-    classes = sorted({int(c) for t in truths for c in t.classes})
+    classes = sorted({int(c) for t in truths for c in t.classes[t.counted()]})
     if not classes:
         return {'map50_95': float('nan'), 'map50': float('nan')}
     ap = np.zeros((len(classes), len(IOU_THRESHOLDS)))
     for ci, cls in enumerate(classes):
-        n_truth = sum(int(np.sum(t.classes == cls)) for t in truths)
+        n_truth = sum(int(np.sum((t.classes == cls) & t.counted())) for t in truths)
         for ti, threshold in enumerate(IOU_THRESHOLDS):
             matched = [_match(p, t, cls, threshold) for p, t in zip(predictions, truths)]
             scores = np.concatenate([m[0] for m in matched]) if matched else np.zeros(0)

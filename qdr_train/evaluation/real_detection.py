@@ -25,8 +25,11 @@ IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
 
 
 def read_voc(path: Path, coco_ids: dict[str, int]) -> Boxes:
-    """Pascal VOC boxes of the classes COCO names (others dropped), as pixel xyxy with COCO class ids."""
-    boxes, classes = [], []
+    """Pascal VOC boxes of the classes COCO names (others dropped), as pixel xyxy with COCO class ids.
+
+    Objects marked ``<difficult>1</difficult>`` are kept as difficult (ignored in scoring, as VOC does).
+    """
+    boxes, classes, difficult = [], [], []
     for obj in ET.parse(path).getroot().iter('object'):
         name = (obj.findtext('name') or '').strip().lower()
         name = DARKNET_NAMES.get(name, name)
@@ -35,9 +38,10 @@ def read_voc(path: Path, coco_ids: dict[str, int]) -> Boxes:
             continue
         boxes.append([float(box.findtext(k) or 0) for k in ('xmin', 'ymin', 'xmax', 'ymax')])
         classes.append(coco_ids[name])
+        difficult.append((obj.findtext('difficult') or '0').strip() == '1')
     if not boxes:
         return Boxes.empty()
-    return Boxes(np.array(boxes), np.array(classes, int))
+    return Boxes(np.array(boxes), np.array(classes, int), difficult=np.array(difficult))
 
 
 def _label_file(image: Path, suffix: str) -> Path | None:
@@ -63,7 +67,8 @@ def load_folder_set(folder: Path, coco: dict[int, str], keep: set[int], limit: i
             raise FileNotFoundError(f'{image}: no VOC (.xml) or YOLO (.txt) label beside it or in voc/ / labels/')
         truth = read_voc(voc, coco_ids) if voc else read_yolo_labels(yolo, rgb.shape[1], rgb.shape[0])
         wanted = np.isin(truth.classes, sorted(keep))
-        samples.append(Sample(image.name, rgb, Boxes(truth.xyxy[wanted], truth.classes[wanted])))
+        difficult = None if truth.difficult is None else truth.difficult[wanted]
+        samples.append(Sample(image.name, rgb, Boxes(truth.xyxy[wanted], truth.classes[wanted], difficult=difficult)))
     if not samples:
         raise FileNotFoundError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {root}')
     return samples

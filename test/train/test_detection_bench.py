@@ -91,6 +91,23 @@ def test_a_set_is_labelled_for_the_classes_its_yaml_names(tmp_path: Path) -> Non
         load_labelled([tmp_path / 'all'], keep_classes={0})
 
 
+def test_difficult_boxes_are_neither_objects_nor_false_positives(tmp_path: Path) -> None:
+    from qdr_train.evaluation.real_detection import read_voc
+
+    xml = tmp_path / 'a.xml'
+    xml.write_text('<annotation>' + ''.join(
+        f'<object><name>car</name><difficult>{d}</difficult><bndbox><xmin>{x}</xmin><ymin>0</ymin>'
+        f'<xmax>{x + 10}</xmax><ymax>10</ymax></bndbox></object>' for x, d in ((0, 0), (50, 1))) + '</annotation>')
+    truth = read_voc(xml, {'car': 2})
+    assert truth.difficult.tolist() == [False, True]
+    # the hit on the counted car, and a higher-scored one on the difficult car: ignored, AP 1; missing it costs nothing
+    preds = [boxes([[50, 0, 60, 10], [0, 0, 10, 10]], [2, 2], [0.9, 0.8])]
+    assert evaluate_map(preds, [truth]) == {'map50_95': 1.0, 'map50': 1.0}
+    assert evaluate_map([boxes([[0, 0, 10, 10]], [2], [0.8])], [truth])['map50'] == 1.0
+    truth.difficult = None  # counted, the second car is missed by the one box and found by the two
+    assert evaluate_map([boxes([[0, 0, 10, 10]], [2], [0.8])], [truth])['map50'] == pytest.approx(51 / 101)
+
+
 def test_read_yolo_labels(tmp_path: Path) -> None:
     label = tmp_path / 'a.txt'
     label.write_text('0 0.5 0.5 0.5 0.25 70 175 1\n3 0.25 0.75 0.1 0.1\n')
