@@ -52,13 +52,38 @@ def _label_file(image: Path, suffix: str) -> Path | None:
     return None
 
 
+def yolo_to_coco(folder: Path, coco_ids: dict[str, int]) -> dict[int, int] | None:
+    """Map a YOLO set's own class ids to COCO ids by name (its dataset yaml's ``names`` or ``classes.txt``).
+
+    None when the set names no classes: its ids are then taken as COCO ids (the coco8 layout).
+    """
+    import yaml
+
+    names: dict[int, str] = {}
+    found = sorted(folder.glob('*.yaml'))
+    if found:
+        listed = (yaml.safe_load(found[0].read_text()) or {}).get('names') or {}
+        names = dict(enumerate(listed)) if isinstance(listed, list) else {int(k): v for k, v in listed.items()}
+    elif (folder / 'classes.txt').is_file():
+        names = dict(enumerate(line.strip() for line in (folder / 'classes.txt').read_text().splitlines()))
+    if not names:
+        return None
+    named = {k: DARKNET_NAMES.get(str(v).strip().lower(), str(v).strip().lower()) for k, v in names.items()}
+    return {k: coco_ids[v] for k, v in named.items() if v in coco_ids}
+
+
 def load_folder_set(folder: Path, coco: dict[int, str], keep: set[int], limit: int = 0) -> list[Sample]:
-    """Images of ``folder`` (or ``folder/images``) with their VOC or YOLO labels, classes in ``keep`` only."""
+    """Images of ``folder`` (or ``folder/images``) with their VOC or YOLO labels, classes in ``keep`` only.
+
+    YOLO ids are mapped to COCO by the names the set lists (``yolo_to_coco``); boxes of classes COCO
+    does not name are dropped, as VOC's are.
+    """
     from qdr_train.data.datasets import read_rgb
 
     root = folder / 'images' if (folder / 'images').is_dir() else folder
     images = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit or None]
     coco_ids = {name.lower(): k for k, name in coco.items()}
+    own_ids = yolo_to_coco(folder, coco_ids)
     samples = []
     for image in images:
         rgb = read_rgb(image)
@@ -66,6 +91,9 @@ def load_folder_set(folder: Path, coco: dict[int, str], keep: set[int], limit: i
         if voc is None and yolo is None:
             raise FileNotFoundError(f'{image}: no VOC (.xml) or YOLO (.txt) label beside it or in voc/ / labels/')
         truth = read_voc(voc, coco_ids) if voc else read_yolo_labels(yolo, rgb.shape[1], rgb.shape[0])
+        if not voc and own_ids is not None:
+            known = np.isin(truth.classes, sorted(own_ids))
+            truth = Boxes(truth.xyxy[known], np.array([own_ids[int(c)] for c in truth.classes[known]], int))
         wanted = np.isin(truth.classes, sorted(keep))
         difficult = None if truth.difficult is None else truth.difficult[wanted]
         samples.append(Sample(image.name, rgb, Boxes(truth.xyxy[wanted], truth.classes[wanted], difficult=difficult)))

@@ -108,6 +108,21 @@ def test_difficult_boxes_are_neither_objects_nor_false_positives(tmp_path: Path)
     assert evaluate_map([boxes([[0, 0, 10, 10]], [2], [0.8])], [truth])['map50'] == pytest.approx(51 / 101)
 
 
+def test_a_yolo_set_with_its_own_class_list_is_mapped_to_coco_by_name(tmp_path: Path) -> None:
+    from qdr_train.evaluation.real_detection import load_folder_set
+
+    (tmp_path / 'images').mkdir()
+    (tmp_path / 'labels').mkdir()
+    cv2.imwrite(str(tmp_path / 'images' / 'a.jpg'), np.zeros((40, 40, 3), np.uint8))
+    (tmp_path / 'labels' / 'a.txt').write_text('0 0.5 0.5 0.2 0.2\n1 0.2 0.2 0.1 0.1\n2 0.7 0.7 0.1 0.1\n')
+    coco = {0: 'person', 2: 'car', 3: 'motorcycle'}
+    (tmp_path / 'classes.txt').write_text('car\nmotorbike\nsign\n')  # the set's own ids, Darknet spelling
+    truth = load_folder_set(tmp_path, coco, keep={0, 2, 3})[0].truth
+    assert truth.classes.tolist() == [2, 3]  # car -> 2, motorbike -> motorcycle 3, sign: no COCO class
+    (tmp_path / 'classes.txt').unlink()
+    assert load_folder_set(tmp_path, coco, keep={0, 2, 3})[0].truth.classes.tolist() == [0, 2]  # COCO ids as given
+
+
 def test_read_yolo_labels(tmp_path: Path) -> None:
     label = tmp_path / 'a.txt'
     label.write_text('0 0.5 0.5 0.5 0.25 70 175 1\n3 0.25 0.75 0.1 0.1\n')
