@@ -74,6 +74,25 @@ def provider_list(device: str, device_id: int = 0,
     return providers
 
 
+NO_VNNI = ("this x86 CPU has no VNNI: ONNX Runtime's 8-bit kernels can saturate its 16-bit sums and drift "
+           "from the model; check the restored frames once against the FP32 model (docs/robot.md)")
+
+
+def x86_without_vnni(cpuinfo: str | None = None) -> bool:
+    """Whether this is an x86 CPU without VNNI, where ONNX Runtime's u8s8 kernels (VPMADDUBSW) can saturate.
+
+    Reads the Linux ``flags`` line (``cpuinfo`` for tests); False where it cannot tell (not x86, not Linux).
+    """
+    import platform
+
+    if cpuinfo is None:
+        if platform.machine().lower() not in ("x86_64", "amd64") or not Path("/proc/cpuinfo").is_file():
+            return False
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), None)
+    return flags is not None and not {"avx512_vnni", "avx_vnni"} & set(flags)
+
+
 class OnnxRuntimeBackend(Backend):
     """Run the ONNX model with ONNX Runtime; on CPU prefer the ``_cpu`` sibling file when it exists."""
 
@@ -126,6 +145,9 @@ class OnnxRuntimeBackend(Backend):
         self.device = "cpu" if self.providers[0] == CPU_PROVIDER else "cuda"
         notes.append(f"ONNX Runtime {ort.__version__} on {self.providers[0]} with {self.threads} threads, "
                      f"{self.precision} model {info.path.name}")
+        if self.device == "cpu" and self.precision == "int8" and x86_without_vnni():
+            notes.append(NO_VNNI)
+            LOG.warning("onnxruntime backend: %s", NO_VNNI)
         self.reason = "; ".join(notes)
         self._input = self.session.get_inputs()[0].name
         self._outputs = [o.name for o in self.session.get_outputs()]

@@ -408,3 +408,20 @@ def test_tensorrt_backend_on_gpu_matches_onnxruntime(models: dict[str, Path], tm
     x = np.random.default_rng(4).random((1, 3, 64, 48), dtype=np.float32)
     reference = OnnxRuntimeBackend(models["int8"], prefer_cpu_variant=False).infer(pad_to(x, 64, 64, axes=(2, 3)))
     np.testing.assert_allclose(backend.infer(x), reference[..., :48], rtol=0, atol=0.02)
+
+
+def test_an_x86_cpu_without_vnni_is_named_for_int8_models(models: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """u8s8 dot products saturate on x86 without VNNI (VPMADDUBSW's 16-bit sums): the operator hears of it."""
+    from qdr_ros.inference import onnxruntime as ort_backend
+
+    older = "processor\t: 0\nflags\t\t: fpu sse4_2 avx2 avx512f avx512bw\n"
+    assert ort_backend.x86_without_vnni(older)
+    assert not ort_backend.x86_without_vnni(older.replace("avx512bw", "avx512bw avx512_vnni"))
+    assert not ort_backend.x86_without_vnni(older.replace("avx2", "avx2 avx_vnni"))
+    assert not ort_backend.x86_without_vnni("processor\t: 0\n")  # cannot tell: say nothing
+    monkeypatch.setattr(ort_backend, "x86_without_vnni", lambda: True)
+    with caplog.at_level(logging.WARNING):
+        int8 = OnnxRuntimeBackend(models["cpu"], prefer_cpu_variant=False)
+    assert "no VNNI" in int8.reason and "no VNNI" in caplog.text
+    assert "no VNNI" not in OnnxRuntimeBackend(models["tiny"]).reason  # a float model has no 8-bit sums
