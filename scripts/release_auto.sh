@@ -11,7 +11,7 @@
 # fails the gate leaves models/ and results/ as they were and exits 3. About 40 minutes on the 2-core
 # dev CPU.
 #   scripts/release_auto.sh runs/auto_fp32_ft "<the FP32 training commands, for the model card>"
-set -euo pipefail
+set -Eeuo pipefail  # -E: the ERR trap also fires for a step that fails inside run()
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUN="$1"
 FP32_COMMAND="$2"
@@ -30,30 +30,47 @@ PICK=(--ablation "$ABLATION/auto" --task auto --teacher models/auto/efm_fp32.pt 
 ALSO='detection/coco8*/images/*'  # pick's second selection set: 640-pixel frames, where CBSD68 missed a haze loss
 SHIPPED=results/eval/auto_int8_pick.json  # the shipped student's pick report: what a release must beat
 STAGED=(models/auto "$ABLATION" "$SHIPPED")
-if ! git diff --quiet -- "${STAGED[@]}"; then
-    echo "uncommitted changes under ${STAGED[*]}: commit or stash them first (a rejected run restores them)" >&2
+if [[ -n "$(git status --porcelain --untracked-files=all -- "${STAGED[@]}")" ]]; then
+    echo "uncommitted or untracked files under ${STAGED[*]}: commit, stash or move them first (a rejected run" \
+        "restores the committed state there and removes anything else)" >&2
     exit 2
 fi
 AGAINST=()  # pick reads the shipped report before it writes the new one over it
 [[ -f "$SHIPPED" ]] && AGAINST=(--against "$SHIPPED")
 # back to the committed files: the tracked ones checked out, the untracked ones the run added removed
 # (`git checkout -- PATHS` alone refuses every path when one is untracked, e.g. on a first release)
+GATE=""  # the detection gate's temporary models folder
 restore() {
     git ls-files -z -- "${STAGED[@]}" | xargs -0 -r git checkout --
     git clean -fdq -- "${STAGED[@]}"
+    [[ -z "$GATE" ]] || rm -rf "$GATE"
+}
+# The long steps run in their own session and are waited for: bash runs a trap only between commands,
+# so a SIGTERM to this script alone would wait for a 40-minute ablation to end; the trap stops the
+# step's whole process group (ablate's parallel jobs too), then restores.
+CHILD=""
+run() { setsid "$@" & CHILD=$!; wait "$CHILD"; }
+stop() {
+    [[ -z "$CHILD" ]] || kill -TERM -- -"$CHILD" 2>/dev/null || true
+    wait || true
+    restore
+    echo "interrupted before the release: models/ and results/ restored" >&2
+    exit "$1"
 }
 trap 'restore; echo "failed before the release: models/ and results/ restored" >&2' ERR
-trap 'restore; echo "interrupted before the release: models/ and results/ restored" >&2; exit 130' INT TERM HUP
+trap 'stop 130' INT
+trap 'stop 143' TERM
+trap 'stop 129' HUP
 # the teacher may not have trained on the sets the students are chosen on (the run's own config says)
 $PY -c "import sys; from pathlib import Path; from qdr_train.data.datasets import data_root
 from qdr_train.release.pick import check_untrained
 check_untrained([Path(sys.argv[1])], data_root(''), sys.argv[2:])" "$RUN" clean/CBSD68 "$ALSO"
 cp "$RUN/model.pt" models/auto/efm_fp32.pt  # the teacher the students distil; the FP32 release below exports it
-$PY -m qdr_train.cli ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr \
+run $PY -m qdr_train.cli ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr \
     --seeds 0 1 2 --jobs 2 --out "$ABLATION" "${INT8_OVERRIDES[@]}"
 # the gate's verdicts are exit codes, read here (a command left of || trips neither the trap nor set -e)
 PICKED=0
-$PY -m qdr_train.cli pick "${PICK[@]}" --also "$ALSO" --json "$SHIPPED" "${AGAINST[@]}" || PICKED=$?
+run $PY -m qdr_train.cli pick "${PICK[@]}" --also "$ALSO" --json "$SHIPPED" "${AGAINST[@]}" || PICKED=$?
 if (( PICKED != 0 )); then
     restore
     echo "not released: $RUN's INT8 student does not beat the shipped one on CBSD68 and the COCO photos," \
@@ -65,13 +82,21 @@ read -r SEED STUDENT < <($PY -c "import json; r = json.load(open('$SHIPPED')); p
 GATE=$(mktemp -d)
 mkdir "$GATE/auto"
 cp "$ABLATION"/auto/pick/fp32/efm_fp32.onnx "$ABLATION"/auto/seed"$SEED"/qdr/efm_int8*.onnx "$GATE/auto/"
+# the Q/DQ rules first, before anything is written to models/
+CHECKED=0
+{ $PY -m qdr_train.cli check-int8 "$GATE/auto/efm_int8.onnx" \
+    && $PY -m qdr_train.cli check-int8 --cpu "$GATE/auto/efm_int8_cpu.onnx"; } || CHECKED=$?
+if (( CHECKED != 0 )); then
+    restore
+    echo "not released: $RUN's INT8 student breaks the INT8 rules (check-int8 exit $CHECKED, above);" \
+        "models/ and results/ are as they were" >&2
+    exit 3
+fi
 DETECTED=0
-$PY -m qdr_ros.tools.bench detection --tasks clean --restorer auto --models "$GATE" --detector "$FASTESTDET" \
+run $PY -m qdr_ros.tools.bench detection --tasks clean --restorer auto --models "$GATE" --detector "$FASTESTDET" \
     --pseudo-sets --real-sets --out "$GATE/detection" --fail-under -0.5 --no-progress || DETECTED=$?
-# the Q/DQ rules, before anything is written to models/ (a violation stops here, with models/ restored)
-$PY -m qdr_train.cli check-int8 "$GATE/auto/efm_int8.onnx"
-$PY -m qdr_train.cli check-int8 --cpu "$GATE/auto/efm_int8_cpu.onnx"
 rm -rf "$GATE"
+GATE=""
 if (( DETECTED != 0 )); then
     restore
     echo "not released: $RUN's INT8 student costs the detector more than 0.5 mAP50-95 points on clean COCO frames" \
