@@ -51,16 +51,17 @@ class ConditionTracker:
         self._gate: float | None = None
         self._on = {label: False for label in self.labels}
 
-    def update(self, probabilities: np.ndarray, stamp: float, gate: np.ndarray | None = None) -> Condition:
+    def update(self, probabilities: np.ndarray, stamp: float, gate: np.ndarray | None = None) -> Condition | None:
         """Fold in one frame's probabilities (len(labels),) and optional gate map; return the steadied state.
 
-        A frame with a non-finite probability is left out (the state is returned as it was).
+        A frame with a non-finite probability is left out: the state is returned as it was, or None
+        when there is none yet (nothing to report).
         """
         probs = np.asarray(probabilities, np.float64).reshape(-1)
         if probs.size != len(self.labels):
             raise ValueError(f'{probs.size} condition probabilities for {len(self.labels)} labels {self.labels}')
         if not np.isfinite(probs).all():  # a broken frame must not poison the average for good (NaN stays NaN)
-            return self._state(stamp, probs if self._smoothed is None else self._smoothed)
+            return None if self._smoothed is None else self._state(stamp, self._smoothed)
         sampled = None if gate is None else np.asarray(gate)[::GATE_STRIDE, ::GATE_STRIDE]
         gate_open = None if sampled is None else float(np.mean(sampled >= GATE_OPEN))
         if self._stamp is not None and stamp < self._stamp:

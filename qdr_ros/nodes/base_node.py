@@ -241,7 +241,8 @@ class QdrNode(Node, ABC):
             try:
                 self._declare(spec)
             except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
-                reason = str(exc).removesuffix(f': {spec.name}')  # rclpy names the parameter last, after its reason
+                # Humble keeps (message, name) in args, Jazzy and later "message: name" in one string
+                reason = str(exc.args[0] if exc.args else exc).removesuffix(f': {spec.name}')
                 problems.append(f'{spec.name}: {reason}')
         values = self._table.known({name: self.get_parameter(name).value for name in self._table.specs
                                     if self.has_parameter(name)})

@@ -441,6 +441,7 @@ class RestoreNode(QdrNode):
             now = self.get_clock().now
             condition = tracker.update(restoration.condition, stamp_seconds(header, lambda: now().nanoseconds * 1e-9),
                                        restoration.gate)
+        if condition is not None:  # None: a non-finite first frame, nothing steadied to report yet
             self._condition = (condition, header)
             if self._condition_pub is not None:
                 self._condition_pub.publish(to_classification(header, condition))

@@ -143,18 +143,34 @@ def read_yolo_labels(path: Path, width: int, height: int) -> Boxes:
     return Boxes(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1), values[:, 0].astype(int))
 
 
-def set_classes(root: Path) -> frozenset[int]:
-    """Return the class ids an ultralytics-layout set labels: its dataset yaml's ``names`` (one yaml per set)."""
+def dataset_names(folder: Path) -> dict[int, str] | None:
+    """Return class id -> name of a YOLO-layout set, or None when it lists none.
+
+    From its dataset yaml's ``names`` (a mapping or a list), else ``classes.txt`` (one name per line).
+    """
     import yaml
 
-    found = sorted(root.glob('*.yaml'))
-    if len(found) != 1:
-        raise ValueError(f'{root} needs exactly one dataset yaml with the names of the classes it labels, '
-                         f'found {len(found)}')
-    names = (yaml.safe_load(found[0].read_text()) or {}).get('names')
-    if not isinstance(names, dict) or not names:
-        raise ValueError(f'{found[0]} has no names mapping (class id: name)')
-    return frozenset(int(k) for k in names)
+    found = sorted(folder.glob('*.yaml'))
+    if len(found) > 1:
+        raise ValueError(f'{folder} holds {len(found)} yaml files; keep the one dataset yaml with the class names')
+    if found:
+        listed = (yaml.safe_load(found[0].read_text()) or {}).get('names')
+        if isinstance(listed, list):
+            return {i: str(v) for i, v in enumerate(listed)}
+        if isinstance(listed, dict) and listed:
+            return {int(k): str(v) for k, v in listed.items()}
+        raise ValueError(f'{found[0]} has no names (a list, or a mapping of class id: name)')
+    if (folder / 'classes.txt').is_file():
+        return dict(enumerate(line.strip() for line in (folder / 'classes.txt').read_text().splitlines()))
+    return None
+
+
+def set_classes(root: Path) -> frozenset[int]:
+    """Return the class ids an ultralytics-layout set labels: its dataset yaml's ``names``."""
+    names = dataset_names(root)
+    if names is None:
+        raise ValueError(f'{root} needs a dataset yaml with the names of the classes it labels')
+    return frozenset(names)
 
 
 def load_labelled(roots: Sequence[Path], keep_classes: set[int], limit: int = 0) -> list[Sample]:

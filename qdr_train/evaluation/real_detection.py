@@ -18,7 +18,8 @@ import numpy as np
 from tqdm import tqdm
 
 from qdr_ros.core.stats import percentiles
-from qdr_train.evaluation.detection_scoring import DARKNET_NAMES, Boxes, Sample, Scorer, evaluate_map, read_yolo_labels
+from qdr_train.evaluation.detection_scoring import (DARKNET_NAMES, Boxes, Sample, Scorer, dataset_names, evaluate_map,
+                                                    read_yolo_labels)
 
 BOOTSTRAP_SAMPLES = 200
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
@@ -53,22 +54,14 @@ def _label_file(image: Path, suffix: str) -> Path | None:
 
 
 def yolo_to_coco(folder: Path, coco_ids: dict[str, int]) -> dict[int, int] | None:
-    """Map a YOLO set's own class ids to COCO ids by name (its dataset yaml's ``names`` or ``classes.txt``).
+    """Map a YOLO set's own class ids to COCO ids by name (``dataset_names``: its yaml or ``classes.txt``).
 
     None when the set names no classes: its ids are then taken as COCO ids (the coco8 layout).
     """
-    import yaml
-
-    names: dict[int, str] = {}
-    found = sorted(folder.glob('*.yaml'))
-    if found:
-        listed = (yaml.safe_load(found[0].read_text()) or {}).get('names') or {}
-        names = dict(enumerate(listed)) if isinstance(listed, list) else {int(k): v for k, v in listed.items()}
-    elif (folder / 'classes.txt').is_file():
-        names = dict(enumerate(line.strip() for line in (folder / 'classes.txt').read_text().splitlines()))
-    if not names:
+    names = dataset_names(folder)
+    if names is None:
         return None
-    named = {k: DARKNET_NAMES.get(str(v).strip().lower(), str(v).strip().lower()) for k, v in names.items()}
+    named = {k: DARKNET_NAMES.get(v.strip().lower(), v.strip().lower()) for k, v in names.items()}
     return {k: coco_ids[v] for k, v in named.items() if v in coco_ids}
 
 

@@ -56,7 +56,7 @@ def _students(folder: Path, variant: str, teacher: Path) -> dict[int, dict[str, 
         else:
             others.append(seed)
     if not found:
-        stale = f"; seeds {others} have another teacher" if others else ""
+        stale = f"; seeds {others} were distilled from another teacher (or record none)" if others else ""
         raise FileNotFoundError(f"no finished {variant} run of teacher {teacher} under {folder} "
                                 f"(seed*/{variant}/result.json{stale}); "
                                 f"run qdr-train ablate --variants {variant} --teacher {teacher} first")

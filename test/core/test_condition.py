@@ -65,6 +65,7 @@ def test_stamp_going_back_restarts_and_bad_input_is_refused() -> None:
 
 def test_a_non_finite_frame_is_left_out() -> None:
     tracker = ConditionTracker(LABELS)
+    assert tracker.update(np.full(5, np.nan), 0.0) is None  # nothing steadied yet: nothing to report
     run(tracker, [CLEAN] * 30)
     broken = tracker.update(np.full(5, np.nan), 1.0)
     assert broken.present == ('clean',) and np.isfinite(list(broken.probabilities.values())).all()

@@ -74,7 +74,9 @@ def test_it_scores_the_labelled_coco_samples_on_every_class() -> None:
                      np.array([d.score for d in dets]))
 
     scores = evaluate_map([boxes(detector.detect(s.rgb)) for s in samples], [s.truth for s in samples])
-    assert scores['map50_95'] > 0.35 and scores['map50'] > 0.5, scores  # 0.398 / 0.550 on 21 images, 63 boxes
+    # 0.455 / 0.627 on 21 images, 63 boxes, the people-only sets scored for people (counting FastestDet's
+    # giraffes there as false positives gave 0.398 / 0.550)
+    assert scores['map50_95'] == pytest.approx(0.455, abs=0.005) and scores['map50'] == pytest.approx(0.627, abs=0.005)
 
 
 def test_the_benchmark_gives_each_restored_gain_a_paired_bootstrap_interval() -> None:

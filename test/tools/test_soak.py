@@ -98,4 +98,5 @@ def test_sigterm_stops_the_nodes_and_writes_an_interrupted_report(tmp_path: Path
     report = json.loads((tmp_path / 'soak.json').read_text())
     assert report['interrupted'].startswith('stopped after') and not report['pass']
     assert report['alive'] == {'restore_node': True}
-    assert not [p for p in nodes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    gone, alive = psutil.wait_procs(nodes, timeout=10)
+    assert not alive, alive

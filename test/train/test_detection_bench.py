@@ -86,6 +86,8 @@ def test_a_set_is_labelled_for_the_classes_its_yaml_names(tmp_path: Path) -> Non
         (root / 'labels' / f'{name}.txt').write_text('0 0.5 0.5 0.5 0.5\n')
     samples = load_labelled([tmp_path / 'people', tmp_path / 'all'], keep_classes={0, 23, 56})
     assert [s.truth.labelled for s in samples] == [frozenset({0}), frozenset({0, 23})]
+    (tmp_path / 'all' / 'all.yaml').write_text(yaml.safe_dump({'names': ['person', 'bicycle']}))  # a list too
+    assert load_labelled([tmp_path / 'all'], keep_classes={0, 1, 2})[0].truth.labelled == frozenset({0, 1})
     (tmp_path / 'all' / 'all.yaml').unlink()
     with pytest.raises(ValueError, match='dataset yaml'):
         load_labelled([tmp_path / 'all'], keep_classes={0})
