@@ -108,8 +108,9 @@ def psnr_torch(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of per-image PSNR (data range 1) for float (N, 3, H, W) tensors in [0, 1].
 
     ``pred`` is clamped to [0, 1] because the deployed output is; the result is a 0-dim tensor on the
-    inputs' device (``inf`` if every image is exact). It is float arithmetic without the uint8 rounding,
-    so it tracks training, while ``psnr`` gives the reported number.
+    inputs' device (``inf`` if any image is exact: the trainer calls it per image and caps it). It is
+    float arithmetic without the uint8 rounding, so it tracks training, while ``psnr`` gives the
+    reported number.
     """
     if pred.shape != target.shape:
         raise ValueError(f"shape mismatch: {tuple(pred.shape)} vs {tuple(target.shape)}")
