@@ -95,10 +95,11 @@ def stamp_seconds(header: Header, now: Callable[[], float]) -> float:
     """Return a header's stamp in seconds (the clock the condition is smoothed over); ``now()`` if it is unset.
 
     An unstamped frame (stamp 0, some drivers) would give every frame the same time, and the
-    smoothing, whose weight grows with the time between frames, would never move again.
+    smoothing, whose weight grows with the time between frames, would never move again. Under
+    ``use_sim_time`` with no ``/clock`` yet the node clock reads 0 too: the monotonic clock stands in.
     """
     stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
-    return stamp if stamp > 0 else now()
+    return stamp if stamp > 0 else (now() or time.monotonic())
 
 
 def to_classification(header: Header, condition: Condition, msgs: Any = None) -> Any:

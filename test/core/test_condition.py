@@ -84,3 +84,6 @@ def test_unstamped_frames_are_smoothed_over_the_node_clock() -> None:
     stamped = Header()
     stamped.stamp.sec, stamped.stamp.nanosec = 12, 500_000_000
     assert stamp_seconds(stamped, lambda: 99.0) == 12.5  # a real stamp wins over the clock
+    # sim time before any /clock: the node clock reads 0 as well, and frames still move the smoothing
+    first, second = stamp_seconds(Header(), lambda: 0.0), stamp_seconds(Header(), lambda: 0.0)
+    assert 0 < first <= second
