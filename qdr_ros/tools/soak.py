@@ -222,11 +222,11 @@ def run(args: argparse.Namespace) -> int:
             print(f'the nodes did not start: {exc}', file=sys.stderr)
             return 2
         procs = [psutil.Process(w.pid) for w in watched]
-        print(f'soak: frames flow through {", ".join(s.topic for s in stages)}; {duration:.0f} s at '
-              f'{args.rate:g} Hz (Ctrl-C stops it and writes the report)', flush=True)
         t0 = time.perf_counter()
         next_frame = next_sample = 0.0
-        try:
+        try:  # from here on a Ctrl-C or SIGTERM, however early, ends in the report
+            print(f'soak: frames flow through {", ".join(s.topic for s in stages)}; {duration:.0f} s at '
+                  f'{args.rate:g} Hz (Ctrl-C stops it and writes the report)', flush=True)
             with tqdm(total=int(duration), unit='s', desc='soak', disable=not sys.stderr.isatty()) as bar:
                 while (now := time.perf_counter() - t0) < duration and all(w.alive for w in watched):
                     if now >= next_frame:
