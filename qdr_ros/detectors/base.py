@@ -106,7 +106,14 @@ def annotate(image: np.ndarray, detections: Sequence[Detection], encoding: str =
     return out
 
 
-def nms(xyxy: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+def nms(xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float) -> np.ndarray:
+    """Return the indices greedy non-maximum suppression keeps within each class, in ascending order."""
+    kept = [members[_nms_one_class(xyxy[members], scores[members], iou)]
+            for members in (np.nonzero(classes == c)[0] for c in np.unique(classes))]
+    return np.sort(np.concatenate(kept)) if kept else np.zeros(0, int)
+
+
+def _nms_one_class(xyxy: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
     """Return the indices greedy non-maximum suppression keeps, highest score first (one class's boxes)."""
     order = np.argsort(-scores, kind='stable')
     area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])

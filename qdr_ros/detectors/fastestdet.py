@@ -104,10 +104,6 @@ class FastestDet(DetectorBase):
                          (cx + bw / 2) * width, (cy + bh / 2) * height], 1).clip(0, [width, height, width, height])
         scores, ids = score[ys, xs], best[ys, xs]
         threshold = self.iou if iou is None else iou
-        kept = []
-        for c in np.unique(ids):
-            members = np.nonzero(ids == c)[0]
-            kept += members[nms(xyxy[members], scores[members], threshold)].tolist()
-        kept = sorted(kept, key=lambda i: -scores[i])[:max_det or self.max_det]
+        kept = sorted(nms(xyxy, scores, ids, threshold), key=lambda i: -scores[i])[:max_det or self.max_det]
         return [Detection(int(ids[i]), self.names[int(ids[i])], float(scores[i]), tuple(float(v) for v in xyxy[i]))
                 for i in kept]

