@@ -178,6 +178,10 @@ def _check_mixture(data: dict[str, Any]) -> None:
     if data["clean_candidates"] < 1:
         raise ConfigError(f"data.clean_candidates={data['clean_candidates']} must be >= 1 "
                           "(1: every clean crop at random)")
+    noise_label = data.get("noise_label")
+    if noise_label is not None and not (_is_number(noise_label) and noise_label > 0):
+        raise ConfigError(f"data.noise_label={noise_label!r} must be null (labels by condition) or the least "
+                          "sensor noise labelled 'noise', in 8-bit levels > 0, e.g. 5")
     window = data["haze_window"]
     if not (isinstance(window, list) and len(window) == 2
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in window)):

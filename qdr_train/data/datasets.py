@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qdr_train.data.degradations import CONDITION_LABELS, degrade, label_vector, sample_params
+from qdr_train.data.degradations import (CONDITION_LABELS, crop_labels, degrade, label_vector, noise_levels,
+                                         sample_params)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -179,7 +180,9 @@ class TrainBatches:
     label). A clean crop's target is exactly its input: a ``clean_jpeg`` share of clean crops comes
     as a compressed stream delivers it (JPEG at ``jpeg_quality``, input and target the same decoded
     frame), so JPEG blocks alone never read as a condition to correct. With ``clean_candidates`` k > 1
-    each clean crop is the most textured of k random crops (``CropSampler.most_textured``).
+    each clean crop is the most textured of k random crops (``CropSampler.most_textured``). With
+    ``noise_label`` set, a crop is labelled ``noise`` where it holds at least that much sensor noise
+    (8-bit levels, before JPEG), whatever its condition (``crop_labels``).
     """
 
     sampler: CropSampler
@@ -194,6 +197,7 @@ class TrainBatches:
     clean_jpeg: float = 0.0
     haze_window: tuple[float, float] = (1.0, 1.0)
     clean_candidates: int = 1
+    noise_label: float | None = None
 
     def __call__(self, step: int, device: torch.device) -> Batch:
         """(degraded, clean, labels): labels are (N, len(LABELS)) multi-hot over ``LABELS``."""
@@ -204,12 +208,15 @@ class TrainBatches:
             for i in (i for i, c in enumerate(conditions) if c == "clean"):
                 clean[i] = self.sampler.most_textured(clean[i], self.clean_candidates - 1, gen)
         lq = clean.clone()
+        noise = torch.zeros(len(conditions))
         for condition in dict.fromkeys(conditions):
             idx = torch.tensor([i for i, c in enumerate(conditions) if c == condition])
             params = sample_params(condition, self.ranges, len(idx), gen)
             if "haze" in CONDITION_LABELS[condition] and tuple(self.haze_window) != (1.0, 1.0):
                 params.update(self._depth_window(len(idx), gen))
             lq[idx] = degrade(clean[idx], condition, params, gen)
+            if self.noise_label is not None:
+                noise[idx] = noise_levels(clean[idx], condition, params, lq[idx])
         if self.jpeg_prob > 0:
             idx, quality = self._jpeg_draw(self.jpeg_prob, [c != "clean" for c in conditions], gen)
             if len(idx):
@@ -218,7 +225,8 @@ class TrainBatches:
             idx, quality = self._jpeg_draw(self.clean_jpeg, [c == "clean" for c in conditions], gen)
             if len(idx):
                 lq[idx] = clean[idx] = jpeg(clean[idx], quality)
-        labels = torch.stack([label_vector(c) for c in conditions])
+        labels = torch.stack([label_vector(crop_labels(c, float(n), self.noise_label))
+                              for c, n in zip(conditions, noise)])
         return lq.to(device), clean.to(device), labels.to(device)
 
     def _depth_window(self, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -260,7 +268,8 @@ def build_train_batches(cfg: dict[str, Any], rank: int = 0) -> TrainBatches:
     mixture = {k: v for k, v in d["mixture"].items() if v > 0} if auto else None
     return TrainBatches(sampler, cfg["task"], cfg["degradation"], d["batch"], cfg["seed"], rank, mixture,
                         d["jpeg_prob"] if auto else 0.0, tuple(d["jpeg_quality"]), d["clean_jpeg"] if auto else 0.0,
-                        tuple(float(v) for v in d["haze_window"]), d["clean_candidates"] if auto else 1)
+                        tuple(float(v) for v in d["haze_window"]), d["clean_candidates"] if auto else 1,
+                        d.get("noise_label"))
 
 
 def paired_folder(folder: str | Path) -> list[tuple[str, Path, Path]]:

@@ -29,7 +29,8 @@ Compound conditions, because real ones come mixed (each reads the parameters of 
 - ``clean``: the frame itself, so a blind model learns to leave clean frames alone.
 
 ``LABELS`` are what a condition head predicts (several at once): ``CONDITION_LABELS`` maps each
-condition to its label set.
+condition to its label set. ``crop_labels`` can instead let ``noise`` follow the sensor noise a
+frame holds (``noise_levels``): low light brings its own noise, 12 levels at the middle of its range.
 """
 
 from __future__ import annotations
@@ -141,9 +142,40 @@ CONDITION_LABELS: dict[str, tuple[str, ...]] = {
 }
 
 
-def label_vector(condition: str) -> torch.Tensor:
-    """Multi-hot (len(LABELS),) float target of ``condition``."""
-    return torch.tensor([float(name in CONDITION_LABELS[condition]) for name in LABELS])
+NOISE_PARAMS = ("shot", "read", "sigma")  # the parameters that scale sensor noise (denoise, lowlight, night)
+
+
+def label_vector(labels: tuple[str, ...]) -> torch.Tensor:
+    """Multi-hot (len(LABELS),) float target of a label set (``CONDITION_LABELS[condition]``, ``crop_labels``)."""
+    return torch.tensor([float(name in labels) for name in LABELS])
+
+
+def noise_levels(x: torch.Tensor, task: str, params: Params, degraded: torch.Tensor) -> torch.Tensor:
+    """Measure the sensor noise each frame of ``degraded`` holds: its standard deviation in 8-bit levels, (N,).
+
+    The conditions with noise draw nothing random but the noise, so the same parameters with the
+    noise scaled to zero give the noise-free frame; clipping at black counts as the frame holds it
+    (a dark frame keeps less of its noise). 0 for conditions without noise parameters.
+    """
+    if not any(name in params for name in NOISE_PARAMS):
+        return torch.zeros(x.shape[0])
+    silent = {k: torch.zeros_like(v) if k in NOISE_PARAMS else v for k, v in params.items()}
+    noise_free = degrade(x, task, silent, torch.Generator())
+    return ((degraded - noise_free) * 255.0).flatten(1).std(dim=1).cpu()
+
+
+def crop_labels(condition: str, noise: float, noise_label: float | None) -> tuple[str, ...]:
+    """Return the labels of one degraded frame: ``condition``'s, with ``noise`` present where it holds noise.
+
+    ``noise_label`` (8-bit levels, or None for the condition's own labels) is the least noise that is
+    labelled: a low-light frame above it is low light and noisy, as a night frame is; a denoise frame
+    below it holds almost none and is labelled clean (what a camera delivers on a good day).
+    """
+    labels = CONDITION_LABELS[condition]
+    if noise_label is None or condition == "clean":
+        return labels
+    rest = tuple(name for name in labels if name != "noise")
+    return rest + ("noise",) if noise >= noise_label else rest or ("clean",)
 
 
 def condition_ranges(condition: str, ranges: dict[str, Any]) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from tqdm import tqdm
 from qdr_ros.inference import create_backend
 from qdr_ros.core.condition import CLEAN, labels_of
 from qdr_train.config import AUTO_EVAL
-from qdr_train.data.datasets import list_images, read_rgb
-from qdr_train.data.degradations import CONDITION_LABELS
+from qdr_train.data.datasets import list_images, read_rgb, to_tensor
+from qdr_train.data.degradations import crop_labels, level_params, noise_levels
 from qdr_train.evaluation.evaluator import degraded_input, shown_data_path
 
 CONDITIONS = AUTO_EVAL + ("clean",)
@@ -41,11 +41,26 @@ def evaluate_conditions(cfg: dict[str, Any], model_path: str | Path, clean_dir: 
             lq = degraded_input(clean, condition, {**cfg, "eval_seed": seed}, name)
             probs = backend.restore_frame(lq).condition
             frames.append({"condition": condition, "seed": seed, "name": name,
-                           "truth": list(CONDITION_LABELS[condition]), "predicted": list(labels_of(probs, labels)),
+                           "truth": list(truth_labels(cfg, condition, clean, lq)),
+                           "predicted": list(labels_of(probs, labels)),
                            "probabilities": [round(float(p), 4) for p in probs]})
     return {"model": shown_data_path(model_path), "data": shown_data_path(clean_dir), "seeds": seeds,
             "labels": list(labels), "levels": {c: cfg["levels"][c] for c in CONDITIONS},
+            "noise_label": cfg["data"].get("noise_label"),
             "summary": summarize(frames, labels), "frames": frames}
+
+
+def truth_labels(cfg: dict[str, Any], condition: str, clean: np.ndarray, lq: np.ndarray) -> tuple[str, ...]:
+    """Return what ``lq`` shows: ``condition``'s labels, with ``data.noise_label`` set ``noise`` where it holds noise.
+
+    Scored by the rule the model was trained with: pass the training run's ``data.noise_label``.
+    """
+    threshold = cfg["data"].get("noise_label")
+    noise = 0.0
+    if threshold is not None:
+        x = to_tensor(clean)
+        noise = float(noise_levels(x, condition, level_params(condition, cfg["levels"]), to_tensor(lq))[0])
+    return crop_labels(condition, noise, threshold)
 
 
 def summarize(frames: list[dict[str, Any]], labels: tuple[str, ...]) -> dict[str, Any]:

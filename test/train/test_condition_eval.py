@@ -47,6 +47,18 @@ def test_every_condition_and_seed_is_scored_and_the_report_names_relative_paths(
     assert all(recall >= 0.75 for recall in summary["recall"].values()), summary["recall"]
 
 
+def test_with_noise_label_the_truth_follows_the_noise_each_frame_holds(photos: Path) -> None:
+    """``data.noise_label``: scored by the rule a run trained with (documented low light holds ~13 levels)."""
+    out = photos.parent / "conditions.json"
+    assert main(["conditions", "--model", str(AUTO), "--clean", str(photos), "--seeds", "0",
+                 "--threads", "1", "--json", str(out), "data.noise_label=5"]) == 0
+    report = json.loads(out.read_text())
+    assert report["noise_label"] == 5
+    truth = {f["condition"]: set(f["truth"]) for f in report["frames"]}
+    assert truth["lowlight"] == truth["night"] == {"lowlight", "noise"}
+    assert truth["clean"] == {"clean"} and truth["rain_haze"] == {"rain", "haze"}
+
+
 def test_a_model_without_a_condition_output_is_refused(photos: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["conditions", "--model", str(REPO / "models" / "denoise" / "efm_int8.onnx"), "--clean", str(photos),
                  "--seeds", "0"]) == 2

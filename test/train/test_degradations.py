@@ -12,8 +12,8 @@ import torch
 from qdr_train.config import ConfigError, load_config
 from qdr_train.data.datasets import data_root, list_images, read_rgb, to_tensor
 from qdr_train.data.datasets import CropSampler, TrainBatches, jpeg
-from qdr_train.data.degradations import (CONDITION_LABELS, DEGRADATIONS, LABELS, degrade, dehaze, label_vector,
-                                         level_params, sample_params, synthesize)
+from qdr_train.data.degradations import (CONDITION_LABELS, DEGRADATIONS, LABELS, crop_labels, degrade, dehaze,
+                                         label_vector, level_params, noise_levels, sample_params, synthesize)
 
 TASKS = sorted(set(DEGRADATIONS) - {"clean"})
 CFG = load_config("denoise")
@@ -107,8 +107,8 @@ def test_rain_haze_is_haze_then_rain(clean: torch.Tensor) -> None:
 
 def test_labels_of_every_condition() -> None:
     assert set(CONDITION_LABELS) == set(DEGRADATIONS)
-    assert label_vector("night").tolist() == [float(n in ("lowlight", "noise")) for n in LABELS]
-    assert label_vector("clean").tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert label_vector(CONDITION_LABELS["night"]).tolist() == [float(n in ("lowlight", "noise")) for n in LABELS]
+    assert label_vector(CONDITION_LABELS["clean"]).tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
 
 
 def test_mixture_batches_clean_crops_are_untouched_and_labelled(clean: torch.Tensor) -> None:
@@ -128,6 +128,53 @@ def test_mixture_batches_clean_crops_are_untouched_and_labelled(clean: torch.Ten
     night = labels[:, LABELS.index("lowlight")] == 1
     assert torch.equal(labels[night, LABELS.index("noise")], torch.ones(int(night.sum())))
     assert float(lq[night].mean()) < float(gt[night].mean()) - 0.2
+
+
+def test_noise_levels_measure_the_noise_a_frame_holds() -> None:
+    """The std of what the noise added, in 8-bit levels: the sigma asked for, none without noise parameters."""
+    grey = torch.full((3, 3, 96, 96), 0.5)
+    gen = torch.Generator().manual_seed(0)
+    sigmas = torch.tensor([2.0, 10.0, 30.0])
+    params = {"sigma": sigmas, "shot": torch.zeros(3)}
+    noisy = degrade(grey, "denoise", params, gen)
+    assert torch.allclose(noise_levels(grey, "denoise", params, noisy), sigmas, rtol=0.05, atol=0.3)
+    dark = {"exposure": torch.full((3,), 0.12), "shot": torch.zeros(3), "read": torch.zeros(3)}
+    assert torch.equal(noise_levels(grey, "lowlight", dark, degrade(grey, "lowlight", dark, gen)), torch.zeros(3))
+    haze = level_params("dehaze", CFG["levels"], 3)
+    assert torch.equal(noise_levels(grey, "dehaze", haze, degrade(grey, "dehaze", haze, gen)), torch.zeros(3))
+    night = level_params("night", CFG["levels"], 3)  # low light's own noise and night's sigma 15 on top
+    assert float(noise_levels(grey, "night", night, degrade(grey, "night", night, gen)).min()) > 15
+
+
+def test_noise_labels_follow_the_noise_when_asked() -> None:
+    assert crop_labels("lowlight", 12.0, None) == ("lowlight",)  # by condition: as every shipped model learned
+    assert set(crop_labels("lowlight", 12.0, 5.0)) == {"lowlight", "noise"}
+    assert crop_labels("lowlight", 3.0, 5.0) == ("lowlight",)
+    assert crop_labels("denoise", 3.0, 5.0) == ("clean",)  # too little noise to name
+    assert set(crop_labels("night", 4.0, 5.0)) == {"lowlight"}
+    assert crop_labels("clean", 0.0, 5.0) == ("clean",) and crop_labels("derain", 0.0, 5.0) == ("rain",)
+    for bad in ("0", "-1", "[5]", "true"):
+        with pytest.raises(ConfigError, match="noise_label"):
+            load_config("auto", overrides=[f"data.noise_label={bad}"])
+
+
+def test_batches_label_noisy_low_light_crops_noise(clean: torch.Tensor) -> None:
+    """``noise_label``: a low-light crop holding sensor noise is labelled noise too; a quiet one is not."""
+    class Crops:
+        def batch(self, n: int, gen: torch.Generator) -> torch.Tensor:
+            return clean[..., :64, :64].repeat(n, 1, 1, 1)
+
+    ranges = {**CFG["degradation"], "lowlight": {"exposure": [0.2, 0.1], "shot": [0.0, 0.004], "read": [0.0, 0.015],
+                                                 "quiet": 0.5}}
+    by_condition = TrainBatches(Crops(), "lowlight", ranges, 32, seed=0)(0, torch.device("cpu"))
+    lq, gt, labels = TrainBatches(Crops(), "lowlight", ranges, 32, seed=0, noise_label=5.0)(0, torch.device("cpu"))
+    assert torch.equal(lq, by_condition[0])  # the same crops: only the labels differ
+    assert torch.equal(by_condition[2][:, LABELS.index("noise")], torch.zeros(32))
+    noisy = labels[:, LABELS.index("noise")] == 1
+    assert torch.equal(labels[:, LABELS.index("lowlight")], torch.ones(32))
+    assert 4 < int(noisy.sum()) < 28
+    grain = ((lq - torch.nn.functional.avg_pool2d(lq, 3, 1, 1)) * 255).flatten(1).std(1)  # fine detail + noise
+    assert float(grain[noisy].min()) > float(grain[~noisy].max())  # the same scene: the labelled ones are grainier
 
 
 def test_clean_jpeg_crops_come_compressed_with_their_target_the_same_frame(clean: torch.Tensor) -> None:
