@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -133,14 +133,43 @@ def evaluate_map(predictions: Sequence[Boxes], truths: Sequence[Boxes]) -> dict[
     return {'map50_95': float(ap.mean()), 'map50': float(ap[:, 0].mean())}
 
 
-def read_yolo_labels(path: Path, width: int, height: int) -> Boxes:
-    """YOLO label file (class cx cy w h normalised, extra columns ignored) -> pixel xyxy boxes."""
-    rows = [line.split()[:5] for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+def read_yolo_labels(path: Path, width: int, height: int, keypoints: bool = False) -> Boxes:
+    """YOLO label file -> pixel xyxy boxes.
+
+    A row is ``class cx cy w h`` (normalised), perhaps with more columns: keypoints in a pose set
+    (``keypoints``, its yaml has ``kpt_shape``) or attributes (coco8-human), ignored. In a
+    segmentation set a row is ``class x1 y1 ... xk yk``, a polygon of k >= 3 points, boxed by its
+    extent as ultralytics does: a row of an odd length over 5 whose values all lie in [0, 1].
+    """
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     if not rows:
         return Boxes.empty()
-    values = np.array(rows, float)
-    cx, cy, w, h = values[:, 1] * width, values[:, 2] * height, values[:, 3] * width, values[:, 4] * height
-    return Boxes(np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1), values[:, 0].astype(int))
+    boxes, classes = [], []
+    for row in rows:
+        values = np.array(row[1:], float)
+        if not keypoints and len(values) > 4 and len(values) % 2 == 0 and values.min() >= 0 and values.max() <= 1:
+            xy = values.reshape(-1, 2) * (width, height)
+            boxes.append(np.concatenate([xy.min(axis=0), xy.max(axis=0)]))
+        else:
+            cx, cy, w, h = values[0] * width, values[1] * height, values[2] * width, values[3] * height
+            boxes.append(np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]))
+        classes.append(int(float(row[0])))
+    return Boxes(np.stack(boxes), np.array(classes, int))
+
+
+def _dataset_yaml(folder: Path) -> dict[str, Any] | None:
+    """Return the one dataset yaml of a YOLO-layout set, or None when it has none."""
+    import yaml
+
+    found = sorted(folder.glob('*.yaml'))
+    if len(found) > 1:
+        raise ValueError(f'{folder} holds {len(found)} yaml files; keep the one dataset yaml with the class names')
+    return (yaml.safe_load(found[0].read_text()) or {}) if found else None
+
+
+def has_keypoints(folder: Path) -> bool:
+    """Tell whether a YOLO-layout set is a pose set (its yaml has ``kpt_shape``): rows carry keypoints."""
+    return 'kpt_shape' in (_dataset_yaml(folder) or {})
 
 
 def dataset_names(folder: Path) -> dict[int, str] | None:
@@ -148,18 +177,14 @@ def dataset_names(folder: Path) -> dict[int, str] | None:
 
     From its dataset yaml's ``names`` (a mapping or a list), else ``classes.txt`` (one name per line).
     """
-    import yaml
-
-    found = sorted(folder.glob('*.yaml'))
-    if len(found) > 1:
-        raise ValueError(f'{folder} holds {len(found)} yaml files; keep the one dataset yaml with the class names')
-    if found:
-        listed = (yaml.safe_load(found[0].read_text()) or {}).get('names')
+    spec = _dataset_yaml(folder)
+    if spec is not None:
+        listed = spec.get('names')
         if isinstance(listed, list):
             return {i: str(v) for i, v in enumerate(listed)}
         if isinstance(listed, dict) and listed:
             return {int(k): str(v) for k, v in listed.items()}
-        raise ValueError(f'{found[0]} has no names (a list, or a mapping of class id: name)')
+        raise ValueError(f'{next(folder.glob("*.yaml"))} has no names (a list, or a mapping of class id: name)')
     if (folder / 'classes.txt').is_file():
         return dict(enumerate(line.strip() for line in (folder / 'classes.txt').read_text().splitlines()))
     return None
@@ -182,13 +207,13 @@ def load_labelled(roots: Sequence[Path], keep_classes: set[int], limit: int = 0)
 
     samples: dict[str, Sample] = {}
     for root in roots:
-        labelled = set_classes(root) & frozenset(keep_classes)
+        labelled, pose = set_classes(root) & frozenset(keep_classes), has_keypoints(root)
         for image in sorted((root / 'images').rglob('*.jpg')):
             if image.name in samples:
                 continue
             rgb = read_rgb(image)
             label = root / 'labels' / image.relative_to(root / 'images').with_suffix('.txt')
-            truth = read_yolo_labels(label, rgb.shape[1], rgb.shape[0])
+            truth = read_yolo_labels(label, rgb.shape[1], rgb.shape[0], pose)
             keep = np.isin(truth.classes, sorted(keep_classes))
             samples[image.name] = Sample(image.name, rgb, Boxes(truth.xyxy[keep], truth.classes[keep],
                                                                 labelled=labelled))

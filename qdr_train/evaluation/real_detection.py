@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from qdr_ros.core.stats import percentiles
 from qdr_train.evaluation.detection_scoring import (DARKNET_NAMES, Boxes, Sample, Scorer, dataset_names, evaluate_map,
-                                                    read_yolo_labels)
+                                                    has_keypoints, read_yolo_labels)
 
 BOOTSTRAP_SAMPLES = 200
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
@@ -76,14 +76,14 @@ def load_folder_set(folder: Path, coco: dict[int, str], keep: set[int], limit: i
     root = folder / 'images' if (folder / 'images').is_dir() else folder
     images = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit or None]
     coco_ids = {name.lower(): k for k, name in coco.items()}
-    own_ids = yolo_to_coco(folder, coco_ids)
+    own_ids, pose = yolo_to_coco(folder, coco_ids), has_keypoints(folder)
     samples = []
     for image in images:
         rgb = read_rgb(image)
         voc, yolo = _label_file(image, '.xml'), _label_file(image, '.txt')
         if voc is None and yolo is None:
             raise FileNotFoundError(f'{image}: no VOC (.xml) or YOLO (.txt) label beside it or in voc/ / labels/')
-        truth = read_voc(voc, coco_ids) if voc else read_yolo_labels(yolo, rgb.shape[1], rgb.shape[0])
+        truth = read_voc(voc, coco_ids) if voc else read_yolo_labels(yolo, rgb.shape[1], rgb.shape[0], pose)
         if not voc and own_ids is not None:
             known = np.isin(truth.classes, sorted(own_ids))
             truth = Boxes(truth.xyxy[known], np.array([own_ids[int(c)] for c in truth.classes[known]], int))
