@@ -50,8 +50,7 @@ def orb_features(image: np.ndarray, features: int = POOL_FEATURES) -> tuple[list
     and its pyramid only shrinks, so a small crop (a leak resampled to half size) would keep too few
     keypoints to match. Images with a long side above ``MAX_SIDE`` are shrunk, which keeps the area
     factor of a real leak's homography within the bounds of ``_a_leak_could_make``. Keypoint
-    positions stay in the resized frame (a homography absorbs the scale). Local contrast is
-    equalised (CLAHE) so foggy and dark frames, the held-out sets, keep corners to match.
+    positions stay in the resized frame (a homography absorbs the scale).
     """
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
     short, long = min(gray.shape[:2]), max(gray.shape[:2])
@@ -61,7 +60,6 @@ def orb_features(image: np.ndarray, features: int = POOL_FEATURES) -> tuple[list
     elif long > MAX_SIDE:
         factor = MAX_SIDE / long
         gray = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-    gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray)
     return cv2.ORB_create(nfeatures=features).detectAndCompute(gray, None)
 
 
@@ -100,6 +98,8 @@ def find_overlaps(eval_images: dict[str, np.ndarray], train_images: dict[str, np
     train = {name: orb_features(img) for name, img in train_images.items()}
     train = {name: f for name, f in train.items() if f[1] is not None and len(f[1]) >= 4}
     names = list(train)
+    if not names:
+        return []
     # one matrix and a row -> photo table: OpenCV's multi-image matchers can return a wrong imgIdx
     # for a large pool (seen with BFMatcher: photo 7800 of 752)
     owner = np.repeat(np.arange(len(names)), [len(train[n][1]) for n in names])
@@ -127,9 +127,11 @@ def _pool_matcher(descriptors: np.ndarray) -> cv2.DescriptorMatcher:
     evaluation image on two cores, minutes for the held-out sets); LSH looks only into the hash
     buckets a feature falls in (5x faster). It may miss a far neighbour, but a leak's features are
     near copies of the training photo's, which share buckets; the pairwise check stays exact. On 60
-    planted leaks of held-out images both found the same 47 (48 with CLAHE; the rest are small
-    crops of dense fog).
+    planted leaks of held-out images both found the same 47 (the rest are small crops of dense
+    fog). The hash functions come from OpenCV's random generator, seeded here so that every build
+    of the index is the same whatever ran before it in the process.
     """
+    cv2.setRNGSeed(0)
     matcher = cv2.FlannBasedMatcher(dict(algorithm=LSH, table_number=LSH_TABLES, key_size=LSH_KEY_BITS,
                                          multi_probe_level=LSH_PROBE), {})
     matcher.add([descriptors])

@@ -133,13 +133,17 @@ def evaluate_map(predictions: Sequence[Boxes], truths: Sequence[Boxes]) -> dict[
     return {'map50_95': float(ap.mean()), 'map50': float(ap[:, 0].mean())}
 
 
+POLYGON_SLACK = 0.01  # ultralytics accepts normalised coordinates in [-0.01, 1.01]
+
+
 def read_yolo_labels(path: Path, width: int, height: int, keypoints: bool = False) -> Boxes:
     """YOLO label file -> pixel xyxy boxes.
 
     A row is ``class cx cy w h`` (normalised), perhaps with more columns: keypoints in a pose set
     (``keypoints``, its yaml has ``kpt_shape``) or attributes (coco8-human), ignored. In a
     segmentation set a row is ``class x1 y1 ... xk yk``, a polygon of k >= 3 points, boxed by its
-    extent as ultralytics does: a row of an odd length over 5 whose values all lie in [0, 1].
+    extent as ultralytics does: a row of an odd length over 5 whose values all lie in [0, 1] (give or
+    take ``POLYGON_SLACK``: converters write vertices just past the border unclipped).
     """
     rows = [line.split() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     if not rows:
@@ -147,7 +151,8 @@ def read_yolo_labels(path: Path, width: int, height: int, keypoints: bool = Fals
     boxes, classes = [], []
     for row in rows:
         values = np.array(row[1:], float)
-        if not keypoints and len(values) > 4 and len(values) % 2 == 0 and values.min() >= 0 and values.max() <= 1:
+        if not keypoints and len(values) > 4 and len(values) % 2 == 0 and values.min() >= -POLYGON_SLACK \
+                and values.max() <= 1 + POLYGON_SLACK:
             xy = values.reshape(-1, 2) * (width, height)
             boxes.append(np.concatenate([xy.min(axis=0), xy.max(axis=0)]))
         else:

@@ -137,8 +137,10 @@ def test_read_yolo_labels(tmp_path: Path) -> None:
 def test_segmentation_polygons_are_boxed_and_pose_rows_read_as_boxes(tmp_path: Path) -> None:
     """A polygon row (class x1 y1 x2 y2 x3 y3 ...) is its extent; a pose set's keypoints are not a polygon."""
     label = tmp_path / 'a.txt'
-    label.write_text('2 0.1 0.2 0.5 0.1 0.3 0.9 0.2 0.4\n')  # 4 points; as a box it would be cx 0.1, w 0.1
-    np.testing.assert_allclose(read_yolo_labels(label, width=200, height=100).xyxy, [[20, 10, 100, 90]])
+    label.write_text('2 0.1 0.2 0.5 0.1 0.3 0.9 0.2 0.4\n'  # 4 points; as a box it would be cx 0.1, w 0.1
+                     '0 0.5 0.2 1.004 0.5 0.6 0.9\n')  # a vertex just past the border, as converters leave it
+    np.testing.assert_allclose(read_yolo_labels(label, width=200, height=100).xyxy,
+                               [[20, 10, 100, 90], [100, 20, 200.8, 90]])
     pose = tmp_path / 'p.txt'  # box, then 2 keypoints (x, y): the same number of columns as a 3-point polygon
     pose.write_text('0 0.5 0.5 0.2 0.4 0.45 0.4 0.55 0.6\n')
     np.testing.assert_allclose(read_yolo_labels(pose, 200, 100, keypoints=True).xyxy, [[80, 30, 120, 70]])

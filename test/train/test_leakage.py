@@ -36,13 +36,14 @@ def leaked_copy(image: np.ndarray, crop: float, scale: float, rng: np.random.Gen
 
 
 def test_a_crop_is_found_in_a_pool_of_many_photos() -> None:
-    # 300k pool rows in one matrix (over the 2^18 a BFMatcher image holds), each mapped back to its photo
+    # 300k pool rows in one index, each mapped back to its photo
     rng = np.random.default_rng(0)
     evaluation = {"eval/a.png": scene(1), "eval/b.png": scene(2)}
     train = {f"train/{i}.png": scene(100 + i) for i in range(600)}
     train["train/leak.png"] = leaked_copy(evaluation["eval/b.png"], 0.7, 0.8, rng)
     found = {(o.eval_name, o.train_name) for o in find_overlaps(evaluation, train)}
     assert found == {("eval/b.png", "train/leak.png")}
+    assert find_overlaps(evaluation, {"train/flat.png": np.full((480, 480, 3), 128, np.uint8)}) == []  # no features
 
 
 @needs_data
