@@ -8,8 +8,9 @@
 # equal to the shipped one's is enough there) and it costs FastestDet at most 0.5 mAP50-95 points on the 21 labelled COCO photos given
 # clean (COCO is not held out; the target's own set): the FP32 release, that student released as
 # models/auto/efm_int8*, then the condition head, real low light and detection reports. A run that
-# fails the gate leaves models/ and results/ as they were and exits 3. About 40 minutes on the 2-core
-# dev CPU.
+# fails the gate leaves models/ and results/ as they were and exits 3; a step that fails or is stopped
+# later, during the release, restores them too (nothing is half released). About 40 minutes on the
+# 2-core dev CPU.
 #   scripts/release_auto.sh runs/auto_fp32_ft "<the FP32 training commands, for the model card>"
 set -Eeuo pipefail  # -E: the ERR trap also fires for a step that fails inside run()
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,13 +24,19 @@ FASTESTDET=../shared/data/detection/FastestDet/FastestDet.onnx
 # Haze windowed as in the teacher's run (its data.haze_window; here on the students' 192-pixel crops).
 READ_WINDOW="import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['data'].get('haze_window', [1.0, 1.0]))"
 HAZE_WINDOW=$($PY -c "$READ_WINDOW" "$RUN/config.yaml" | tr -d ' ')
+# the condition head is scored by the labelling rule its teacher trained with (data.noise_label)
+READ_NOISE="import sys, yaml; v = yaml.safe_load(open(sys.argv[1]))['data'].get('noise_label'); print('' if v is None else v)"
+NOISE_LABEL=$($PY -c "$READ_NOISE" "$RUN/config.yaml")
+CONDITIONS_OVERRIDES=()
+[[ -z "$NOISE_LABEL" ]] || CONDITIONS_OVERRIDES=("data.noise_label=$NOISE_LABEL")
 INT8_OVERRIDES=(train.progress=false data.crop=192 data.batch=4
     "data.train=[clean/CBSD432,clean/Urban100,clean/SunHays80,clean/Set14,clean/LIVE1]" "data.haze_window=$HAZE_WINDOW")
 ABLATION=results/ablation/auto  # ablate --out; its task folder auto/ holds pick/fp32/ and seed<N>/<variant>/
 PICK=(--ablation "$ABLATION/auto" --task auto --teacher models/auto/efm_fp32.pt --data clean/CBSD68)
 ALSO='detection/coco8*/images/*'  # pick's second selection set: 640-pixel frames, where CBSD68 missed a haze loss
 SHIPPED=results/eval/auto_int8_pick.json  # the shipped student's pick report: what a release must beat
-STAGED=(models/auto "$ABLATION" "$SHIPPED")
+DETECTION=results/detection/auto_fastestdet
+STAGED=(models/auto "$ABLATION" results/eval "$DETECTION")  # results/eval holds $SHIPPED and every report below
 if [[ -n "$(git status --porcelain --untracked-files=all -- "${STAGED[@]}")" ]]; then
     echo "uncommitted or untracked files under ${STAGED[*]}: commit, stash or move them first (a rejected run" \
         "restores the committed state there and removes anything else)" >&2
@@ -54,10 +61,10 @@ stop() {
     [[ -z "$CHILD" ]] || kill -TERM -- -"$CHILD" 2>/dev/null || true
     wait || true
     restore
-    echo "interrupted before the release: models/ and results/ restored" >&2
+    echo "interrupted: models/ and results/ restored" >&2
     exit "$1"
 }
-trap 'restore; echo "failed before the release: models/ and results/ restored" >&2' ERR
+trap 'restore; echo "failed: models/ and results/ restored" >&2' ERR
 trap 'stop 130' INT
 trap 'stop 143' TERM
 trap 'stop 129' HUP
@@ -103,23 +110,26 @@ if (( DETECTED != 0 )); then
         "(qdr-bench detection exit $DETECTED); models/ and results/ are as they were" >&2
     exit 3
 fi
-trap - ERR INT TERM HUP  # the gate is passed: from here on the release writes models/ and results/
-$PY -m qdr_train.cli release --run "$RUN" --eval-data clean/Kodak24 --command "$FP32_COMMAND"
-$PY -m qdr_train.cli release --run "$STUDENT" --eval-data clean/Kodak24 --command \
+# the gate is passed: the release writes models/ and results/; the traps stay, so a failure restores them
+run $PY -m qdr_train.cli release --run "$RUN" --eval-data clean/Kodak24 --command "$FP32_COMMAND"
+run $PY -m qdr_train.cli release --run "$STUDENT" --eval-data clean/Kodak24 --command \
     "qdr-train fit --task auto --config qdr_train/configs/int8.yaml stage=qdr quant.teacher=models/auto/efm_fp32.pt seed=$SEED ${INT8_OVERRIDES[*]} (the qdr run of: qdr-train ablate --task auto --teacher models/auto/efm_fp32.pt --variants ptq qat qat_out qdr --seeds 0 1 2 --jobs 2 ${INT8_OVERRIDES[*]}; seed $SEED picked by: qdr-train pick ${PICK[*]} --also '$ALSO')"
-$PY -m qdr_train.cli check-int8 models/auto/efm_int8.onnx
-$PY -m qdr_train.cli check-int8 --cpu models/auto/efm_int8_cpu.onnx
-$PY -m qdr_train.cli conditions --model models/auto/efm_int8.onnx --json results/eval/auto_conditions_int8.json
+run $PY -m qdr_train.cli check-int8 models/auto/efm_int8.onnx
+run $PY -m qdr_train.cli check-int8 --cpu models/auto/efm_int8_cpu.onnx
+run $PY -m qdr_train.cli conditions --model models/auto/efm_int8.onnx --json results/eval/auto_conditions_int8.json \
+    "${CONDITIONS_OVERRIDES[@]}"
 # clean frames (CBSD68: the auto FP32 stages never trained on it), as PNG and as a compressed camera's JPEGs
-$PY -m qdr_train.cli eval --task clean --model models/auto/efm_int8.onnx --clean ../shared/data/clean/CBSD68 \
+run $PY -m qdr_train.cli eval --task clean --model models/auto/efm_int8.onnx --clean ../shared/data/clean/CBSD68 \
     --no-baseline --json results/eval/auto_clean_cbsd68_int8.json
 for quality in 85 75 60; do
-    $PY -m qdr_train.cli eval --task clean --model models/auto/efm_int8.onnx --clean ../shared/data/clean/CBSD68 \
+    run $PY -m qdr_train.cli eval --task clean --model models/auto/efm_int8.onnx --clean ../shared/data/clean/CBSD68 \
         --jpeg "$quality" --no-baseline --json "results/eval/auto_clean_jpeg${quality}_int8.json"
 done
-$PY -m qdr_train.cli real-lowlight --model models/auto/efm_int8.onnx --json results/eval/auto_dicm_int8.json \
+run $PY -m qdr_train.cli real-lowlight --model models/auto/efm_int8.onnx --json results/eval/auto_dicm_int8.json \
     --mosaic out/dicm_auto.jpg
-$PY -m qdr_train.cli real-lowlight --model models/lowlight/efm_int8.onnx --json results/eval/lowlight_dicm_int8.json
-$PY -m qdr_ros.tools.bench detection --tasks clean --restorer auto --detector "$FASTESTDET" --pseudo-sets \
-    --real-sets detection/DAWN_fog --real-models auto dehaze denoise --out results/detection/auto_fastestdet \
+run $PY -m qdr_train.cli real-lowlight --model models/lowlight/efm_int8.onnx --json results/eval/lowlight_dicm_int8.json
+run $PY -m qdr_ros.tools.bench detection --tasks clean --restorer auto --detector "$FASTESTDET" --pseudo-sets \
+    --real-sets detection/DAWN_fog --real-models auto dehaze denoise --out "$DETECTION" \
     --no-progress
+trap - ERR INT TERM HUP
+echo "released: models/auto and its reports under results/ (review with git status, then commit)"
