@@ -118,7 +118,8 @@ def evaluate(cfg: dict[str, Any], model_path: str | Path | Sequence[str | Path],
     mean = {k: {m: float(np.mean([r[k][m] for r in images])) for m in images[0][k]} for k in kinds}
     level = cfg["levels"][task] if severity is None else {"severity": severity}
     pooled = {"psnr_pooled": pooled_psnr([r["mse"] for r in images]),
-              "changed_pixels": float(np.mean([r["changed"] for r in images]))}
+              "changed_pixels": float(np.mean([r["changed"] for r in images])),
+              "exact_images": sum(r["mse"] == 0 for r in images)}  # their PSNR is inf, and so is a mean with one
     shown = " -> ".join(shown_data_path(p) for p in paths)
     return {"task": task, **pooled, "model": shown, "data": shown_data_path(pairs_dir or clean_dir),
             "synthetic": not pairs_dir, "seed": cfg["eval_seed"], "level": None if pairs_dir else level,
@@ -149,7 +150,8 @@ def format_table(report: dict[str, Any]) -> str:
     for kind, m in report["mean"].items():
         lines.append(f"| {kind} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['psnr_y']:.2f} | {m['ssim_y']:.4f} |")
     lines.append(f"Output PSNR of the pooled MSE: {report['psnr_pooled']:.2f} dB; pixels the model changed: "
-                 f"{100 * report['changed_pixels']:.2f}%")
+                 f"{100 * report['changed_pixels']:.2f}%; outputs equal to the reference: "
+                 f"{report.get('exact_images', 0)} of {len(report['images'])}")
     return "\n".join(lines)
 
 

@@ -279,6 +279,7 @@ def test_eval_scores_the_clean_frames_of_a_compressed_camera(tmp_path: Path, rep
                      "--threads", "1", "--json", str(out)]) == 0
         reports[task] = json.loads(out.read_text())
     assert reports["auto"]["jpeg_quality"] == 75 and reports["auto"]["changed_pixels"] == 0.0
+    assert reports["auto"]["exact_images"] == 3 and reports["lowlight"]["exact_images"] == 0
     assert reports["lowlight"]["psnr_pooled"] < 30 and reports["lowlight"]["mean"]["input"]["psnr"] == float("inf")
     photo = read_rgb(list_images(data_root() / "clean" / "CBSD68")[0])
     decoded = as_jpeg(photo, 75)
