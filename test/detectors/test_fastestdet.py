@@ -79,6 +79,7 @@ def test_it_scores_the_labelled_coco_samples_on_every_class() -> None:
     assert scores['map50_95'] == pytest.approx(0.455, abs=0.005) and scores['map50'] == pytest.approx(0.627, abs=0.005)
 
 
+@pytest.mark.timeout(900)  # CPU-heavy: room for a CI machine several times slower than the dev VM
 def test_the_benchmark_gives_each_restored_gain_a_paired_bootstrap_interval() -> None:
     """On clean frames: a restorer that returns its input gains exactly 0, one that blurs loses, both with intervals."""
     from qdr_train.evaluation.detection_bench import bench_set, format_table

@@ -98,7 +98,7 @@ def probe(context: Context, node_process: NodeProcess) -> Iterator[Probe]:  # no
 @pytest.fixture(scope='module')
 def restored(probe: Probe) -> Inbox:
     inbox = probe.inbox(RESTORED)
-    probe.wait_for_graph(publishers=[RESTORED])
+    probe.wait_for_graph(publishers=[RESTORED], timeout_s=120)  # node start included
     return inbox
 
 

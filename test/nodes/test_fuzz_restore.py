@@ -158,7 +158,7 @@ def _probe(context: Context, executor: SingleThreadedExecutor, ns: str,  # noqa:
     """A probe node on ``ns`` once the node there is up; removed again afterwards."""
     with Probe(f'qdr_fuzz_probe_{ns.strip("/")}', context=context, executor=executor, watch=[process]) as probe:
         restored = probe.inbox(f'{ns}/restored')
-        probe.wait_for_graph(publishers=[restored.topic])
+        probe.wait_for_graph(publishers=[restored.topic], timeout_s=120)  # node start included
         yield Graph(probe, ns, restored)
 
 

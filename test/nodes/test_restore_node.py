@@ -66,7 +66,7 @@ def infos(probe: Probe) -> Inbox:
 def restored(probe: Probe, infos: Inbox) -> Inbox:
     """The restored frames by stamp, once restore_node publishes them (both inboxes exist before it is up)."""
     inbox = probe.inbox(RESTORED)
-    probe.wait_for_graph(publishers=[RESTORED, infos.topic])
+    probe.wait_for_graph(publishers=[RESTORED, infos.topic], timeout_s=120)  # node start included
     return inbox
 
 

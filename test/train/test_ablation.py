@@ -15,6 +15,7 @@ TINY = ["train.iters=3", "data.crop=32", "data.batch=4", "quant.calib_batches=2"
         "train.val_every=1000", "train.save_every=1000", "data.val_images=1", "data.val_crop=64"]
 
 
+@pytest.mark.timeout(900)  # CPU-heavy: room for a CI machine several times slower than the dev VM
 @pytest.mark.skipif(not (data_root() / "clean" / "CBSD68").is_dir(), reason="training photos not found")
 def test_two_tasks_two_seeds_in_parallel_then_rerun_trains_only_what_changed(tmp_path: Path) -> None:
     def ablate(*overrides: str) -> int:

@@ -178,6 +178,7 @@ def test_gains_below_names_the_tasks_that_cost_the_detector_more_than_the_floor(
 FASTESTDET = data_root() / 'detection' / 'FastestDet' / 'FastestDet.onnx'
 
 
+@pytest.mark.timeout(900)  # CPU-heavy: room for a CI machine several times slower than the dev VM
 @pytest.mark.skipif(not FASTESTDET.is_file(), reason='FastestDet and COCO images not in the shared data')
 def test_fail_under_gates_the_shipped_auto_model_on_clean_frames(tmp_path: Path, repo_root: Path) -> None:
     """qdr-bench detection end to end on three labelled COCO images: auto passes clean frames, so its gain

@@ -46,6 +46,7 @@ def test_a_crop_is_found_in_a_pool_of_many_photos() -> None:
     assert find_overlaps(evaluation, {"train/flat.png": np.full((480, 480, 3), 128, np.uint8)}) == []  # no features
 
 
+@pytest.mark.timeout(900)  # CPU-heavy: room for a CI machine several times slower than the dev VM
 @needs_data
 @pytest.mark.slow
 def test_no_evaluation_scene_in_the_training_photos() -> None:

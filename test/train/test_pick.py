@@ -18,6 +18,7 @@ TRAIN = "data.train=[clean/CBSD432,clean/Set14]"
 COCO = "detection/coco8*/images/*"  # a glob of folders: the 21 COCO photos of the detection sets
 
 
+@pytest.mark.timeout(900)  # CPU-heavy: room for a CI machine several times slower than the dev VM
 @pytest.mark.skipif(not all((data_root() / d).is_dir() for d in ("clean/CBSD68", "detection/coco8")),
                     reason="training photos not found")
 def test_the_seed_that_keeps_most_of_its_teacher_is_picked_on_a_set_none_trained_on(

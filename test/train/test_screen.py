@@ -15,6 +15,7 @@ from qdr_train.data.datasets import data_root
 COCO = "detection/coco8*/images/*"
 
 
+@pytest.mark.timeout(900)  # CPU-heavy: room for a CI machine several times slower than the dev VM
 @pytest.mark.skipif(not all((data_root() / d).is_dir() for d in ("clean/CBSD68", "detection/coco8")),
                     reason="selection photos not found")
 def test_a_candidate_is_scored_on_every_set_and_held_to_the_gate_against_the_shipped_model(
