@@ -143,7 +143,9 @@ def _distinct_in_their_photo(matches: list[cv2.DMatch], owner: np.ndarray) -> li
     """Return the training photos for which the nearest of ``matches`` passes the ratio test within that photo.
 
     A photo met once among the neighbours has its own second-nearest farther than the last neighbour,
-    so that distance stands in for it (a bound that only makes the test stricter).
+    so that distance stands in for it (a bound that only makes the test stricter). A list shorter than
+    ``NEIGHBOURS`` (LSH found no more in the feature's buckets) has no such bound: a photo met once
+    then votes, and the pairwise RANSAC check decides.
     """
     if not matches:  # LSH found nothing in this feature's buckets
         return []
