@@ -178,6 +178,12 @@ def _check_mixture(data: dict[str, Any]) -> None:
     if data["clean_candidates"] < 1:
         raise ConfigError(f"data.clean_candidates={data['clean_candidates']} must be >= 1 "
                           "(1: every clean crop at random)")
+    if not 0.0 <= data["clean_dim"] <= 1.0:
+        raise ConfigError(f"data.clean_dim={data['clean_dim']} must be a share in [0, 1] (of clean crops dimmed)")
+    dim = data["clean_dim_exposure"]
+    if not (isinstance(dim, list) and len(dim) == 2 and all(_is_number(v) and 0.0 < v <= 1.0 for v in dim)):
+        raise ConfigError(f"data.clean_dim_exposure={dim!r} must be a range [mildest, darkest] of exposures in "
+                          "(0, 1], e.g. [1.0, 0.35]")
     noise_label = data.get("noise_label")
     if noise_label is not None and not (_is_number(noise_label) and noise_label > 0):
         raise ConfigError(f"data.noise_label={noise_label!r} must be null (labels by condition) or the least "

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from qdr_train.data.degradations import (CONDITION_LABELS, crop_labels, degrade, label_vector, noise_levels,
-                                         sample_params)
+                                         sample_params, to_8bit)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -180,7 +180,9 @@ class TrainBatches:
     label). A clean crop's target is exactly its input: a ``clean_jpeg`` share of clean crops comes
     as a compressed stream delivers it (JPEG at ``jpeg_quality``, input and target the same decoded
     frame), so JPEG blocks alone never read as a condition to correct. With ``clean_candidates`` k > 1
-    each clean crop is the most textured of k random crops (``CropSampler.most_textured``). With
+    each clean crop is the most textured of k random crops (``CropSampler.most_textured``). A
+    ``clean_dim`` share of clean crops are dim scenes: exposure from ``clean_dim_exposure`` in linear
+    light, input and target alike, so that dimness alone is not low light (a dim room is a scene). With
     ``noise_label`` set, a crop is labelled ``noise`` where it holds at least that much sensor noise
     (8-bit levels, before JPEG), whatever its condition (``crop_labels``).
     """
@@ -198,6 +200,8 @@ class TrainBatches:
     haze_window: tuple[float, float] = (1.0, 1.0)
     clean_candidates: int = 1
     noise_label: float | None = None
+    clean_dim: float = 0.0
+    clean_dim_exposure: tuple[float, float] = (1.0, 0.35)
 
     def __call__(self, step: int, device: torch.device) -> Batch:
         """(degraded, clean, labels): labels are (N, len(LABELS)) multi-hot over ``LABELS``."""
@@ -207,6 +211,8 @@ class TrainBatches:
         if self.clean_candidates > 1:
             for i in (i for i, c in enumerate(conditions) if c == "clean"):
                 clean[i] = self.sampler.most_textured(clean[i], self.clean_candidates - 1, gen)
+        if self.clean_dim > 0:
+            clean = self._dim_scenes(clean, conditions, gen)
         lq = clean.clone()
         noise = torch.zeros(len(conditions))
         for condition in dict.fromkeys(conditions):
@@ -228,6 +234,22 @@ class TrainBatches:
         labels = torch.stack([label_vector(crop_labels(c, float(n), self.noise_label))
                               for c, n in zip(conditions, noise)])
         return lq.to(device), clean.to(device), labels.to(device)
+
+    def _dim_scenes(self, clean: torch.Tensor, conditions: list[str], gen: torch.Generator) -> torch.Tensor:
+        """Darken a ``clean_dim`` share of the clean crops as a dimmer scene would be, on the 8-bit grid.
+
+        The low-light model's exposure cut without its noise: the crop is the scene, not a condition.
+        """
+        pick = (torch.rand(self.batch_size, generator=gen) < self.clean_dim).tolist()
+        mildest, darkest = self.clean_dim_exposure
+        exposure = mildest + torch.rand(self.batch_size, generator=gen) * (darkest - mildest)
+        idx = [i for i, c in enumerate(conditions) if c == "clean" and pick[i]]
+        if not idx:
+            return clean
+        out = clean.clone()
+        gain = exposure[idx].view(-1, 1, 1, 1) ** (1 / 2.2)  # sRGB ~ gamma 2.2: a linear gain e scales by e^(1/2.2)
+        out[idx] = to_8bit(clean[idx] * gain)
+        return out
 
     def _depth_window(self, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """Each hazy crop's window of its frame's depth range: a span from ``haze_window``, placed at random.
@@ -269,7 +291,8 @@ def build_train_batches(cfg: dict[str, Any], rank: int = 0) -> TrainBatches:
     return TrainBatches(sampler, cfg["task"], cfg["degradation"], d["batch"], cfg["seed"], rank, mixture,
                         d["jpeg_prob"] if auto else 0.0, tuple(d["jpeg_quality"]), d["clean_jpeg"] if auto else 0.0,
                         tuple(float(v) for v in d["haze_window"]), d["clean_candidates"] if auto else 1,
-                        d.get("noise_label"))
+                        d.get("noise_label"), d["clean_dim"] if auto else 0.0,
+                        tuple(float(v) for v in d["clean_dim_exposure"]))
 
 
 def paired_folder(folder: str | Path) -> list[tuple[str, Path, Path]]:

@@ -291,3 +291,24 @@ def test_clean_candidates_make_the_clean_crops_the_textured_ones(tmp_path: Path)
     assert clean_share > 0.95 and 0.25 < degraded_share < 0.75
     with pytest.raises(ConfigError, match="clean_candidates"):
         load_config("auto", overrides=["data.clean_candidates=0"])
+
+
+def test_clean_dim_crops_are_darker_scenes_with_their_target_the_same_frame(tmp_path: Path) -> None:
+    """``clean_dim``: a share of clean crops are dim scenes, input and target alike, labelled clean."""
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((80, 80, 3), 200, np.uint8))
+    sampler = CropSampler([tmp_path], 32)
+    batches = TrainBatches(sampler, "auto", CFG["degradation"], 64, seed=0, mixture={"clean": 1.0, "derain": 1.0},
+                           clean_dim=0.5, clean_dim_exposure=(1.0, 0.3))
+    lq, gt, labels = batches(0, torch.device("cpu"))
+    is_clean = labels[:, LABELS.index("clean")] == 1
+    assert torch.equal(lq[is_clean], gt[is_clean])
+    level = gt.flatten(1).mean(1) * 255
+    dim = level < 199.5
+    assert torch.allclose(level[~is_clean], torch.full_like(level[~is_clean], 200.0))  # degraded crops' targets stay
+    assert 0.25 < float(dim[is_clean].float().mean()) < 0.75
+    assert float(level[dim].min()) >= 200 * 0.3 ** (1 / 2.2) - 1  # no darker than the darkest exposure
+    undimmed = TrainBatches(sampler, "auto", CFG["degradation"], 64, seed=0, mixture={"clean": 1.0, "derain": 1.0})
+    assert torch.equal(undimmed(0, torch.device("cpu"))[1][is_clean], torch.full_like(gt[is_clean], 200 / 255))
+    for bad in ("data.clean_dim=1.5", "data.clean_dim_exposure=[1.0,0.0]", "data.clean_dim_exposure=0.5"):
+        with pytest.raises(ConfigError, match="clean_dim"):
+            load_config("auto", overrides=[bad])
