@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import os
 from pathlib import Path
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -124,17 +125,29 @@ def test_camera_dies_and_comes_back(probe: Probe, restored: Inbox, node_process:
     assert int(status['backend_errors']) == 0 and int(status['frames_out']) >= 3
 
 
+def _listen(mode: str) -> str:
+    """Run one LISTENER to its end and return what it printed.
+
+    A listener that segfaulted in the DDS library before it printed (seen once under heavy load, in
+    libfastdds) is the test's own tool failing, not the node: it runs once more.
+    """
+    for _ in range(2):
+        listener = subprocess.Popen([sys.executable, '-c', LISTENER, RESTORED, mode], stdout=subprocess.PIPE, text=True)
+        try:
+            out = listener.communicate(timeout=120)[0]
+        finally:
+            _kill(listener)  # a listener that never got its frames must not outlive the test
+        if listener.returncode != -signal.SIGSEGV or 'received' in out:
+            break
+    return out
+
+
 def test_downstream_dies_and_comes_back(probe: Probe, restored: Inbox, node_process: NodeProcess) -> None:
     restored.unsubscribe()
     camera = subprocess.Popen([sys.executable, '-c', CAMERA, IMAGE, 'camera_steady'])
     try:
         for mode in ('die', 'die', 'exit'):
-            listener = subprocess.Popen([sys.executable, '-c', LISTENER, RESTORED, mode],
-                                        stdout=subprocess.PIPE, text=True)
-            try:
-                out = listener.communicate(timeout=120)[0]
-            finally:
-                _kill(listener)  # a listener that never got its frames must not outlive the test
+            out = _listen(mode)
             assert 'received 5 from camera_steady' in out, out
             _alive(node_process)
     finally:
