@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from qdr_train.cli import main
 from qdr_train.config import ConfigError, load_config
+from qdr_train.data.degradations import sample_params
 
 
 def test_defaults_task_and_overrides_resolve() -> None:
@@ -37,6 +39,8 @@ def test_defaults_task_and_overrides_resolve() -> None:
     (["model.widths=[8,8,x]"], "must be three positive integers"),
     (["degradation.lowlight.quiet=[0.2,0.5]"], "quiet=\\[0.2, 0.5\\] must be one share in \\[0, 1\\]"),
     (["degradation.lowlight.quiet_exposure=0.05"], "quiet_exposure=0.05 must be a range"),
+    (["degradation.night.quiet=1.5"], "night.quiet=1.5 must be one share in \\[0, 1\\]"),
+    (["degradation.night.quiet_exposure=[0.1,0.05]"], "unknown config key 'degradation.night.quiet_exposure'"),
 ])
 def test_bad_overrides_fail_with_the_key_named(override: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -47,6 +51,16 @@ def test_optional_degradation_keys_are_accepted() -> None:
     cfg = load_config("auto", overrides=["degradation.lowlight.quiet=0.25",
                                          "degradation.lowlight.quiet_exposure=[0.1,0.05]"])
     assert cfg["degradation"]["lowlight"]["quiet"] == 0.25
+
+
+def test_night_can_keep_its_dark_stage_noisy_when_low_light_has_a_quiet_share() -> None:
+    """Night's own ``quiet`` overrides low light's: its crops read low light's section, then their own."""
+    cfg = load_config("auto", overrides=["degradation.lowlight.quiet=0.5", "degradation.night.quiet=0.0"])
+    gen = torch.Generator().manual_seed(0)
+    assert float(sample_params("lowlight", cfg["degradation"], 400, gen)["quiet"].mean()) > 0.4
+    assert torch.equal(sample_params("night", cfg["degradation"], 400, gen)["quiet"], torch.zeros(400))
+    inherited = load_config("auto", overrides=["degradation.lowlight.quiet=0.5"])["degradation"]
+    assert float(sample_params("night", inherited, 400, gen)["quiet"].mean()) > 0.4
 
 
 def test_unknown_task_and_bad_file(tmp_path: Path) -> None:
