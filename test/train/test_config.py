@@ -55,12 +55,14 @@ def test_optional_degradation_keys_are_accepted() -> None:
 
 def test_night_can_keep_its_dark_stage_noisy_when_low_light_has_a_quiet_share() -> None:
     """Night's own ``quiet`` overrides low light's: its crops read low light's section, then their own."""
-    cfg = load_config("auto", overrides=["degradation.lowlight.quiet=0.5", "degradation.night.quiet=0.0"])
+    cfg = load_config("denoise", overrides=["degradation.lowlight.quiet=0.5", "degradation.night.quiet=0.0"])
     gen = torch.Generator().manual_seed(0)
     assert float(sample_params("lowlight", cfg["degradation"], 400, gen)["quiet"].mean()) > 0.4
     assert torch.equal(sample_params("night", cfg["degradation"], 400, gen)["quiet"], torch.zeros(400))
-    inherited = load_config("auto", overrides=["degradation.lowlight.quiet=0.5"])["degradation"]
+    inherited = load_config("denoise", overrides=["degradation.lowlight.quiet=0.5"])["degradation"]
+    assert "quiet" not in inherited["night"]  # default.yaml leaves night's share out: it follows low light's
     assert float(sample_params("night", inherited, 400, gen)["quiet"].mean()) > 0.4
+    assert load_config("auto")["degradation"]["night"]["quiet"] == 0.0  # auto.yaml keeps night's noise
 
 
 def test_unknown_task_and_bad_file(tmp_path: Path) -> None:
