@@ -153,6 +153,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_exposure_range(value: Any) -> bool:
+    """Tell whether ``value`` is two exposures (linear gains) in (0, 1], in either order."""
+    return isinstance(value, list) and len(value) == 2 and all(_is_number(v) and 0.0 < v <= 1.0 for v in value)
+
+
 def _check_quiet(lowlight: dict[str, Any], night: dict[str, Any]) -> None:
     """Check the optional noise-free low-light keys: shares, and an exposure range (a number reads as 0/1)."""
     quiet, exposure = lowlight.get("quiet"), lowlight.get("quiet_exposure")
@@ -160,8 +165,7 @@ def _check_quiet(lowlight: dict[str, Any], night: dict[str, Any]) -> None:
         if share is not None and not (_is_number(share) and 0.0 <= share <= 1.0):
             raise ConfigError(f"degradation.{section}.quiet={share!r} must be one share in [0, 1] (the share of "
                               f"{section} crops whose dark stage is noise-free), not a range")
-    if exposure is not None and not (isinstance(exposure, list) and len(exposure) == 2
-                                     and all(_is_number(v) and 0.0 < v <= 1.0 for v in exposure)):
+    if exposure is not None and not _is_exposure_range(exposure):
         raise ConfigError(f"degradation.lowlight.quiet_exposure={exposure!r} must be a range [mildest, worst] of "
                           "exposures in (0, 1], e.g. [0.14, 0.05]")
 
@@ -182,7 +186,7 @@ def _check_mixture(data: dict[str, Any]) -> None:
     if not 0.0 <= data["clean_dim"] <= 1.0:
         raise ConfigError(f"data.clean_dim={data['clean_dim']} must be a share in [0, 1] (of clean crops dimmed)")
     dim = data["clean_dim_exposure"]
-    if not (isinstance(dim, list) and len(dim) == 2 and all(_is_number(v) and 0.0 < v <= 1.0 for v in dim)):
+    if not _is_exposure_range(dim):
         raise ConfigError(f"data.clean_dim_exposure={dim!r} must be a range [mildest, darkest] of exposures in "
                           "(0, 1], e.g. [1.0, 0.35]")
     noise_label = data.get("noise_label")

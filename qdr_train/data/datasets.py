@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qdr_train.data.degradations import (CONDITION_LABELS, crop_labels, degrade, label_vector, noise_levels,
-                                         sample_params, to_8bit)
+from qdr_train.data.degradations import (CONDITION_LABELS, crop_labels, degrade, dim, label_vector, noise_levels,
+                                         sample_params)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -247,8 +247,7 @@ class TrainBatches:
         if not idx:
             return clean
         out = clean.clone()
-        gain = exposure[idx].view(-1, 1, 1, 1) ** (1 / 2.2)  # sRGB ~ gamma 2.2: a linear gain e scales by e^(1/2.2)
-        out[idx] = to_8bit(clean[idx] * gain)
+        out[idx] = dim(clean[idx], exposure[idx])
         return out
 
     def _depth_window(self, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:

@@ -97,6 +97,14 @@ def lowlight(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
     return linear ** (1 / 2.2)
 
 
+def dim(x: torch.Tensor, exposure: torch.Tensor) -> torch.Tensor:
+    """Dim the scene, on the 8-bit grid: ``lowlight``'s exposure cut in linear light without its noise.
+
+    In sRGB (gamma 2.2) that cut is a plain scale by ``exposure ** (1 / 2.2)``.
+    """
+    return to_8bit(x * _on(x, exposure) ** (1 / 2.2))
+
+
 def hazy_depth(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
     """Depth in [0, 1] (1 = far): a top-to-bottom ramp plus a smooth random field."""
     ramp = torch.linspace(1.0, 0.0, h).view(1, 1, h, 1).expand(n, 1, h, w)
