@@ -3,7 +3,7 @@
 Why each key:
 
 - ``ROS_LOG_DIR``: rclpy.init() fails without HOME or ROS_LOG_DIR.
-- ``ROS_DOMAIN_ID``: a per-run domain keeps parallel test runs' graphs apart.
+- ``ROS_DOMAIN_ID``: a domain claimed for this process (``domain_id``) keeps parallel runs' graphs apart.
 - ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``: camera-sized frames several times faster than the
   default transports and without drops; ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` undoes that
   gain, so it is never set here. ``LARGE_DATA?max_msg_size=4MB`` costs less CPU per frame but
@@ -19,6 +19,7 @@ Keys already present in the environment are never changed.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 from pathlib import Path
@@ -26,12 +27,14 @@ import random
 import shlex
 import sys
 import tempfile
-from typing import MutableMapping
+from typing import IO, MutableMapping
 
 from qdr_ros.core.atomic import atomic_write
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAIN_ID_MAX = 101  # highest domain id whose ports are valid on every platform
+# Host-wide, whatever a run's TMPDIR says (the test suite gives itself a temp dir of its own).
+CLAIM_DIR = Path('/tmp') if Path('/tmp').is_dir() else Path(tempfile.gettempdir())
 
 
 def _writable_base(environ: MutableMapping[str, str]) -> Path:
@@ -42,9 +45,30 @@ def _writable_base(environ: MutableMapping[str, str]) -> Path:
     return Path(tempfile.gettempdir()) / f'qdr-{os.getuid()}'
 
 
+_CLAIMS: list[IO[str]] = []  # lock files held open while this process lives: its domains stay claimed
+
+
 def domain_id() -> str:
-    """Pick a domain in 1..101 from the pid and randomness, so concurrent runs rarely collide."""
-    return str(1 + (os.getpid() + random.SystemRandom().randrange(DOMAIN_ID_MAX)) % DOMAIN_ID_MAX)
+    """Claim a domain in 1..101 that no other process on this host holds, tried in random order.
+
+    Each claim is an exclusive lock on a file in ``CLAIM_DIR``, released when the process ends,
+    so two test suites or demos started side by side never share a graph. When all 101 are
+    held (or locks are unsupported) it falls back to a random domain.
+    """
+    order = random.SystemRandom().sample(range(1, DOMAIN_ID_MAX + 1), DOMAIN_ID_MAX)
+    for domain in order:
+        try:
+            claim = open(CLAIM_DIR / f'qdr-ros-domain-{domain}.lock', 'a')
+        except OSError:  # another user's lock file, or no writable CLAIM_DIR
+            continue
+        try:
+            fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            claim.close()
+            continue
+        _CLAIMS.append(claim)
+        return str(domain)
+    return str(order[0])
 
 
 def _dejavu_font() -> Path | None:
@@ -75,7 +99,7 @@ def defaults(environ: MutableMapping[str, str]) -> dict[str, str]:
     log_dir = Path(home) / '.ros' / 'log' if home and os.access(home, os.W_OK) else base / 'ros_log'
     return {
         'ROS_LOG_DIR': str(log_dir),
-        'ROS_DOMAIN_ID': domain_id(),
+        'ROS_DOMAIN_ID': environ.get('ROS_DOMAIN_ID') or domain_id(),  # claim one only when it is needed
         'FASTDDS_BUILTIN_TRANSPORTS': 'LARGE_DATA',
         'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp',
         'YOLO_OFFLINE': '1',
