@@ -21,7 +21,7 @@ CONDITIONS = TASKS + ("night", "rain_haze", "clean")   # what evaluation (and th
 AUTO_EVAL = TASKS + ("night", "rain_haze")            # the six degraded conditions auto is scored on
 LMR_FORMS = ("magnitude", "bounded", "gradient", "aligned")
 # Keys a section may gain that default.yaml leaves out, because their absence is the default (off).
-OPTIONAL_KEYS = {"degradation.lowlight": ("quiet", "quiet_exposure"), "degradation.night": ("quiet",)}
+OPTIONAL_KEYS = {"degradation.lowlight": ("quiet", "quiet_exposure", "lit"), "degradation.night": ("quiet", "lit")}
 
 
 def eval_tasks(task: str) -> tuple[str, ...]:
@@ -125,7 +125,7 @@ def load_config(task: str | None = None, config_file: str | Path | None = None,
     if task != AUTO and task not in cfg["levels"]:
         raise ConfigError(f"task '{task}' has no evaluation level under 'levels'")
     _check_mixture(cfg["data"])
-    _check_quiet(cfg["degradation"]["lowlight"], cfg["degradation"]["night"])
+    _check_low_light_keys(cfg["degradation"]["lowlight"], cfg["degradation"]["night"])
     if cfg["data"]["crop"] % 8:
         raise ConfigError(f"data.crop={cfg['data']['crop']} must be a multiple of the model stride 8")
     if cfg["distill"]["lmr"] not in LMR_FORMS:
@@ -158,13 +158,17 @@ def _is_exposure_range(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and all(_is_number(v) and 0.0 < v <= 1.0 for v in value)
 
 
-def _check_quiet(lowlight: dict[str, Any], night: dict[str, Any]) -> None:
-    """Check the optional noise-free low-light keys: shares, and an exposure range (a number reads as 0/1)."""
-    quiet, exposure = lowlight.get("quiet"), lowlight.get("quiet_exposure")
-    for section, share in (("lowlight", quiet), ("night", night.get("quiet"))):
-        if share is not None and not (_is_number(share) and 0.0 <= share <= 1.0):
-            raise ConfigError(f"degradation.{section}.quiet={share!r} must be one share in [0, 1] (the share of "
-                              f"{section} crops whose dark stage is noise-free), not a range")
+LOW_LIGHT_SHARES = {"quiet": "whose dark stage is noise-free", "lit": "with lit parts"}
+
+
+def _check_low_light_keys(lowlight: dict[str, Any], night: dict[str, Any]) -> None:
+    """Check the optional low-light keys: shares, and an exposure range (a number reads as 0/1)."""
+    exposure = lowlight.get("quiet_exposure")
+    for key, what in LOW_LIGHT_SHARES.items():
+        for section, share in (("lowlight", lowlight.get(key)), ("night", night.get(key))):
+            if share is not None and not (_is_number(share) and 0.0 <= share <= 1.0):
+                raise ConfigError(f"degradation.{section}.{key}={share!r} must be one share in [0, 1] (the share "
+                                  f"of {section} crops {what}), not a range")
     if exposure is not None and not _is_exposure_range(exposure):
         raise ConfigError(f"degradation.lowlight.quiet_exposure={exposure!r} must be a range [mildest, worst] of "
                           "exposures in (0, 1], e.g. [0.14, 0.05]")

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qdr_train.data.degradations import (CONDITION_LABELS, crop_labels, degrade, dim, label_vector, noise_levels,
-                                         sample_params)
+from qdr_train.data.degradations import (CONDITION_LABELS, crop_labels, degrade, dim, label_vector, light_pools,
+                                         noise_levels, sample_params)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -220,6 +220,8 @@ class TrainBatches:
             params = sample_params(condition, self.ranges, len(idx), gen)
             if "haze" in CONDITION_LABELS[condition] and tuple(self.haze_window) != (1.0, 1.0):
                 params.update(self._depth_window(len(idx), gen))
+            if "lit" in params:  # low light's share of crops with lit parts, as a map of where light falls
+                params["light"] = light_pools(params.pop("lit"), clean.shape[2], clean.shape[3], gen)
             lq[idx] = degrade(clean[idx], condition, params, gen)
             if self.noise_label is not None:
                 noise[idx] = noise_levels(clean[idx], condition, params, lq[idx])

@@ -16,7 +16,11 @@ because a camera frame arrives as 8-bit. The models:
   (a chance, not a range) leaves that share of training crops noise-free, at an exposure drawn
   from ``quiet_exposure`` if given: camera-denoised dark JPEGs are dark without being noisy, and a
   head that only ever saw noisy darkness calls them clean. Noise-free darkness is only low light
-  when it is clearly dark; a dim indoor photo is not.
+  when it is clearly dark; a dim indoor photo is not. An optional ``light`` map (N, 1, H, W) in [0, 1]
+  is the share of full light each pixel gets (``light_pools``): exposure runs from ``exposure``
+  where it is 0 up to 1 where it is 1. Real dark frames hold lit parts (a lamp, a window, a
+  lit sky) that are already well exposed; a model that only saw evenly dark frames reads any
+  bright part as proof the frame is clean, and one that brightened the lit part too would blow it out.
 - ``dehaze``: atmospheric scattering ``y = x t + A (1 - t)``, ``t = exp(-beta d)``, with a
   plausible depth ``d`` in [0, 1]: far at the top of the frame, near at the bottom, plus a
   smooth random field for scene structure. Optional ``depth_span`` and ``depth_offset`` make the
@@ -89,7 +93,10 @@ def lowlight(x: torch.Tensor, p: Params, gen: torch.Generator) -> torch.Tensor:
     exposure, quiet = p["exposure"], p.get("quiet")
     if quiet is not None:
         exposure = torch.where(quiet > 0, p.get("quiet_exposure", exposure), exposure)
-    linear = _on(x, exposure) * x.clamp(0, 1) ** 2.2
+    gain = _on(x, exposure)
+    if "light" in p:
+        gain = gain + (1 - gain) * p["light"].to(x.device, x.dtype)
+    linear = gain * x.clamp(0, 1) ** 2.2
     var = _on(x, p["shot"]) * linear + _on(x, p["read"]) ** 2
     if quiet is not None:
         var = var * (1 - _on(x, quiet))
@@ -103,6 +110,26 @@ def dim(x: torch.Tensor, exposure: torch.Tensor) -> torch.Tensor:
     In sRGB (gamma 2.2) that cut is a plain scale by ``exposure ** (1 / 2.2)``.
     """
     return to_8bit(x * _on(x, exposure) ** (1 / 2.2))
+
+
+def light_pools(share: torch.Tensor, h: int, w: int, gen: torch.Generator, pools: int = 3) -> torch.Tensor:
+    """Where light falls on a dark scene: (N, 1, H, W) in [0, 1], zero for the samples whose ``share`` is 0.
+
+    Up to ``pools`` soft-edged pools of full light (a lamp's circle, a window, a lit sky when its
+    centre lies past the frame's edge), radius 4-30% of the longer side; the first is always lit,
+    each further one by chance (a pool centred past the edge may miss the frame: that crop stays dark).
+    """
+    n = share.shape[0]
+    centre_y, centre_x = (torch.rand((2, n, pools, 1, 1), generator=gen) * 1.4 - 0.2).unbind(0)
+    radius = 0.04 * 7.5 ** torch.rand((n, pools, 1, 1), generator=gen)
+    lit = torch.rand((n, pools, 1, 1), generator=gen) < 0.5
+    lit[:, 0] = True
+    side = float(max(h, w))
+    yy = (torch.arange(h, dtype=torch.float32) + 0.5).view(1, 1, h, 1) / side
+    xx = (torch.arange(w, dtype=torch.float32) + 0.5).view(1, 1, 1, w) / side
+    d2 = ((yy - centre_y * h / side) ** 2 + (xx - centre_x * w / side) ** 2) / radius ** 2
+    light = (torch.exp(-d2 ** 2) * lit).amax(1, keepdim=True)  # flat top, soft edge
+    return light * (share > 0).float().view(n, 1, 1, 1)
 
 
 def hazy_depth(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:

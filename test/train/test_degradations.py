@@ -13,7 +13,8 @@ from qdr_train.config import ConfigError, load_config
 from qdr_train.data.datasets import data_root, list_images, read_rgb, to_tensor
 from qdr_train.data.datasets import CropSampler, TrainBatches, jpeg
 from qdr_train.data.degradations import (CONDITION_LABELS, DEGRADATIONS, LABELS, crop_labels, degrade, dehaze,
-                                         label_vector, level_params, noise_levels, sample_params, synthesize)
+                                         label_vector, level_params, light_pools, noise_levels, sample_params,
+                                         synthesize)
 
 TASKS = sorted(set(DEGRADATIONS) - {"clean"})
 CFG = load_config("denoise")
@@ -251,6 +252,32 @@ def test_a_quiet_share_leaves_that_share_of_low_light_crops_noise_free() -> None
     at_worst = sample_params("lowlight", ranges, 8, gen, severity=1.0)
     assert torch.equal(at_worst["quiet"], torch.zeros(8))
     assert float(degrade(flat[:8], "lowlight", at_worst, gen).flatten(1).std(1).min()) > 0
+
+
+def test_a_lit_share_gives_those_low_light_crops_parts_at_full_exposure(tmp_path: Path) -> None:
+    """``lit``: a share of low-light crops hold pools of full light (the target stays the scene); the rest are dark."""
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((96, 96, 3), 200, np.uint8))
+    ranges = {"lowlight": {"exposure": [0.1, 0.1], "shot": [0.0, 0.0], "read": [0.0, 0.0], "lit": 0.5},
+              "night": {"sigma": [5.0, 5.0]}}
+    batches = TrainBatches(CropSampler([tmp_path], 48), "auto", ranges, 64, seed=0, mixture={"lowlight": 1.0},
+                           noise_label=1.0)
+    lq, gt, labels = batches(0, torch.device("cpu"))
+    level = lq * 255
+    dark = round(200 * 0.1 ** (1 / 2.2))
+    assert torch.equal(gt, torch.full_like(gt, 200 / 255))
+    assert float(level.min()) == dark  # nowhere darker than the cut, nowhere brighter than the scene
+    lit = (level > dark).flatten(1).any(1)
+    full = (level == 200).flatten(1).any(1)
+    assert 0.25 < float(lit.float().mean()) < 0.75
+    assert bool((full <= lit).all()) and float(full.float().mean()) > 0.2
+    # the map is a parameter of the crop: the noise-free twin that measures noise sees the same pools
+    assert torch.equal(labels, label_vector(("lowlight",)).expand_as(labels))
+    light = light_pools(torch.tensor([0.0, 1.0, 1.0]), 40, 60, torch.Generator().manual_seed(3))
+    assert light.shape == (3, 1, 40, 60) and float(light.min()) >= 0 and float(light.max()) <= 1
+    assert float(light[0].abs().max()) == 0
+    for bad in ("degradation.lowlight.lit=[0.2,0.5]", "degradation.night.lit=1.5"):
+        with pytest.raises(ConfigError, match="lit=.* must be one share in \\[0, 1\\]"):
+            load_config("auto", overrides=[bad])
 
 
 def test_photos_smaller_than_the_crop_stop_with_the_smallest_named(tmp_path: Path) -> None:
