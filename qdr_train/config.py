@@ -21,7 +21,8 @@ CONDITIONS = TASKS + ("night", "rain_haze", "clean")   # what evaluation (and th
 AUTO_EVAL = TASKS + ("night", "rain_haze")            # the six degraded conditions auto is scored on
 LMR_FORMS = ("magnitude", "bounded", "gradient", "aligned")
 # Keys a section may gain that default.yaml leaves out, because their absence is the default (off).
-OPTIONAL_KEYS = {"degradation.lowlight": ("quiet", "quiet_exposure", "lit"), "degradation.night": ("quiet", "lit")}
+OPTIONAL_KEYS = {"degradation.lowlight": ("quiet", "quiet_exposure", "lit", "lamp"),
+                 "degradation.night": ("quiet", "lit", "lamp")}
 
 
 def eval_tasks(task: str) -> tuple[str, ...]:
@@ -158,12 +159,17 @@ def _is_exposure_range(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and all(_is_number(v) and 0.0 < v <= 1.0 for v in value)
 
 
-LOW_LIGHT_SHARES = {"quiet": "whose dark stage is noise-free", "lit": "with lit parts"}
+LOW_LIGHT_SHARES = {"quiet": "whose dark stage is noise-free", "lit": "with lit parts",
+                    "lamp": "whose lit parts have a lamp at their centre"}
 
 
 def _check_low_light_keys(lowlight: dict[str, Any], night: dict[str, Any]) -> None:
     """Check the optional low-light keys: shares, and an exposure range (a number reads as 0/1)."""
     exposure = lowlight.get("quiet_exposure")
+    for section, keys in (("lowlight", lowlight), ("night", {**lowlight, **night})):
+        if keys.get("lamp") and not keys.get("lit"):
+            raise ConfigError(f"degradation.{section}.lamp needs lit parts to put lamps in: set "
+                              f"degradation.{section}.lit > 0 (or lamp to 0)")
     for key, what in LOW_LIGHT_SHARES.items():
         for section, share in (("lowlight", lowlight.get(key)), ("night", night.get(key))):
             if share is not None and not (_is_number(share) and 0.0 <= share <= 1.0):

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qdr_train.data.degradations import (CONDITION_LABELS, crop_labels, degrade, dim, label_vector, light_pools,
-                                         noise_levels, sample_params)
+from qdr_train.data.degradations import (CONDITION_LABELS, crop_labels, degrade, dim, label_vector, lamp_cores,
+                                         light_pools, noise_levels, sample_params, to_8bit)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -222,9 +222,14 @@ class TrainBatches:
                 params.update(self._depth_window(len(idx), gen))
             if "lit" in params:  # low light's share of crops with lit parts, as a map of where light falls
                 params["light"] = light_pools(params.pop("lit"), clean.shape[2], clean.shape[3], gen)
+            lamps = lamp_cores(params["light"], params.pop("lamp")) if "lamp" in params else None
+            if lamps is not None:  # a bulb is white in the scene, and stays white at any exposure
+                clean[idx] = to_8bit(clean[idx] * (1 - lamps) + lamps)
             lq[idx] = degrade(clean[idx], condition, params, gen)
             if self.noise_label is not None:
                 noise[idx] = noise_levels(clean[idx], condition, params, lq[idx])
+            if lamps is not None:
+                lq[idx] = to_8bit(lq[idx] * (1 - lamps) + lamps)
         if self.jpeg_prob > 0:
             idx, quality = self._jpeg_draw(self.jpeg_prob, [c != "clean" for c in conditions], gen)
             if len(idx):

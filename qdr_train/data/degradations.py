@@ -21,6 +21,7 @@ because a camera frame arrives as 8-bit. The models:
   where it is 0 up to 1 where it is 1. Real dark frames hold lit parts (a lamp, a window, a
   lit sky) that are already well exposed; a model that only saw evenly dark frames reads any
   bright part as proof the frame is clean, and one that brightened the lit part too would blow it out.
+  ``lamp_cores`` puts the lamp at a pool's centre, white in the frame and its target.
 - ``dehaze``: atmospheric scattering ``y = x t + A (1 - t)``, ``t = exp(-beta d)``, with a
   plausible depth ``d`` in [0, 1]: far at the top of the frame, near at the bottom, plus a
   smooth random field for scene structure. Optional ``depth_span`` and ``depth_offset`` make the
@@ -130,6 +131,15 @@ def light_pools(share: torch.Tensor, h: int, w: int, gen: torch.Generator, pools
     d2 = ((yy - centre_y * h / side) ** 2 + (xx - centre_x * w / side) ** 2) / radius ** 2
     light = (torch.exp(-d2 ** 2) * lit).amax(1, keepdim=True)  # flat top, soft edge
     return light * (share > 0).float().view(n, 1, 1, 1)
+
+
+def lamp_cores(light: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+    """Place the light sources of ``light_pools``' pools, for the ``share`` > 0 samples: (N, 1, H, W) in [0, 1].
+
+    The innermost part of each pool (a fifth of its radius, its edge out to a third) is the lamp itself:
+    clipped to white in the scene and in the dark frame alike, as a bulb is at any exposure.
+    """
+    return ((light - 0.99) / 0.009).clamp(0, 1) * (share > 0).float().view(-1, 1, 1, 1)
 
 
 def hazy_depth(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:

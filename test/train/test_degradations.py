@@ -280,6 +280,21 @@ def test_a_lit_share_gives_those_low_light_crops_parts_at_full_exposure(tmp_path
             load_config("auto", overrides=[bad])
 
 
+def test_lamps_are_white_in_the_dark_frame_and_its_target(tmp_path: Path) -> None:
+    """``lamp``: the centre of a lit pool is a light source, clipped to white at any exposure, in input and target."""
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((96, 96, 3), 100, np.uint8))
+    ranges = {"lowlight": {"exposure": [0.1, 0.1], "shot": [0.002, 0.002], "read": [0.01, 0.01], "lit": 1.0,
+                           "lamp": 1.0}}
+    lq, gt, _ = TrainBatches(CropSampler([tmp_path], 48), "auto", ranges, 32, seed=0,
+                             mixture={"lowlight": 1.0})(0, torch.device("cpu"))
+    white = gt == 1.0
+    assert 0.0 < float(white.float().mean()) < 0.1 and bool(white.flatten(1).any(1).float().mean() > 0.3)
+    assert torch.equal(lq[white], gt[white])  # noise and the exposure cut leave a clipped bulb white
+    assert round(float(gt.min()) * 255, 3) == 100  # elsewhere the scene, brighter only at the bulbs' soft edges
+    with pytest.raises(ConfigError, match="lamp needs lit parts"):
+        load_config("auto", overrides=["degradation.night.lamp=0.5"])
+
+
 def test_photos_smaller_than_the_crop_stop_with_the_smallest_named(tmp_path: Path) -> None:
     for name, (h, w) in {"big.png": (80, 90), "short.png": (50, 120), "tiny.png": (70, 40)}.items():
         cv2.imwrite(str(tmp_path / name), np.zeros((h, w, 3), np.uint8))
