@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from qdr_train.data.degradations import (CONDITION_LABELS, crop_labels, degrade, dim, label_vector, lamp_cores,
-                                         light_pools, noise_levels, sample_params, to_8bit)
+                                         light_lamps, light_pools, noise_levels, sample_params)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -224,12 +224,12 @@ class TrainBatches:
                 params["light"] = light_pools(params.pop("lit"), clean.shape[2], clean.shape[3], gen)
             lamps = lamp_cores(params["light"], params.pop("lamp")) if "lamp" in params else None
             if lamps is not None:  # a bulb is white in the scene, and stays white at any exposure
-                clean[idx] = to_8bit(clean[idx] * (1 - lamps) + lamps)
+                clean[idx] = light_lamps(clean[idx], lamps)
             lq[idx] = degrade(clean[idx], condition, params, gen)
             if self.noise_label is not None:
                 noise[idx] = noise_levels(clean[idx], condition, params, lq[idx])
             if lamps is not None:
-                lq[idx] = to_8bit(lq[idx] * (1 - lamps) + lamps)
+                lq[idx] = light_lamps(lq[idx], lamps)
         if self.jpeg_prob > 0:
             idx, quality = self._jpeg_draw(self.jpeg_prob, [c != "clean" for c in conditions], gen)
             if len(idx):

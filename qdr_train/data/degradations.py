@@ -142,6 +142,11 @@ def lamp_cores(light: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
     return ((light - 0.99) / 0.009).clamp(0, 1) * (share > 0).float().view(-1, 1, 1, 1)
 
 
+def light_lamps(x: torch.Tensor, lamps: torch.Tensor) -> torch.Tensor:
+    """Clip ``lamp_cores`` to white on ``x``, on the 8-bit grid: the same bulb in a scene and in its dark frame."""
+    return to_8bit(x * (1 - lamps) + lamps)
+
+
 def hazy_depth(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
     """Depth in [0, 1] (1 = far): a top-to-bottom ramp plus a smooth random field."""
     ramp = torch.linspace(1.0, 0.0, h).view(1, 1, h, 1).expand(n, 1, h, w)
